@@ -1,0 +1,212 @@
+"""AffinityNet (Ahn & Kwak, "Learning Pixel-level Semantic Affinity with Image-level Supervision", CVPR 2018).
+
+AffinityNet maps an image to a feature grid f (stride ``grid_stride``) whose L1 distances encode semantic
+affinity between nearby cells: a_ij = exp(-||f_i - f_j||_1) (eq. 3; the norm is taken as the *mean* of
+absolute channel differences, as in the authors' implementation). Only pairs closer than ``radius`` on the
+grid are used, in training (eq. 4-7) and in the random walk (:mod:`pipeline.random_walk`).
+
+Pair indexing: each unordered pair is enumerated once through a half-disc of offsets (dy > 0, or dy == 0
+and dx > 0) with dy^2 + dx^2 < radius^2 (strict, as PSA: radius 5 -> 34 offsets).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.models.backbones.base import Backbone
+
+_LOG_EPS = 1e-5  # floor of a and 1 - a inside the logs of the loss (PSA's constant)
+
+
+def _check_radius(radius: int) -> int:
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 2:
+        raise ConfigError(f"radius: must be an integer >= 2 (radius 1 contains no neighbour), got {radius!r}")
+    return radius
+
+
+@functools.lru_cache(maxsize=16)
+def _offsets(radius: int) -> torch.Tensor:
+    r = torch.arange(-radius + 1, radius)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    dy, dx = dy.flatten(), dx.flatten()
+    keep = (dy * dy + dx * dx < radius * radius) & ((dy > 0) | ((dy == 0) & (dx > 0)))
+    return torch.stack([dy[keep], dx[keep]], dim=1)
+
+
+def radius_offsets(radius: int) -> torch.Tensor:
+    """(M, 2) int64 offsets (dy, dx) of the half-disc: dy > 0 or (dy == 0, dx > 0), dy^2 + dx^2 < radius^2.
+
+    Together with their negations they cover every neighbour within the radius exactly once.
+    """
+    return _offsets(_check_radius(radius)).clone()
+
+
+@functools.lru_cache(maxsize=32)
+def _pairs(h: int, w: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    offsets = _offsets(radius)
+    dy = offsets[:, 0].view(-1, 1, 1)
+    dx = offsets[:, 1].view(-1, 1, 1)
+    ys = torch.arange(h).view(1, h, 1)
+    xs = torch.arange(w).view(1, 1, w)
+    ty, tx = ys + dy, xs + dx
+    valid = (ty < h) & (tx >= 0) & (tx < w)  # ty >= 0 always, since dy >= 0
+    src = (ys * w + xs).expand_as(valid)[valid]
+    dst = (ty * w + tx)[valid]
+    return src.contiguous(), dst.contiguous()
+
+
+def pair_indices(h: int, w: int, radius: int, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (src, dst), each (P,) int64, of every unordered pair of cells of an h x w grid closer
+    than ``radius`` (one direction per pair, see :func:`radius_offsets`); row-major flat index y * w + x.
+
+    Pairs never wrap across rows. The result is cached per (h, w, radius): treat it as read-only.
+    """
+    _check_radius(radius)
+    if h < 1 or w < 1:
+        raise DataError(f"pair_indices: grid must be at least 1 x 1, got {h} x {w}")
+    src, dst = _pairs(int(h), int(w), radius)
+    return src.to(device), dst.to(device)
+
+
+def pair_affinities(features: torch.Tensor, radius: int) -> torch.Tensor:
+    """a_ij = exp(-mean_c |f_ic - f_jc|) for features (..., D, h, w) -> (..., P), computed in float32, in
+    the pair order of ``pair_indices(h, w, radius)``.
+
+    Each offset compares two shifted views of the grid, so no (D, P) gather of features is materialised.
+    """
+    _check_radius(radius)
+    h, w = features.shape[-2:]
+    features = features.float()
+    distances = []
+    for dy, dx in _offsets(radius).tolist():
+        x0, x1 = max(0, -dx), min(w, w - dx)
+        if dy >= h or x0 >= x1:
+            continue
+        here = features[..., : h - dy, x0:x1]
+        there = features[..., dy:, x0 + dx : x1 + dx]
+        distances.append((here - there).abs().mean(dim=-3).flatten(-2))
+    if not distances:
+        return features.new_zeros(features.shape[:-3] + (0,))
+    return torch.exp(-torch.cat(distances, dim=-1))
+
+
+def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor, neg: torch.Tensor
+                  ) -> dict[str, torch.Tensor]:
+    """PSA's affinity loss (eq. 5-8): L = L_fg+ / 4 + L_bg+ / 4 + L_neg / 2.
+
+    ``aff`` (..., P) affinities in [0, 1]; ``fg_pos``/``bg_pos``/``neg`` boolean masks of the same shape
+    (see :func:`pipeline.affinity_labels.pair_labels`). L_fg+ and L_bg+ average -log(a) over their pairs,
+    L_neg averages -log(1 - a). An empty set contributes 0; both logs are floored at 1e-5.
+    Returns {"loss", "fg_pos", "bg_pos", "neg"} (the three terms unweighted).
+    """
+    if not (aff.shape == fg_pos.shape == bg_pos.shape == neg.shape):
+        raise DataError(f"affinity_loss: shapes differ: aff {tuple(aff.shape)}, masks {tuple(fg_pos.shape)}, "
+                        f"{tuple(bg_pos.shape)}, {tuple(neg.shape)}")
+    aff = aff.float()
+    pos_cost = -torch.log(aff.clamp_min(_LOG_EPS))
+    neg_cost = -torch.log((1.0 - aff).clamp_min(_LOG_EPS))
+
+    def masked_mean(cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(cost.dtype)
+        return (cost * mask).sum() / mask.sum().clamp_min(1.0)
+
+    fg = masked_mean(pos_cost, fg_pos)
+    bg = masked_mean(pos_cost, bg_pos)
+    ng = masked_mean(neg_cost, neg)
+    return {"loss": fg / 4 + bg / 4 + ng / 2, "fg_pos": fg, "bg_pos": bg, "neg": ng}
+
+
+def _reduction(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 1, bias=False),
+        nn.GroupNorm(math.gcd(32, out_ch), out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class AffinityNet(nn.Module):
+    """AffinityNet head on a shared :class:`Backbone` (PSA sec. 3.2).
+
+    The backbone stages ``stages`` (default: the last three) each go through a 1x1 conv + GroupNorm + ReLU
+    reduction (PSA: 64 / 128 / 256 channels), are bilinearly resized to the grid at ``grid_stride``
+    (default 8, PSA; IRN uses 4) of size ceil(H / grid_stride) x ceil(W / grid_stride), concatenated, and
+    mapped by a final 1x1 conv to the ``embed_dim``-channel affinity embedding (PSA: 448).
+    The backbone is fine-tuned at the base learning rate, the new layers at 10x (:meth:`param_groups`).
+    """
+
+    def __init__(self, backbone: Backbone, stages: Sequence[int] = (-3, -2, -1),
+                 reduce_channels: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
+                 grid_stride: int = 8, radius: int = 5):
+        super().__init__()
+        num_stages = len(backbone.stage_channels)
+        if len(stages) == 0 or len(stages) != len(reduce_channels):
+            raise ConfigError(f"affinity.stages and affinity.reduce_channels must be non-empty and of equal "
+                              f"length, got {list(stages)} and {list(reduce_channels)}")
+        if any(not -num_stages <= s < num_stages for s in stages):
+            raise ConfigError(f"affinity.stages: indices must address the backbone's {num_stages} stages, "
+                              f"got {list(stages)}")
+        if grid_stride < 1 or embed_dim < 1 or any(c < 1 for c in reduce_channels):
+            raise ConfigError("affinity.grid_stride, affinity.embed_dim and affinity.reduce_channels must be >= 1")
+        self.backbone = backbone
+        self.stages = tuple(s % num_stages for s in stages)
+        self.grid_stride = grid_stride
+        self.radius = _check_radius(radius)
+        self.reductions = nn.ModuleList(
+            _reduction(backbone.stage_channels[s], c) for s, c in zip(self.stages, reduce_channels)
+        )
+        self.embed = nn.Conv2d(sum(reduce_channels), embed_dim, 1, bias=False)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        return -(-height // self.grid_stride), -(-width // self.grid_stride)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> affinity features (B, embed_dim, h, w) at ``grid_stride``."""
+        size = self.grid_size(images.shape[-2], images.shape[-1])
+        stage_features = self.backbone(images)
+        reduced = []
+        for stage, reduction in zip(self.stages, self.reductions):
+            x = reduction(stage_features[stage])
+            if x.shape[-2:] != size:
+                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            reduced.append(x)
+        return self.embed(torch.cat(reduced, dim=1))
+
+    def affinities(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D, h, w) features -> (B, P) affinities exp(-mean_c |f_i - f_j|) in float32, for the pairs
+        ``pair_indices(h, w, self.radius)`` in that order."""
+        return pair_affinities(features, self.radius)
+
+    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms for images (B, 3, H, W) and confident label maps (B, H, W) at image resolution
+        (class index, 0 background, 255 ignore: :func:`pipeline.affinity_labels.confident_labels`)."""
+        from pipeline.affinity_labels import downsample_labels, pair_labels
+
+        if labels.dim() != 3 or labels.shape[0] != images.shape[0] or labels.shape[-2:] != images.shape[-2:]:
+            raise DataError(f"affinity labels must be (B, H, W) matching images {tuple(images.shape)}, "
+                            f"got {tuple(labels.shape)}")
+        features = self(images)
+        h, w = features.shape[-2:]
+        src, dst = pair_indices(h, w, self.radius, device=features.device)
+        grid_labels = downsample_labels(labels.to(features.device), (h, w))
+        fg_pos, bg_pos, neg = pair_labels(grid_labels, src, dst)
+        terms = affinity_loss(self.affinities(features), fg_pos, bg_pos, neg)
+        return {"loss": terms["loss"], **{k: v.detach() for k, v in terms.items() if k != "loss"}}
+
+    def head_modules(self) -> list[nn.Module]:
+        return [self.reductions, self.embed]
+
+    def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
+        """Backbone at ``lr``, the new reduction and embedding layers at ``lr * head_lr_mult`` (PSA: 10x)."""
+        head_params = [p for m in self.head_modules() for p in m.parameters() if p.requires_grad]
+        backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
+        return [
+            {"params": backbone_params, "lr": lr, "name": "backbone"},
+            {"params": head_params, "lr": lr * head_lr_mult, "name": "head"},
+        ]

@@ -1,0 +1,301 @@
+"""The built-in demo dataset: textured "creatures" whose class is told only by a small head.
+
+Every object is a textured elliptical body (texture family, colours, size and pose independent of the
+class) with a head at one end of its major axis; the head's silhouette and hue are class-specific. Headless
+bodies with the same textures clutter the background, so the body is no evidence of any class and a
+classifier trained on image-level labels learns the head: its CAM covers the discriminative part while the
+ground truth covers head and body. 1-3 objects per image occlude each other; ~10% of images hold no object;
+some object boundaries get a void (255) ring as in VOC. The design is described in docs/synthetic_dataset.md.
+
+Output: a VOC-layout dataset (see :mod:`pipeline.data.voc`), byte-identical for a given seed.
+"""
+from __future__ import annotations
+
+import colorsys
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from pipeline.errors import ConfigError
+from pipeline.io import atomic_dir, save_image, save_mask, write_json
+
+CLASS_NAMES: tuple[str, ...] = ("roundhead", "boxhead", "arrowhead", "ringhead", "crosshead")
+HEAD_SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "ring", "cross")
+NUM_TEXTURES = 4
+MAX_LAYOUT_TRIES = 30
+MIN_VISIBLE_FRACTION = 0.35  # of an object's in-frame silhouette left after occlusion
+MIN_HEAD_VISIBLE_FRACTION = 0.6
+
+
+@dataclass(frozen=True)
+class SyntheticObject:
+    """One rendered object: its class (1-based) and how much of it the others hide."""
+
+    class_index: int
+    visible_fraction: float
+    head_visible_fraction: float
+
+    @property
+    def occluded(self) -> bool:
+        return self.visible_fraction < 0.999
+
+
+# ------------------------------------------------------------------ primitives
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """Bilinearly upsampled uniform noise on a (cells+1)^2 lattice: a smooth field in [0, 1]."""
+    lattice = rng.random((cells + 1, cells + 1))
+    ys = np.linspace(0, cells, height, endpoint=False)
+    xs = np.linspace(0, cells, width, endpoint=False)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top = lattice[y0][:, x0] * (1 - fx) + lattice[y0][:, x0 + 1] * fx
+    bottom = lattice[y0 + 1][:, x0] * (1 - fx) + lattice[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def random_colour(rng: np.random.Generator, hue: float | None = None, saturation=(0.0, 1.0), value=(0.2, 1.0)):
+    h = rng.random() if hue is None else hue % 1.0
+    rgb = colorsys.hsv_to_rgb(h, rng.uniform(*saturation), rng.uniform(*value))
+    return np.array(rgb) * 255.0
+
+
+def texture_pattern(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, scale: float) -> np.ndarray:
+    """A pattern in [0, 1] from one of the shared texture families (stripes, checker, dots, blotches)."""
+    kind = int(rng.integers(NUM_TEXTURES))
+    angle = rng.uniform(0, np.pi)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    v = -xx * np.sin(angle) + yy * np.cos(angle)
+    period = rng.uniform(0.045, 0.11) * scale
+    if kind == 0:  # stripes
+        return (np.sin(2 * np.pi * u / period + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float64)
+    if kind == 1:  # checker
+        return ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float64)
+    if kind == 2:  # dots on a lattice
+        du = (u / period) % 1.0 - 0.5
+        dv = (v / period) % 1.0 - 0.5
+        return (du**2 + dv**2 < rng.uniform(0.06, 0.16)).astype(np.float64)
+    height, width = yy.shape
+    noise = smooth_noise(rng, height, width, cells=max(2, int(round(max(height, width) / period / 1.5))))
+    return (noise > 0.5).astype(np.float64)
+
+
+def paint(canvas: np.ndarray, region: np.ndarray, pattern: np.ndarray, colour_a, colour_b) -> None:
+    """Fill ``region`` of the (H, W, 3) canvas with the two-colour ``pattern``."""
+    p = pattern[region][:, None]
+    canvas[region] = colour_a * (1 - p) + colour_b * p
+
+
+def ellipse(yy, xx, cy, cx, a, b, angle) -> np.ndarray:
+    u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+    v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+    return (u / a) ** 2 + (v / b) ** 2 <= 1.0
+
+
+def head_masks(shape: str, yy, xx, cy, cx, radius, angle) -> tuple[np.ndarray, np.ndarray]:
+    """(silhouette, marking) of a head centred at (cy, cx) pointing along ``angle``.
+
+    The marking (drawn in a second colour) is what tells the ring head from the disc head."""
+    u = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / radius
+    v = (-(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)) / radius
+    r2 = u**2 + v**2
+    if shape == "disc":
+        silhouette = r2 <= 1.0
+    elif shape == "square":
+        silhouette = np.maximum(np.abs(u), np.abs(v)) <= 0.85
+    elif shape == "triangle":
+        silhouette = (u >= -0.8) & (np.abs(v) <= 1.0 * (1.1 - u) / 1.9)
+    elif shape == "ring":
+        silhouette = r2 <= 1.0
+        return silhouette, r2 <= 0.5**2
+    elif shape == "cross":
+        silhouette = ((np.abs(u) <= 0.33) | (np.abs(v) <= 0.33)) & (np.maximum(np.abs(u), np.abs(v)) <= 1.0)
+    else:
+        raise ConfigError(f"unknown head shape {shape!r}")
+    return silhouette, np.zeros_like(silhouette)
+
+
+# ------------------------------------------------------------------ one image
+def _render_background(rng, yy, xx, scale) -> np.ndarray:
+    height, width = yy.shape
+    field = smooth_noise(rng, height, width, cells=int(rng.integers(2, 6)))[..., None]
+    canvas = random_colour(rng, saturation=(0.1, 0.6)) * (1 - field) + random_colour(rng, saturation=(0.1, 0.6)) * field
+    # Headless bodies and patches with the objects' texture families.
+    for _ in range(int(rng.integers(2, 6))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        a = rng.uniform(0.1, 0.3) * scale
+        if rng.random() < 0.5:
+            region = ellipse(yy, xx, cy, cx, a, a * rng.uniform(0.4, 0.8), rng.uniform(0, np.pi))
+        else:
+            angle = rng.uniform(0, np.pi)
+            u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
+            v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
+            region = (np.abs(u) <= a) & (np.abs(v) <= a * rng.uniform(0.3, 1.0))
+        paint(canvas, region, texture_pattern(rng, yy, xx, scale), random_colour(rng), random_colour(rng))
+    # Saturated thin bars of any hue: colour alone does not reveal a head.
+    for _ in range(int(rng.integers(1, 4))):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        a = rng.uniform(0.05, 0.12) * scale
+        region = ellipse(yy, xx, cy, cx, a, a * rng.uniform(0.15, 0.3), rng.uniform(0, np.pi))
+        canvas[region] = random_colour(rng, saturation=(0.7, 1.0), value=(0.7, 1.0))
+    return canvas
+
+
+def _sample_object(rng, height, width, scale, previous):
+    """Pose of one object, inside the frame (head fully inside), near an earlier one half of the time."""
+    for _ in range(100):
+        a = rng.uniform(0.13, 0.22) * scale
+        b = a * rng.uniform(0.45, 0.7)
+        radius = max(rng.uniform(0.6, 0.8) * b, 0.05 * scale)
+        angle = rng.uniform(0, 2 * np.pi)
+        if previous and rng.random() < 0.5:
+            anchor = previous[int(rng.integers(len(previous)))]
+            offset = rng.uniform(0.5, 1.1) * (anchor["a"] + a)
+            direction = rng.uniform(0, 2 * np.pi)
+            cy, cx = anchor["cy"] + offset * np.sin(direction), anchor["cx"] + offset * np.cos(direction)
+        else:
+            cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+        hy = cy + (a + 0.6 * radius) * np.sin(angle)
+        hx = cx + (a + 0.6 * radius) * np.cos(angle)
+        if radius <= hy <= height - 1 - radius and radius <= hx <= width - 1 - radius and 0 <= cy < height and 0 <= cx < width:
+            return {"cy": cy, "cx": cx, "a": a, "b": b, "radius": radius, "angle": angle, "hy": hy, "hx": hx}
+    raise RuntimeError("could not place an object inside the frame")
+
+
+def render_sample(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    num_classes: int = len(CLASS_NAMES),
+    empty_fraction: float = 0.1,
+    void_fraction: float = 0.5,
+    max_objects: int = 3,
+) -> tuple[np.ndarray, np.ndarray, list[SyntheticObject]]:
+    """One image (H, W, 3) uint8, its mask (H, W) uint8 (0 bg, 1..num_classes, 255 void) and its objects."""
+    scale = float(min(height, width))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    canvas = _render_background(rng, yy, xx, scale)
+    count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+
+    instance = np.zeros((height, width), dtype=np.int32)
+    objects: list[SyntheticObject] = []
+    for attempt in range(MAX_LAYOUT_TRIES):
+        poses: list[dict] = []
+        for _ in range(count):
+            poses.append(_sample_object(rng, height, width, scale, poses))
+        shapes = []
+        instance[:] = 0
+        for k, pose in enumerate(poses, start=1):
+            body = ellipse(yy, xx, pose["cy"], pose["cx"], pose["a"], pose["b"], pose["angle"])
+            shape_name = HEAD_SHAPES[int(rng.integers(num_classes))]
+            head, marking = head_masks(shape_name, yy, xx, pose["hy"], pose["hx"], pose["radius"], pose["angle"])
+            instance[body | head] = k
+            shapes.append((shape_name, body, head, marking))
+        objects = []
+        for k, (shape_name, body, head, _) in enumerate(shapes, start=1):
+            silhouette = body | head
+            objects.append(SyntheticObject(
+                class_index=HEAD_SHAPES.index(shape_name) + 1,
+                visible_fraction=float((instance[silhouette] == k).mean()),
+                head_visible_fraction=float((instance[head] == k).mean()),
+            ))
+        if all(o.visible_fraction >= MIN_VISIBLE_FRACTION and o.head_visible_fraction >= MIN_HEAD_VISIBLE_FRACTION
+               for o in objects):
+            break
+        if attempt >= MAX_LAYOUT_TRIES // 2:  # crowded: try with one object fewer
+            count = max(1, count - 1)
+    else:
+        raise RuntimeError("no valid object layout found")
+
+    # Painted in instance order, so later objects occlude earlier ones as in the instance map.
+    for obj, (shape_name, body, head, marking) in zip(objects, shapes):
+        paint(canvas, body, texture_pattern(rng, yy, xx, scale), random_colour(rng), random_colour(rng))
+        hue = (obj.class_index - 1) / len(HEAD_SHAPES) + rng.uniform(-0.03, 0.03)
+        canvas[head] = random_colour(rng, hue=hue, saturation=(0.75, 1.0), value=(0.75, 1.0))
+        canvas[head & marking] = random_colour(rng, saturation=(0.0, 0.2), value=(0.0, 0.25))
+    class_of = np.array([0] + [o.class_index for o in objects], dtype=np.uint8)
+    mask = class_of[instance]
+    for k in range(1, len(objects) + 1):
+        if rng.random() < void_fraction:
+            region = instance == k
+            width_px = int(rng.integers(1, 3))
+            ring = ndimage.binary_dilation(region, iterations=width_px) & ~ndimage.binary_erosion(region, iterations=width_px)
+            mask[ring] = 255
+
+    light = 1.0 + 0.25 * (smooth_noise(rng, height, width, cells=2)[..., None] - 0.5)
+    canvas = canvas * light + rng.normal(0.0, 4.0, canvas.shape)
+    image = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    return image, mask, objects
+
+
+# ------------------------------------------------------------------ the dataset
+def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter):
+    checks = {
+        "num_train": num_train >= 1,
+        "num_val": num_val >= 1,
+        "image_size": image_size >= 32,
+        "num_classes": 1 <= num_classes <= len(HEAD_SHAPES),
+        "empty_fraction": 0.0 <= empty_fraction < 1.0,
+        "void_fraction": 0.0 <= void_fraction <= 1.0,
+        "max_objects": 1 <= max_objects <= 6,
+        "size_jitter": 0.0 <= size_jitter < 0.5,
+    }
+    values = locals()
+    for key, ok in checks.items():
+        if not ok:
+            raise ConfigError(f"synthetic.{key}: invalid value {values[key]!r}")
+
+
+def generate_synthetic(
+    out_root: str | os.PathLike,
+    num_train: int = 300,
+    num_val: int = 100,
+    image_size: int = 128,
+    seed: int = 0,
+    num_classes: int = len(CLASS_NAMES),
+    empty_fraction: float = 0.1,
+    void_fraction: float = 0.5,
+    max_objects: int = 3,
+    size_jitter: float = 0.0,
+) -> dict:
+    """Write the demo dataset in VOC layout under ``out_root`` (replaced whole, atomically).
+
+    Image ``i`` of a split is drawn from its own generator seeded with (seed, split, i), so a given seed
+    always gives byte-identical files. ``size_jitter`` > 0 draws each side from
+    [image_size * (1 - size_jitter), image_size]. Returns (and writes as ``summary.json``) statistics:
+    per split the image count, empty images, objects per class, occluded objects and the void pixel share.
+    """
+    _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter)
+    summary = {"seed": seed, "image_size": image_size, "class_names": ["background", *CLASS_NAMES[:num_classes]]}
+    with atomic_dir(out_root) as tmp:
+        tmp = Path(tmp)
+        (tmp / "classes.txt").write_text("\n".join(summary["class_names"]) + "\n")
+        for split_code, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+            ids = [f"{split}_{i:05d}" for i in range(count)]
+            stats = {"images": count, "empty_images": 0, "objects": [0] * num_classes,
+                     "occluded_objects": 0, "void_pixels": 0, "pixels": 0}
+            for index, image_id in enumerate(ids):
+                rng = np.random.default_rng([seed, split_code, index])
+                height = width = image_size
+                if size_jitter > 0:
+                    low = int(round(image_size * (1 - size_jitter)))
+                    height, width = (int(v) for v in rng.integers(low, image_size + 1, size=2))
+                image, mask, objects = render_sample(
+                    rng, height, width, num_classes, empty_fraction, void_fraction, max_objects
+                )
+                save_image(tmp / "JPEGImages" / f"{image_id}.jpg", image, quality=95)
+                save_mask(tmp / "SegmentationClass" / f"{image_id}.png", mask)
+                stats["empty_images"] += not objects
+                stats["occluded_objects"] += sum(o.occluded for o in objects)
+                for o in objects:
+                    stats["objects"][o.class_index - 1] += 1
+                stats["void_pixels"] += int((mask == 255).sum())
+                stats["pixels"] += int(mask.size)
+            list_path = tmp / "ImageSets" / "Segmentation" / f"{split}.txt"
+            list_path.parent.mkdir(parents=True, exist_ok=True)
+            list_path.write_text("\n".join(ids) + "\n")
+            summary[split] = stats
+        write_json(tmp / "summary.json", summary)
+    return summary

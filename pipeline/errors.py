@@ -1,0 +1,13 @@
+"""Errors that the CLI turns into a one-line message and a non-zero exit."""
+
+
+class WsssError(Exception):
+    """Base class of every error a user can cause (bad data, bad parameters, missing inputs)."""
+
+
+class DataError(WsssError):
+    """A dataset file is missing, unreadable or inconsistent. The message names the file."""
+
+
+class ConfigError(WsssError):
+    """A parameter is unknown, of the wrong type or out of range. The message names the key."""

@@ -1,0 +1,170 @@
+"""Artifact formats and atomic writes.
+
+- CAMs: one compressed ``.npz`` per image with ``cams`` (K, H, W) float16 in [0, 1] for the image's K
+  labelled foreground classes and ``keys`` (K,) int16 holding their class indices (1-based, VOC style,
+  0 being background).
+- Masks: 8-bit palette PNGs with the VOC colour map; value = class index, 255 = ignore / void.
+- Every file is written under a temporary name in the same directory and renamed into place, and stage
+  output directories are filled under a temporary name and swapped in at the end, so an interrupted run
+  leaves no partial output.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+
+from pipeline.errors import DataError
+
+
+def voc_palette(num_entries: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map as a (num_entries, 3) uint8 array (bit-interleaved class index)."""
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    for index in range(num_entries):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+_PALETTE = voc_palette().flatten().tolist()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``path``; on success it replaces ``path`` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp_path
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp_path, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            shutil.rmtree(tmp_path)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
+def save_cam(path: str | os.PathLike, cams: np.ndarray, keys: np.ndarray) -> None:
+    """Save (K, H, W) CAMs in [0, 1] and their (K,) class indices as a compressed float16 npz."""
+    cams = np.asarray(cams)
+    keys = np.asarray(keys)
+    if cams.ndim != 3 or keys.shape != (cams.shape[0],):
+        raise ValueError(f"cams must be (K, H, W) with K keys, got {cams.shape} and {keys.shape}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, cams=cams.astype(np.float16), keys=keys.astype(np.int16))
+
+
+def load_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Return (cams float32 (K, H, W), keys int64 (K,)) written by :func:`save_cam`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: CAM file not found")
+    try:
+        with np.load(path) as data:
+            return data["cams"].astype(np.float32), data["keys"].astype(np.int64)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not a readable CAM file ({exc})") from None
+
+
+def cam_to_scores(cams: np.ndarray, keys: np.ndarray, num_classes: int) -> np.ndarray:
+    """Scatter K labelled-class CAMs into a dense (num_classes, H, W) score array; background = 0."""
+    scores = np.zeros((num_classes,) + cams.shape[1:], dtype=np.float32)
+    scores[keys] = cams
+    return scores
+
+
+def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Save an (H, W) uint8 label map as a VOC-palette PNG (255 = ignore)."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette(_PALETTE)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or grey) as an (H, W) uint8 array of class indices."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: mask not found")
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
+            return np.array(image, dtype=np.uint8)
+    except DataError:
+        raise
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable mask ({exc})") from None
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as an (H, W, 3) uint8 RGB array."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image not found")
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: unreadable image ({exc})") from None
+
+
+def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Save an (H, W, 3) uint8 RGB array; format from the suffix (JPEG or PNG)."""
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, quality=quality)

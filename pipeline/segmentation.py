@@ -1,0 +1,164 @@
+"""Training and inference helpers for the segmentation model trained on pseudo masks.
+
+Training follows DeepLab (Chen et al., TPAMI 2017, sec. 4): SGD with momentum, the "poly" learning rate
+lr * (1 - step / max_steps)^0.9, pixel-wise cross entropy ignoring label 255, the head at 10x the backbone
+learning rate (SEAM's setting: lr 1e-3, wd 5e-4, 20k steps). Inference averages the softmax over scales and
+horizontal flips at the input resolution, optionally refined by the dense CRF.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.crf import dense_crf
+from pipeline.errors import ConfigError, DataError
+
+IGNORE_INDEX = 255
+
+
+def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9) -> float:
+    """DeepLab's poly schedule: base_lr * (1 - step / max_steps)^power (0 at and after max_steps)."""
+    if max_steps <= 0:
+        raise ConfigError(f"max_steps: must be > 0, got {max_steps}")
+    return base_lr * max(0.0, 1.0 - step / max_steps) ** power
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean cross entropy over the pixels whose label is not ``ignore_index``.
+
+    ``logits`` (B, C, h, w) are resized bilinearly to the (B, H, W) ``target`` if their size differs. A batch
+    with no labelled pixel gives a zero loss that still back-propagates (zero gradients).
+    """
+    if logits.ndim != 4 or target.ndim != 3 or logits.shape[0] != target.shape[0]:
+        raise DataError(f"segmentation_loss: logits (B, C, h, w) and target (B, H, W) expected, got "
+                        f"{tuple(logits.shape)} and {tuple(target.shape)}")
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    target = target.long()
+    valid = target != ignore_index
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    labels = target[valid]
+    if bool((labels < 0).any()) or bool((labels >= logits.shape[1]).any()):
+        raise DataError(f"segmentation_loss: mask values must lie in [0, {logits.shape[1]}) or be "
+                        f"{ignore_index}, got {int(labels.min())}..{int(labels.max())}")
+    return F.cross_entropy(logits.float(), target, ignore_index=ignore_index)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image_tensor: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
+            amp: bool = False) -> np.ndarray:
+    """Class probabilities (C, H, W) float32 for one image (3, H, W) or (1, 3, H, W) in [0, 1].
+
+    For each scale the image is resized bilinearly, the model's logits are resized back to (H, W) and
+    softmaxed; with ``flip`` the mirrored image goes through in the same batch and is mirrored back. The
+    result is the mean of all these distributions. The model runs in eval mode; its mode is restored.
+    """
+    if image_tensor.ndim == 3:
+        image_tensor = image_tensor[None]
+    if image_tensor.ndim != 4 or image_tensor.shape[:2] != (1, 3):
+        raise DataError(f"predict: image must be (3, H, W) or (1, 3, H, W), got {tuple(image_tensor.shape)}")
+    if not scales or any(s <= 0 for s in scales):
+        raise ConfigError(f"segmentation.scales: must be a non-empty list of positive numbers, got {scales}")
+    device = next(model.parameters()).device
+    image = image_tensor.to(device, torch.float32)
+    size = image.shape[-2:]
+    was_training = model.training
+    model.eval()
+    total = None
+    try:
+        for scale in scales:
+            scaled_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+            x = image if scaled_size == tuple(size) else F.interpolate(
+                image, size=scaled_size, mode="bilinear", align_corners=False)
+            if flip:
+                x = torch.cat([x, x.flip(-1)], dim=0)
+            with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
+                logits = model(x)
+            logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
+            if flip:
+                logits = torch.cat([logits[:1], logits[1:].flip(-1)], dim=0)
+            probs = logits.softmax(dim=1).sum(dim=0)
+            total = probs if total is None else total + probs
+    finally:
+        model.train(was_training)
+    return (total / (len(scales) * (2 if flip else 1))).cpu().numpy()
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"image must be (H, W, 3), got shape {image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def predict_label_map(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
+                      use_crf: bool = False, crf_kwargs: dict | None = None, amp: bool = False) -> np.ndarray:
+    """(H, W) uint8 label map for an (H, W, 3) uint8 image: :func:`predict`, optionally the dense CRF on
+    the averaged probabilities, then argmax."""
+    probs = predict(model, image_to_tensor(image), scales=scales, flip=flip, amp=amp)
+    if use_crf:
+        probs = dense_crf(image, probs, **(crf_kwargs or {}))
+    return probs.argmax(axis=0).astype(np.uint8)
+
+
+def _cycle(loader: Iterable) -> Iterable:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise DataError("train_segmentation: the data loader yielded no batch")
+
+
+def train_segmentation(model: nn.Module, loader: Iterable, max_steps: int, lr: float, momentum: float = 0.9,
+                       weight_decay: float = 5e-4, head_lr_mult: float = 10.0, device: str | torch.device = "cpu",
+                       amp: bool = True, log_fn: Callable[[int, dict], None] | None = None) -> list[float]:
+    """Train ``model`` (with ``param_groups(lr, head_lr_mult)``) for ``max_steps`` SGD steps; return the loss
+    of every step.
+
+    ``loader`` yields (images (B, 3, H, W) in [0, 1], masks (B, H, W) long with 255 = ignore) and is
+    cycled as often as needed. The poly schedule scales every parameter group's initial lr. Mixed
+    precision (autocast + GradScaler) is used when ``amp`` and the device is CUDA. ``log_fn(step, metrics)``
+    is called after every step with ``loss`` and the backbone ``lr``.
+    """
+    if max_steps <= 0:
+        raise ConfigError(f"segmentation.max_steps: must be > 0, got {max_steps}")
+    if lr <= 0:
+        raise ConfigError(f"segmentation.lr: must be > 0, got {lr}")
+    device = torch.device(device)
+    use_amp = amp and device.type == "cuda"
+    model.to(device).train()
+    groups = model.param_groups(lr, head_lr_mult)
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    initial_lrs = [group["lr"] for group in optimizer.param_groups]
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    history: list[float] = []
+    batches = iter(_cycle(loader))
+    for step in range(max_steps):
+        factor = poly_lr(1.0, step, max_steps)
+        for group, initial in zip(optimizer.param_groups, initial_lrs):
+            group["lr"] = initial * factor
+        images, masks = next(batches)[:2]
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, enabled=use_amp):
+            logits = model(images)
+        loss = segmentation_loss(logits.float(), masks)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise ConfigError(f"segmentation.lr: the loss became {value} at step {step}; lower the lr")
+        history.append(value)
+        if log_fn is not None:
+            log_fn(step, {"loss": value, "lr": optimizer.param_groups[0]["lr"]})
+    return history

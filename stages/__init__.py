@@ -1,0 +1,1 @@
+"""DVC stages: each module reads its section of params.yaml, calls ``pipeline`` and writes its outputs."""

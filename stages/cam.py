@@ -1,0 +1,31 @@
+"""Stage ``cam``: multi-scale + flip CAMs of the labelled classes of every train image.
+
+Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
+one directory per method so that all methods' CAMs can exist side by side.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.cam import multiscale_cam
+from pipeline.data.transforms import to_image_tensor
+from pipeline.io import atomic_dir, save_cam
+from pipeline.train import resolve_device
+from stages.checkpoints import load_method
+from stages.common import open_split, stage_dir, track
+from stages.config import Params
+
+
+def run(params: Params) -> int:
+    device = resolve_device(params.device)
+    method, _ = load_method(stage_dir(params, "train_cls", params.method) / "model.pt", device)
+    dataset, index = open_split(params, params.data.train_split)
+    labels = index["splits"][params.data.train_split]["labels"]
+    with atomic_dir(stage_dir(params, "cam", params.method)) as out:
+        for image_id in track(dataset.ids, len(dataset.ids), f"cam [{params.method}]"):
+            keys = np.asarray(labels[image_id], dtype=np.int64)
+            image = to_image_tensor(dataset.load_image(image_id)).to(device)
+            cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip)
+            save_cam(out / f"{image_id}.npz", cams.cpu().numpy(), keys)
+    return len(dataset.ids)

@@ -1,0 +1,72 @@
+"""The ``wsss-pipe`` command line: one subcommand per DVC stage.
+
+Every subcommand reads ``params.yaml`` (``--params``) with ``--set section.key=value`` overrides, validates
+it before anything is written, and turns user errors (bad parameters, bad data, missing inputs) into one
+line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Callable, List, Optional
+
+import typer
+
+from pipeline.errors import WsssError
+
+app = typer.Typer(
+    help=(
+        "Weakly supervised semantic segmentation as a DVC pipeline. Each subcommand is one stage of "
+        "dvc.yaml; `dvc repro` runs them in order. Settings come from params.yaml; override any of them "
+        "for one run with --set section.key=value (e.g. --set train_cls.epochs=2)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOption = typer.Option("params.yaml", "--params", "-p", help="Parameters file.")
+SetOption = typer.Option(None, "--set", "-s", help="Override a parameter: section.key=value (repeatable).")
+MethodOption = typer.Option(None, "--method", "-m", help="CAM method: cam, seam, ppl or cpn (overrides `method`).")
+
+
+def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None) -> None:
+    from stages.config import load_params
+
+    overrides = list(overrides or [])
+    if method is not None:
+        overrides.append(f"method={method}")
+    try:
+        params = load_params(params_path, overrides)
+        result = importlib.import_module(f"stages.{module}").run(params)
+    except WsssError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: no output was written", err=True)
+        raise typer.Exit(130) from None
+    if isinstance(result, dict) and "miou" in result:
+        typer.echo(f"{module}: mIoU {100 * result['miou']:.2f}", err=True)
+
+
+def _stage(name: str, module: str, summary: str, with_method: bool = False) -> Callable:
+    if with_method:
+        def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                    method: Optional[str] = MethodOption) -> None:
+            _run(module, params, set_, method)
+    else:
+        def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption) -> None:
+            _run(module, params, set_)
+    command.__doc__ = summary
+    return app.command(name)(command)
+
+
+_stage("synthetic", "synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.")
+_stage("data", "data", "Validate the dataset at data.root and index its splits and image-level labels.")
+_stage("train-cls", "train_cls", "Train the classifier of the selected CAM method.", with_method=True)
+_stage("cam", "cam", "Multi-scale + flip CAMs of every train image, one .npz per image.", with_method=True)
+_stage("eval-cam", "eval_cam", "CAM mIoU on train with the background threshold swept.", with_method=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())

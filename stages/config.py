@@ -1,0 +1,212 @@
+"""params.yaml: the single source of settings, one section per stage, validated on load.
+
+An unknown key, a wrong type or an out-of-range value is a :class:`ConfigError` whose one-line message
+names the key; nothing is written before parameters validate.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+MethodName = Literal["cam", "seam", "ppl", "cpn"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+
+class PathsParams(Section):
+    outputs: str = "outputs"
+
+
+class SyntheticParams(Section):
+    root: str = "data/synthetic"
+    num_train: int = Field(120, ge=1)
+    num_val: int = Field(40, ge=1)
+    image_size: int = Field(128, ge=32, le=1024)
+    seed: int = Field(0, ge=0)
+
+
+class DataParams(Section):
+    root: str = "data/synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+
+
+class BackboneParams(Section):
+    name: str = "efficientnet_lite0"
+    output_stride: Literal[8, 16, 32] = 16
+    pretrained: str | None = "imagenet"
+
+
+class TrainClsParams(Section):
+    epochs: int = Field(6, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.01, gt=0)
+    head_lr_mult: float = Field(10.0, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    crop_size: int = Field(128, ge=16)
+    scale_min: float = Field(0.7, gt=0)
+    scale_max: float = Field(1.3, gt=0)
+    color_jitter: float = Field(0.3, ge=0, le=1)
+    amp: bool = True
+    loader_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _scale_order(self):
+        if self.scale_min > self.scale_max:
+            raise ValueError("scale_min must not exceed scale_max")
+        return self
+
+
+class CamParams(Section):
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
+    flip: bool = True
+
+    @field_validator("scales")
+    @classmethod
+    def _positive(cls, scales: list[float]) -> list[float]:
+        if any(s <= 0 for s in scales):
+            raise ValueError("every scale must be > 0")
+        return scales
+
+
+class EvalCamParams(Section):
+    threshold_min: float = Field(0.0, ge=0, le=1)
+    threshold_max: float = Field(0.59, ge=0, le=1)
+    threshold_step: float = Field(0.01, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.threshold_min > self.threshold_max:
+            raise ValueError("threshold_min must not exceed threshold_max")
+        return self
+
+
+class Params(Section):
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    workers: int = Field(0, ge=0, description="processes for per-image stages; 0 = all cores")
+    method: MethodName = "cam"
+    paths: PathsParams = PathsParams()
+    synthetic: SyntheticParams = SyntheticParams()
+    data: DataParams = DataParams()
+    backbone: BackboneParams = BackboneParams()
+    train_cls: TrainClsParams = TrainClsParams()
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    cam: CamParams = CamParams()
+    eval_cam: EvalCamParams = EvalCamParams()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if device not in ("auto", "cpu") and not device.startswith("cuda"):
+            raise ValueError("must be auto, cpu or cuda[:N]")
+        return device
+
+    def method_options(self, name: str | None = None) -> dict[str, Any]:
+        """The validated keyword options of method ``name`` (default: the selected method)."""
+        name = name or self.method
+        return validate_method_options(name, self.methods.get(name) or {})
+
+
+def validate_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Check ``methods.<name>`` against the method's constructor: known keys, types of the defaults."""
+    from pipeline.methods import METHODS
+
+    if name not in METHODS:
+        raise ConfigError(f"method: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    signature = inspect.signature(METHODS[name].__init__)
+    accepted = {k: p for k, p in signature.parameters.items() if k not in ("self", "backbone", "num_classes")}
+    checked: dict[str, Any] = {}
+    for key, value in options.items():
+        if key not in accepted:
+            known = ", ".join(accepted) or "none"
+            raise ConfigError(f"methods.{name}.{key}: unknown option (known: {known})")
+        default = accepted[key].default
+        if default is not inspect.Parameter.empty and default is not None:
+            value = _coerce(f"methods.{name}.{key}", value, default)
+        checked[key] = value
+    return checked
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
+        return value
+    if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+        return type(default)(value)
+    if type(value) is type(default):
+        return value
+    raise ConfigError(f"{key}: expected {type(default).__name__}, got {value!r}")
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read and validate ``path`` with ``section.key=value`` overrides applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: parameters file not found")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        params = Params.model_validate(tree)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        got = error.get("input")
+        detail = error["msg"]
+        if error["type"] == "extra_forbidden":
+            detail = "unknown key"
+        suffix = "" if error["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        raise ConfigError(f"{path}: {key}: {detail}{suffix}") from None
+    for name, options in params.methods.items():
+        if not isinstance(options, dict):
+            raise ConfigError(f"{path}: methods.{name}: must be a mapping of options")
+        validate_method_options(name, options)
+    return params

@@ -1,0 +1,30 @@
+"""Stage ``data``: validate the VOC-layout dataset at ``data.root`` and index its splits.
+
+Writes ``outputs/data/index.json``: the root, class names and, per split, the ids and image-level labels
+(1-based class indices, derived from the masks or from Annotations/*.xml). Later stages read labels from
+here instead of decoding every mask again.
+"""
+from __future__ import annotations
+
+from pipeline.data.voc import VOCDataset, compute_labels
+from pipeline.io import atomic_dir, write_json
+from stages.common import num_workers, stage_dir
+from stages.config import Params
+
+
+def run(params: Params) -> dict:
+    workers = num_workers(params)
+    splits = list(dict.fromkeys([params.data.train_split, params.data.val_split]))
+    index: dict = {"root": params.data.root, "classes": None, "splits": {}}
+    for split in splits:
+        dataset = VOCDataset(params.data.root, split)
+        dataset.validate(workers=workers)
+        index["classes"] = dataset.class_names
+        index["splits"][split] = {
+            "ids": dataset.ids,
+            "has_masks": dataset.has_masks,
+            "labels": compute_labels(dataset, workers=workers),
+        }
+    with atomic_dir(stage_dir(params, "data")) as out:
+        write_json(out / "index.json", index)
+    return index

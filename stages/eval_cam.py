@@ -1,0 +1,69 @@
+"""Stage ``eval_cam``: CAM mIoU on the train split with the background threshold swept.
+
+Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU and per-class IoU, and
+the all-background mIoU for context: DVC metrics) and ``curve.csv`` (mIoU vs threshold: a DVC plot).
+CAMs are streamed from disk one image at a time, in parallel over chunks of ids.
+"""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from pipeline.data.voc import VOCDataset
+from pipeline.io import atomic_dir, load_cam, write_json
+from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
+from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from stages.config import Params
+
+
+def _sweep_chunk(job: tuple) -> np.ndarray:
+    root, split, ids, cam_dir, thresholds, num_classes = job
+    dataset = VOCDataset(root, split, labels={i: [] for i in ids})
+    sweep = ThresholdSweep(thresholds, num_classes)
+    for image_id in ids:
+        cams, keys = load_cam(f"{cam_dir}/{image_id}.npz")
+        gt = dataset.load_mask(image_id)
+        if cams.shape[1:] != gt.shape:
+            raise ValueError(f"{cam_dir}/{image_id}.npz: CAM size {cams.shape[1:]} differs from its mask {gt.shape}")
+        sweep.update(cams, keys, gt)
+    return sweep.hist
+
+
+def run(params: Params) -> dict:
+    cfg = params.eval_cam
+    split = params.data.train_split
+    dataset, index = open_split(params, split)
+    cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` for this method first")
+    class_names = index["classes"]
+    thresholds = np.round(np.arange(cfg.threshold_min, cfg.threshold_max + 1e-9, cfg.threshold_step), 6)
+    sweep = ThresholdSweep(thresholds, len(class_names))
+    workers = num_workers(params)
+    chunks = [dataset.ids[i::workers * 4] for i in range(workers * 4)]
+    jobs = [(str(dataset.root), split, ids, str(cam_dir), thresholds, len(class_names)) for ids in chunks if ids]
+    for hist in parallel_map(_sweep_chunk, jobs, workers, f"eval_cam [{params.method}]", chunksize=1):
+        sweep.hist += hist
+
+    confusions = sweep.confusions()
+    curve = np.array([mean_iou(conf) for conf in confusions])
+    best = int(np.nanargmax(curve))
+    iou = iou_per_class(confusions[best])
+    background_only = confusions[0].copy()
+    background_only[:, 0] = background_only.sum(1)
+    background_only[:, 1:] = 0
+    metrics = {
+        "method": params.method,
+        "miou": round(float(curve[best]), 6),
+        "best_threshold": float(thresholds[best]),
+        "all_background_miou": round(mean_iou(background_only), 6),
+        "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 6)) for name, v in zip(class_names, iou)},
+        "num_images": len(dataset.ids),
+    }
+    with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:
+        write_json(out / "metrics.json", metrics)
+        with open(out / "curve.csv", "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["threshold", "miou"])
+            writer.writerows([[float(t), round(float(m), 6)] for t, m in zip(thresholds, curve)])
+    return metrics
+

@@ -1,0 +1,72 @@
+"""Stage ``train_cls``: train the multi-label classifier of the selected method (cam, seam, ppl, cpn).
+
+Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` (loss
+terms per epoch, a DVC plot) and ``metrics.json`` (final loss terms, wall time).
+"""
+from __future__ import annotations
+
+import csv
+import time
+
+from torch.utils.data import DataLoader
+
+from pipeline.data.loaders import ClassificationSamples
+from pipeline.data.transforms import train_transform
+from pipeline.io import atomic_dir, write_json
+from pipeline.methods import build_method
+from pipeline.models.backbones import build_backbone
+from pipeline.train import resolve_device, seed_everything, train_method
+from stages.checkpoints import save_checkpoint
+from stages.common import open_split, progress_bar, stage_dir
+from stages.config import Params
+
+
+def run(params: Params) -> dict:
+    cfg = params.train_cls
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    dataset, index = open_split(params, params.data.train_split)
+    num_fg = len(index["classes"]) - 1
+    options = params.method_options()
+    backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
+    method = build_method(params.method, backbone, num_fg, **options)
+
+    labels = index["splits"][params.data.train_split]["labels"]
+    samples = ClassificationSamples(
+        dataset, dataset.ids, labels, num_fg,
+        train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter),
+    )
+    loader = DataLoader(
+        samples,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=len(samples) > cfg.batch_size,
+        num_workers=cfg.loader_workers,
+        generator=generator,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.loader_workers > 0,
+    )
+    start = time.perf_counter()
+    with progress_bar(f"train_cls [{params.method}]") as bar:
+        task = bar.add_task("train", total=cfg.epochs * len(loader))
+        history = train_method(
+            method, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
+            on_step=lambda step, total: bar.update(task, completed=step),
+        )
+    seconds = time.perf_counter() - start
+    metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"train_seconds": round(seconds, 2)}
+
+    with atomic_dir(stage_dir(params, "train_cls", params.method)) as out:
+        save_checkpoint(
+            out / "model.pt", method.cpu(), options,
+            {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
+            index["classes"],
+        )
+        with open(out / "history.csv", "w", newline="") as fh:
+            columns = ["epoch"] + [k for k in history[0] if k != "epoch"]
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+        write_json(out / "metrics.json", metrics)
+    return metrics

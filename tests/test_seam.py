@@ -1,0 +1,128 @@
+"""SEAM: equivariant regularisation, PCM convexity, OHEM, and a short training run."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import ConfigError
+from pipeline.methods import build_method
+from pipeline.methods.seam import SEAM, equivariant_l1, pcm_seed
+from pipeline.models.backbones.tiny import TinyBackbone
+from pipeline.models.correlation import PixelCorrelationModule, ohem_l1, pcm_propagate, pixel_affinity
+
+
+def coloured_squares(batch: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey images with 1-2 squares of pure red / green / blue; labels = colours present."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.full((batch, 3, size, size), 0.5)
+    labels = torch.zeros(batch, 3)
+    for i in range(batch):
+        for c in torch.randperm(3, generator=gen)[: 1 + i % 2].tolist():
+            side = size // 3
+            y, x = torch.randint(0, size - side, (2,), generator=gen).tolist()
+            images[i, :, y : y + side, x : x + side] = 0.0
+            images[i, c, y : y + side, x : x + side] = 1.0
+            labels[i, c] = 1.0
+    return images, labels
+
+
+def rescale(x: torch.Tensor, factor: float = 0.5) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+def test_er_zero_for_equivariant_map_and_positive_otherwise():
+    images = torch.rand(2, 3, 32, 32)
+
+    def equivariant(x):  # per-pixel channel mean commutes with bilinear rescaling
+        return x.mean(dim=1, keepdim=True)
+
+    def not_equivariant(x):  # a fixed 3-pixel shift does not scale with the image
+        return torch.roll(x.mean(dim=1, keepdim=True), shifts=3, dims=-1)
+
+    assert equivariant_l1(rescale(equivariant(images)), equivariant(rescale(images))).item() < 1e-6
+    assert equivariant_l1(rescale(not_equivariant(images)), not_equivariant(rescale(images))).item() > 1e-2
+
+
+def test_pixel_affinity_rows_are_convex_weights():
+    embedding = torch.randn(2, 8, 5, 6)
+    affinity = pixel_affinity(embedding)
+    assert affinity.shape == (2, 30, 30)
+    assert (affinity >= 0).all()
+    torch.testing.assert_close(affinity.sum(dim=-1), torch.ones(2, 30))
+
+
+def test_pcm_output_is_convex_combination_of_inputs():
+    torch.manual_seed(0)
+    cams = torch.rand(2, 4, 7, 9) * 5 - 1
+    embedding = torch.randn(2, 16, 7, 9)
+    refined = pcm_propagate(cams, embedding, chunk_size=10)  # blocks of 10 query pixels
+    dense = (cams.flatten(2) @ pixel_affinity(embedding).transpose(1, 2)).view_as(cams)
+    torch.testing.assert_close(refined, dense)
+    low = cams.amin(dim=(2, 3), keepdim=True)
+    high = cams.amax(dim=(2, 3), keepdim=True)
+    assert (refined >= low - 1e-5).all() and (refined <= high + 1e-5).all()
+
+
+def test_pcm_identical_embeddings_average_the_cam():
+    cams = torch.rand(1, 3, 4, 4)
+    embedding = torch.ones(1, 5, 4, 4)  # every pixel equally similar to every other
+    refined = pcm_propagate(cams, embedding)
+    torch.testing.assert_close(refined, cams.mean(dim=(2, 3), keepdim=True).expand_as(cams))
+
+
+def test_pcm_module_shapes():
+    backbone = TinyBackbone()
+    pcm = PixelCorrelationModule(backbone.stage_channels, (8, 16), 12)
+    images = torch.rand(2, 3, 64, 64)
+    features = backbone(images)
+    cams = torch.rand(2, 4, *features[-1].shape[-2:])
+    assert pcm(cams, features, images).shape == cams.shape
+
+
+def test_pcm_seed_background_and_max_only():
+    raw = torch.tensor([[[[2.0, 0.0]], [[1.0, 4.0]]]])  # (1, 2 classes, 1, 2)
+    seed = pcm_seed(raw)
+    # normalised fg: class0 [1, 0], class1 [0.25, 1]; bg = 1 - max = [0, 0]; non-max fg zeroed
+    torch.testing.assert_close(seed, torch.tensor([[[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]]]), atol=1e-4, rtol=0)
+
+
+def test_ohem_l1_keeps_the_hardest_fraction():
+    prediction = torch.arange(1.0, 11.0).view(1, 1, 2, 5)
+    assert ohem_l1(prediction, torch.zeros_like(prediction), 0.2).item() == pytest.approx(9.5)
+    assert ohem_l1(prediction, torch.zeros_like(prediction), 1.0).item() == pytest.approx(5.5)
+    with pytest.raises(ConfigError, match="ohem_ratio"):
+        ohem_l1(prediction, prediction, 0.0)
+
+
+def test_bad_options_raise_config_error():
+    with pytest.raises(ConfigError, match="seam.scale"):
+        SEAM(TinyBackbone(), 3, scale=0.0)
+    with pytest.raises(ConfigError, match="pcm_stage_dims"):
+        SEAM(TinyBackbone(), 3, pcm_stage_dims=(1, 2, 3, 4, 5))
+
+
+def test_training_step_terms_and_cam_shape():
+    torch.manual_seed(0)
+    method = build_method("seam", TinyBackbone(), 3, scale=0.5)
+    images, labels = coloured_squares()
+    out = method.training_step(images, labels)
+    assert set(out) == {"loss", "cls", "er", "ecr"}
+    assert out["loss"].requires_grad and all(not out[k].requires_grad for k in ("cls", "er", "ecr"))
+    torch.testing.assert_close(out["loss"].detach(), out["cls"] + out["er"] + out["ecr"])
+    assert method.cam(images).shape == (4, 3, 4, 4)
+
+
+def test_short_training_reduces_loss():
+    torch.manual_seed(0)
+    method = SEAM(TinyBackbone(), 3, scale=0.5)
+    images, labels = coloured_squares()
+    optimizer = torch.optim.SGD(method.param_groups(0.01), momentum=0.9)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = method.training_step(images, labels)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3

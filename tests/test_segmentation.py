@@ -1,0 +1,115 @@
+"""Segmentation training / inference helpers on small synthetic tensors with the tiny backbone."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.models.backbones.tiny import TinyBackbone
+from pipeline.models.deeplab import build_deeplab
+from pipeline.segmentation import (poly_lr, predict, predict_label_map, segmentation_loss,
+                                   train_segmentation)
+
+
+def test_poly_lr():
+    assert poly_lr(0.01, 0, 100) == pytest.approx(0.01)
+    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert poly_lr(0.01, 100, 100) == 0.0
+    assert poly_lr(0.01, 30, 100) > poly_lr(0.01, 31, 100)
+
+
+def test_ignored_pixels_do_not_affect_loss_or_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 7, requires_grad=True)
+    target = torch.randint(0, 4, (2, 6, 7))
+    target[:, :3] = 255
+    other = target.clone()
+    other[:, :3] = torch.randint(0, 4, (2, 3, 7))  # what the ignored pixels would have said
+    loss = segmentation_loss(logits, target)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.all(grad[:, :, :3] == 0)
+    kept = torch.nn.functional.cross_entropy(logits[:, :, 3:], target[:, 3:])
+    torch.testing.assert_close(loss, kept)
+    assert not torch.isclose(segmentation_loss(logits, other), loss)
+    changed = logits.detach().clone()
+    changed[:, :, :3] += 10 * torch.randn(2, 4, 3, 7)
+    torch.testing.assert_close(segmentation_loss(changed, target), loss.detach())
+
+
+def test_all_ignored_batch_gives_zero_loss():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((1, 4, 4), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_loss_rejects_labels_beyond_classes():
+    with pytest.raises(DataError, match="mask values"):
+        segmentation_loss(torch.randn(1, 3, 4, 4), torch.full((1, 4, 4), 7))
+
+
+@pytest.mark.parametrize("head", ["v2", "v3"])
+def test_predict_returns_distribution(head):
+    torch.manual_seed(0)
+    model = build_deeplab(TinyBackbone(output_stride=8), 3, head).train()
+    image = torch.rand(3, 37, 45)
+    probs = predict(model, image, scales=(1.0, 0.5, 1.5), flip=True)
+    assert model.training  # mode restored
+    assert probs.shape == (3, 37, 45) and probs.dtype == np.float32
+    assert np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_flip_averaging_is_mirror_symmetric():
+    torch.manual_seed(0)
+    model = build_deeplab(TinyBackbone(), 3, "v3")
+    image = torch.rand(3, 32, 40)
+    a = predict(model, image, flip=True)
+    b = predict(model, image.flip(-1), flip=True)
+    np.testing.assert_allclose(a, b[:, :, ::-1], atol=1e-5)
+
+
+def test_predict_label_map_uses_argmax():
+    torch.manual_seed(0)
+    model = build_deeplab(TinyBackbone(), 3, "v2")
+    image = (np.random.default_rng(0).random((32, 40, 3)) * 255).astype(np.uint8)
+    labels = predict_label_map(model, image)
+    probs = predict(model, torch.from_numpy(image.transpose(2, 0, 1).copy()).float() / 255)
+    np.testing.assert_array_equal(labels, probs.argmax(0))
+    assert predict_label_map(model, image, use_crf=True).shape == (32, 40)
+
+
+def synthetic_batch():
+    """A bright square on a dark background; labels 1 inside, 0 outside, a 255 band around the edge."""
+    generator = torch.Generator().manual_seed(0)
+    images = 0.1 * torch.rand(4, 3, 32, 32, generator=generator)
+    masks = torch.zeros(4, 32, 32, dtype=torch.long)
+    for i, offset in enumerate((4, 8, 12, 6)):
+        images[i, :, offset:offset + 14, offset:offset + 14] += 0.8
+        masks[i, offset:offset + 14, offset:offset + 14] = 1
+    masks[:, :1] = 255
+    return images, masks
+
+
+@pytest.mark.parametrize("head", ["v2", "v3"])
+def test_short_training_reduces_loss(head):
+    torch.manual_seed(0)
+    model = build_deeplab(TinyBackbone(), 2, head)
+    batch = synthetic_batch()
+    logged = []
+    history = train_segmentation(model, [batch], max_steps=40, lr=0.01, momentum=0.9, weight_decay=1e-4,
+                                 head_lr_mult=10, device="cpu", amp=True,
+                                 log_fn=lambda step, m: logged.append((step, m)))
+    assert len(history) == 40 and len(logged) == 40
+    assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
+    assert logged[0][1]["lr"] == pytest.approx(0.01)
+    assert logged[-1][1]["lr"] < logged[0][1]["lr"]
+    probs = predict(model, batch[0][0])
+    assert (probs.argmax(0) == batch[1][0].numpy())[batch[1][0].numpy() != 255].mean() > 0.9
+
+
+def test_training_rejects_bad_input():
+    model = build_deeplab(TinyBackbone(), 2, "v2")
+    with pytest.raises(DataError, match="no batch"):
+        train_segmentation(model, [], max_steps=1, lr=0.01)
+    with pytest.raises(ConfigError, match="max_steps"):
+        train_segmentation(model, [synthetic_batch()], max_steps=0, lr=0.01)
