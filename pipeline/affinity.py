@@ -21,7 +21,7 @@ from torch import nn
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.base import Backbone
 
-_LOG_EPS = 1e-5  # floor of a and 1 - a inside the logs of the loss (PSA's constant)
+_LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss (PSA's constant)
 
 
 def _check_radius(radius: int) -> int:
@@ -91,7 +91,9 @@ def pair_affinities(features: torch.Tensor, radius: int) -> torch.Tensor:
             continue
         here = features[..., : h - dy, x0:x1]
         there = features[..., dy:, x0 + dx : x1 + dx]
-        distances.append((here - there).abs().mean(dim=-3).flatten(-2))
+        diff = here - there
+        diff = diff.abs_() if not diff.requires_grad else diff.abs()  # in place when no graph is recorded
+        distances.append(diff.mean(dim=-3).flatten(-2))
     if not distances:
         return features.new_zeros(features.shape[:-3] + (0,))
     return torch.exp(-torch.cat(distances, dim=-1))
@@ -103,15 +105,16 @@ def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor,
 
     ``aff`` (..., P) affinities in [0, 1]; ``fg_pos``/``bg_pos``/``neg`` boolean masks of the same shape
     (see :func:`pipeline.affinity_labels.pair_labels`). L_fg+ and L_bg+ average -log(a) over their pairs,
-    L_neg averages -log(1 - a). An empty set contributes 0; both logs are floored at 1e-5.
+    L_neg averages -log(1 - a). An empty set contributes 0; 1e-5 is added inside both logs (as PSA).
     Returns {"loss", "fg_pos", "bg_pos", "neg"} (the three terms unweighted).
     """
     if not (aff.shape == fg_pos.shape == bg_pos.shape == neg.shape):
         raise DataError(f"affinity_loss: shapes differ: aff {tuple(aff.shape)}, masks {tuple(fg_pos.shape)}, "
                         f"{tuple(bg_pos.shape)}, {tuple(neg.shape)}")
     aff = aff.float()
-    pos_cost = -torch.log(aff.clamp_min(_LOG_EPS))
-    neg_cost = -torch.log((1.0 - aff).clamp_min(_LOG_EPS))
+    # an additive epsilon (not a clamp) keeps the gradient alive for pairs whose affinity has collapsed
+    pos_cost = -torch.log(aff + _LOG_EPS)
+    neg_cost = -torch.log(1.0 - aff + _LOG_EPS)
 
     def masked_mean(cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.to(cost.dtype)

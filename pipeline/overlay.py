@@ -56,8 +56,7 @@ def heatmap(image: np.ndarray, cams: np.ndarray) -> np.ndarray:
 def _resize(array: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
     if array.shape[:2] == size:
         return array
-    mode = "F" if array.dtype == np.float32 else None
-    resized = Image.fromarray(array, mode=mode).resize((size[1], size[0]), resample=resample)
+    resized = Image.fromarray(np.ascontiguousarray(array)).resize((size[1], size[0]), resample=resample)
     return np.asarray(resized)
 
 

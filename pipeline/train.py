@@ -84,7 +84,7 @@ def train_method(
             scaler.step(optimizer)
             scaler.update()
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
+                sums[name] = sums.get(name, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
             count += 1
             step += 1
             if on_step is not None:

@@ -7,6 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -91,3 +92,50 @@ def require(path: Path, hint: str) -> Path:
     if not path.exists():
         raise WsssError(f"{path}: not found; {hint}")
     return path
+
+
+def _confusion_chunk(job: tuple) -> tuple[np.ndarray, int, int]:
+    root, split, ids, mask_dir, num_classes = job
+    from pipeline.data.voc import VOCDataset
+    from pipeline.io import load_mask
+    from pipeline.metrics import confusion_matrix
+
+    dataset = VOCDataset(root, split, labels={i: [] for i in ids})
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    ignored = total = 0
+    for image_id in ids:
+        pred = load_mask(Path(mask_dir) / f"{image_id}.png")
+        gt = dataset.load_mask(image_id)
+        if pred.shape != gt.shape:
+            raise DataError(f"{mask_dir}/{image_id}.png: size {pred.shape} differs from its ground truth {gt.shape}")
+        conf += confusion_matrix(pred, gt, num_classes)
+        ignored += int((pred == 255).sum())
+        total += pred.size
+    return conf, ignored, total
+
+
+def evaluate_mask_dir(dataset, mask_dir: Path, num_classes: int, workers: int,
+                      description: str) -> tuple[np.ndarray, float]:
+    """Confusion matrix of the palette PNGs in ``mask_dir`` against ``dataset``'s ground truth, and the
+    fraction of predicted pixels left as ignore (255, counted as background in the confusion)."""
+    chunks = [dataset.ids[i::workers * 4] for i in range(workers * 4)]
+    jobs = [(str(dataset.root), dataset.split, ids, str(mask_dir), num_classes) for ids in chunks if ids]
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    ignored = total = 0
+    for part, part_ignored, part_total in parallel_map(_confusion_chunk, jobs, workers, description, chunksize=1):
+        conf += part
+        ignored += part_ignored
+        total += part_total
+    return conf, ignored / max(total, 1)
+
+
+def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
+    """mIoU, pixel accuracy and per-class IoU (null for classes absent from ground truth and prediction)."""
+    from pipeline.metrics import iou_per_class, mean_iou, pixel_accuracy
+
+    iou = iou_per_class(conf)
+    return {
+        "miou": round(mean_iou(conf), 6),
+        "pixel_accuracy": round(pixel_accuracy(conf), 6),
+        "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(class_names, iou)},
+    }

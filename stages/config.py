@@ -90,6 +90,72 @@ class EvalCamParams(Section):
         return self
 
 
+class CrfParams(Section):
+    """Dense-CRF pseudo masks (PSA's kernels by default)."""
+
+    source: Literal["cam", "rw"] = "cam"
+    bg_mode: Literal["threshold", "power"] = "threshold"
+    bg_threshold: float | Literal["auto"] = "auto"
+    bg_alpha: float = Field(16.0, gt=0)
+    use_crf: bool = True
+    iterations: int = Field(10, ge=1)
+    gauss_sxy: float = Field(3.0, gt=0)
+    gauss_compat: float = Field(3.0, ge=0)
+    bilateral_sxy: float = Field(80.0, gt=0)
+    bilateral_srgb: float = Field(13.0, gt=0)
+    bilateral_compat: float = Field(10.0, ge=0)
+    confidence: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("bg_threshold")
+    @classmethod
+    def _threshold_range(cls, value):
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError("must be auto or lie in [0, 1]")
+        return value
+
+    def crf_kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy",
+                                              "bilateral_srgb", "bilateral_compat")}
+
+
+class TrainSegParams(Section):
+    """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
+
+    labels: Literal["pseudo", "gt"] = "pseudo"
+    head: Literal["v3", "v2"] = "v3"
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(8, ge=2)
+    lr: float = Field(0.01, gt=0)
+    head_lr_mult: float = Field(10.0, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    crop_size: int = Field(128, ge=16)
+    scale_min: float = Field(0.5, gt=0)
+    scale_max: float = Field(1.5, gt=0)
+    color_jitter: float = Field(0.0, ge=0, le=1)
+    amp: bool = True
+    loader_workers: int = Field(0, ge=0)
+    val_every: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _scale_order(self):
+        if self.scale_min > self.scale_max:
+            raise ValueError("scale_min must not exceed scale_max")
+        return self
+
+
+class EvalSegParams(Section):
+    scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75, 1.25, 1.5], min_length=1)
+    flip: bool = True
+    use_crf: bool = False
+
+    _positive = field_validator("scales")(CamParams._positive.__func__)
+
+
+class OverlaysParams(Section):
+    count: int = Field(8, ge=0)
+
+
 class Params(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
@@ -103,6 +169,10 @@ class Params(Section):
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     cam: CamParams = CamParams()
     eval_cam: EvalCamParams = EvalCamParams()
+    crf: CrfParams = CrfParams()
+    train_seg: TrainSegParams = TrainSegParams()
+    eval_seg: EvalSegParams = EvalSegParams()
+    overlays: OverlaysParams = OverlaysParams()
 
     @field_validator("device")
     @classmethod

@@ -41,14 +41,19 @@ def _photo(name: str) -> torch.Tensor:
     return torch.from_numpy(load_image(FIXTURES / name)).permute(2, 0, 1)[None].float() / 255.0
 
 
-def _top5(model: EfficientNetLiteBackbone, name: str) -> list[str]:
-    logits = model.classify(_photo(name))
-    return [IMAGENET_CATEGORIES[i] for i in logits[0].topk(5).indices.tolist()]
+def _top5(model: EfficientNetLiteBackbone, images: torch.Tensor) -> list[list[str]]:
+    logits = model.classify(images)
+    return [[IMAGENET_CATEGORIES[i] for i in row] for row in logits.topk(5, dim=1).indices.tolist()]
 
 
-@pytest.fixture(scope="module")
-def lite0_classifier() -> EfficientNetLiteBackbone:
-    return EfficientNetLiteBackbone("efficientnet_lite0", 32, "imagenet", keep_classifier=True).eval()
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    # these are tiny forward passes: OpenMP thread start-up and spinning on a shared 2-core machine cost more
+    # than the convolutions themselves
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --- EfficientNet-Lite -------------------------------------------------------------------------------------
@@ -70,22 +75,23 @@ def test_packaged_imagenet_weights_load_strictly(variant, num_blocks):
     assert bn.eps == pytest.approx(1e-3) and bn.momentum == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("photo", sorted(PHOTOS))
-def test_pretrained_lite0_recognises_real_photos(lite0_classifier, photo):
-    top5 = _top5(lite0_classifier, photo)
-    assert top5[0] in PHOTOS[photo], top5
-    assert len(PHOTOS[photo] & set(top5)) >= 2, top5
+def test_pretrained_lite0_recognises_real_photos():
+    model = EfficientNetLiteBackbone("efficientnet_lite0", 32, "imagenet", keep_classifier=True).eval()
+    names = sorted(PHOTOS)
+    predictions = _top5(model, torch.cat([_photo(name) for name in names]))  # all MSRC photos are 213 x 320
+    for name, top5 in zip(names, predictions):
+        assert top5[0] in PHOTOS[name], (name, top5)
 
 
 def test_dilated_lite0_keeps_its_imagenet_prediction():
     # dilation instead of stride changes the sampling grid only: a correct port still recognises the cat
     model = EfficientNetLiteBackbone("efficientnet_lite0", 8, "imagenet", keep_classifier=True).eval()
-    assert _top5(model, "msrc_15_5_s_cat.jpg")[0] in PHOTOS["msrc_15_5_s_cat.jpg"]
+    assert _top5(model, _photo("msrc_15_5_s_cat.jpg"))[0][0] in PHOTOS["msrc_15_5_s_cat.jpg"]
 
 
 def test_pretrained_lite2_recognises_a_bicycle():
-    model = EfficientNetLiteBackbone("efficientnet_lite2", 16, "imagenet", keep_classifier=True).eval()
-    assert _top5(model, "msrc_8_30_s_bicycle.jpg")[0] == "mountain bike"
+    model = EfficientNetLiteBackbone("efficientnet_lite2", 32, "imagenet", keep_classifier=True).eval()
+    assert _top5(model, _photo("msrc_8_30_s_bicycle.jpg"))[0][0] == "mountain bike"
 
 
 def test_cam_backbone_drops_the_imagenet_classifier():
@@ -95,11 +101,11 @@ def test_cam_backbone_drops_the_imagenet_classifier():
         model.classify(torch.rand(1, 3, 32, 32))
 
 
-@pytest.mark.parametrize("variant", ["efficientnet_lite0", "efficientnet_lite2"])
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("variant, output_stride", [("efficientnet_lite0", 8), ("efficientnet_lite0", 16),
+                                                    ("efficientnet_lite0", 32), ("efficientnet_lite2", 8)])
 def test_lite_stage_shapes_follow_tf_same_padding(variant, output_stride):
     model = build_backbone(variant, output_stride).eval()
-    height, width = 93, 130  # odd sizes: TF "SAME" gives ceil(size / stride)
+    height, width = 45, 70  # odd sizes: TF "SAME" gives ceil(size / stride)
     with torch.no_grad():
         features = model(torch.rand(2, 3, height, width))
     assert model.stage_strides == (4, 8, min(16, output_stride), output_stride)
@@ -133,7 +139,7 @@ def test_same_padding_conv_matches_explicit_padding():
 
 def test_lite_trains_end_to_end():
     model = build_backbone("efficientnet_lite0", 16).train()
-    features = model(torch.rand(2, 3, 48, 48))
+    features = model(torch.rand(1, 3, 32, 32))
     features[-1].mean().backward()
     assert model.net._conv_stem.weight.grad is not None
     assert model.net._conv_stem.weight.grad.abs().sum() > 0
@@ -142,16 +148,15 @@ def test_lite_trains_end_to_end():
 # --- ResNet-50/101 -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnet101"])
-@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("name, output_stride", [("resnet50", 8), ("resnet101", 16)])
 def test_resnet_dilated_shapes(name, output_stride):
     model = build_backbone(name, output_stride, pretrained=None).eval()
     with torch.no_grad():
-        features = model(torch.rand(1, 3, 64, 96))
+        features = model(torch.rand(1, 3, 32, 48))
     assert model.stage_channels == (256, 512, 1024, 2048)
     assert model.stage_strides == (4, 8, min(16, output_stride), output_stride)
     for feat, channels, stride in zip(features, model.stage_channels, model.stage_strides):
-        assert feat.shape == (1, channels, 64 // stride, 96 // stride)
+        assert feat.shape == (1, channels, 32 // stride, 48 // stride)
 
 
 def test_resnet_imagenet_offline_is_a_config_error(monkeypatch):
@@ -210,8 +215,8 @@ def test_resnet38_shapes_at_output_stride_8(resnet38):
 def test_resnet38_output_stride_16():
     model = build_backbone("resnet38", 16).eval()
     with torch.no_grad():
-        features = model(torch.rand(1, 3, 64, 64))
-    assert [tuple(f.shape[-2:]) for f in features] == [(16, 16), (8, 8), (4, 4), (4, 4)]
+        features = model(torch.rand(1, 3, 32, 32))
+    assert [tuple(f.shape[-2:]) for f in features] == [(8, 8), (4, 4), (2, 2), (2, 2)]
 
 
 def test_resnet38_uses_the_converted_weight_names_and_loads_strictly(resnet38):
@@ -222,12 +227,11 @@ def test_resnet38_uses_the_converted_weight_names_and_loads_strictly(resnet38):
     assert state["b7.conv_branch2b1.weight"].shape == (2048, 1024, 3, 3)
     # converted files carry no num_batches_tracked counters: still a strict fit
     converted = {k: v.clone() + 1 for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    target = ResNet38Backbone(8)
-    load_state_dict_strict(target, converted, "converted.pth")
-    assert torch.equal(target.bn7.running_var, converted["bn7.running_var"])
+    load_state_dict_strict(resnet38, converted, "converted.pth")
+    assert torch.equal(resnet38.bn7.running_var, converted["bn7.running_var"])
     del converted["b3_1.conv_branch2a.weight"]
     with pytest.raises(ConfigError, match=r"converted\.pth does not fit.*b3_1\.conv_branch2a\.weight"):
-        load_state_dict_strict(target, converted, "converted.pth")
+        load_state_dict_strict(resnet38, converted, "converted.pth")
 
 
 def test_resnet38_imagenet_asks_for_a_weights_file():

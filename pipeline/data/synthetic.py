@@ -118,6 +118,11 @@ def head_masks(shape: str, yy, xx, cy, cx, radius, angle) -> tuple[np.ndarray, n
 
 
 # ------------------------------------------------------------------ one image
+def _body_colours(rng):
+    """The two colours of a body or clutter texture: any hue, muted, so that saturated heads stand out."""
+    return random_colour(rng, saturation=(0.0, 0.55)), random_colour(rng, saturation=(0.0, 0.55))
+
+
 def _render_background(rng, yy, xx, scale) -> np.ndarray:
     height, width = yy.shape
     field = smooth_noise(rng, height, width, cells=int(rng.integers(2, 6)))[..., None]
@@ -133,9 +138,9 @@ def _render_background(rng, yy, xx, scale) -> np.ndarray:
             u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
             v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
             region = (np.abs(u) <= a) & (np.abs(v) <= a * rng.uniform(0.3, 1.0))
-        paint(canvas, region, texture_pattern(rng, yy, xx, scale), random_colour(rng), random_colour(rng))
+        paint(canvas, region, texture_pattern(rng, yy, xx, scale), *_body_colours(rng))
     # Saturated thin bars of any hue: colour alone does not reveal a head.
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
         a = rng.uniform(0.05, 0.12) * scale
         region = ellipse(yy, xx, cy, cx, a, a * rng.uniform(0.15, 0.3), rng.uniform(0, np.pi))
@@ -148,7 +153,7 @@ def _sample_object(rng, height, width, scale, previous):
     for _ in range(100):
         a = rng.uniform(0.13, 0.22) * scale
         b = a * rng.uniform(0.45, 0.7)
-        radius = max(rng.uniform(0.6, 0.8) * b, 0.05 * scale)
+        radius = max(rng.uniform(0.65, 0.85) * b, 0.06 * scale)
         angle = rng.uniform(0, 2 * np.pi)
         if previous and rng.random() < 0.5:
             anchor = previous[int(rng.integers(len(previous)))]
@@ -159,7 +164,8 @@ def _sample_object(rng, height, width, scale, previous):
             cy, cx = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
         hy = cy + (a + 0.6 * radius) * np.sin(angle)
         hx = cx + (a + 0.6 * radius) * np.cos(angle)
-        if radius <= hy <= height - 1 - radius and radius <= hx <= width - 1 - radius and 0 <= cy < height and 0 <= cx < width:
+        head_inside = radius <= hy <= height - 1 - radius and radius <= hx <= width - 1 - radius
+        if head_inside and 0 <= cy < height and 0 <= cx < width:
             return {"cy": cy, "cx": cx, "a": a, "b": b, "radius": radius, "angle": angle, "hy": hy, "hx": hx}
     raise RuntimeError("could not place an object inside the frame")
 
@@ -211,7 +217,7 @@ def render_sample(
 
     # Painted in instance order, so later objects occlude earlier ones as in the instance map.
     for obj, (shape_name, body, head, marking) in zip(objects, shapes):
-        paint(canvas, body, texture_pattern(rng, yy, xx, scale), random_colour(rng), random_colour(rng))
+        paint(canvas, body, texture_pattern(rng, yy, xx, scale), *_body_colours(rng))
         hue = (obj.class_index - 1) / len(HEAD_SHAPES) + rng.uniform(-0.03, 0.03)
         canvas[head] = random_colour(rng, hue=hue, saturation=(0.75, 1.0), value=(0.75, 1.0))
         canvas[head & marking] = random_colour(rng, saturation=(0.0, 0.2), value=(0.0, 0.25))
@@ -220,8 +226,9 @@ def render_sample(
     for k in range(1, len(objects) + 1):
         if rng.random() < void_fraction:
             region = instance == k
-            width_px = int(rng.integers(1, 3))
-            ring = ndimage.binary_dilation(region, iterations=width_px) & ~ndimage.binary_erosion(region, iterations=width_px)
+            half_width = int(rng.integers(1, 3))
+            ring = (ndimage.binary_dilation(region, iterations=half_width)
+                    & ~ndimage.binary_erosion(region, iterations=half_width))
             mask[ring] = 255
 
     light = 1.0 + 0.25 * (smooth_noise(rng, height, width, cells=2)[..., None] - 0.5)

@@ -9,9 +9,12 @@ One shared-weight forward over the triplet (I, I1, I2).
 Loss = ``cls_weight * L_cls + cp_weight * L_CP + prcm_weight * L_PRCM``:
 
 - ``L_cls``: multilabel soft margin on the averaged CAM of each of I, I1, I2 (mean of the three).
-- ``L_CP`` (eq. 2): ``|CAM(I) - (CAM(I1) + CAM(I2))|_1`` on the ReLU'd CAMs of the labelled classes,
-  divided by the per-class spatial maximum of CAM(I) (detached) so the loss is scale free, averaged over
-  the labelled (image, class) maps and pixels.
+- ``L_CP`` (eq. 2): ``|CAM(I) - (CAM(I1) + CAM(I2))|_1`` on the max-normalised CAMs of the labelled
+  classes (normalised as in SEAM's losses, whose code base CPN extends), averaged over the labelled
+  (image, class) maps and pixels. Normalising each map makes the loss scale free: on raw CAMs the L1 is
+  minimised by shrinking every CAM (in a 30-step tiny-backbone run it stalled classification), and dividing by a detached
+  maximum instead blew up when that maximum was small. Each half's normalised map carries what that half
+  finds on its own, so the full-image CAM is pulled to cover the less discriminative parts as well.
 - ``L_PRCM``: the Pixel-Region Correlation Module refines the max-normalised CAM of I (with background
   ``1 - max fg``, labelled classes only; input and backbone features detached). Cross regularisation,
   OHEM keeping the top ``ohem_ratio`` (20%) element losses: ``OHEM|PRCM - sg(CAM)| + OHEM|CAM - sg(PRCM)|``;
@@ -77,13 +80,10 @@ def complementary_masks(
     return keep1, ~keep1
 
 
-def complementary_loss(cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor,
-                       eps: float = 1e-5) -> torch.Tensor:
-    """CPN's L_CP on raw CAMs (B, C, h, w): ``|relu(cam) - relu(cam1) - relu(cam2)|``, per (image, class)
-    divided by the detached maximum of ``relu(cam)``, averaged over labelled classes and pixels."""
-    full, part1, part2 = F.relu(cam), F.relu(cam1), F.relu(cam2)
-    scale = full.detach().amax(dim=(2, 3), keepdim=True) + eps
-    gap = (full - part1 - part2).abs() / scale * labels[:, :, None, None]
+def complementary_loss(cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CPN's L_CP on CAMs (B, C, h, w): ``|N(cam) - N(cam1) - N(cam2)|`` with N = ReLU + per-map max
+    normalisation, averaged over the labelled (image, class) maps and their pixels."""
+    gap = (max_normalise(cam) - max_normalise(cam1) - max_normalise(cam2)).abs() * labels[:, :, None, None]
     pixels = cam.shape[-1] * cam.shape[-2]
     return gap.sum() / (labels.sum().clamp_min(1.0) * pixels)
 

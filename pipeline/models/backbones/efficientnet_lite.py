@@ -53,10 +53,10 @@ BASE_STAGES = (
     StageConfig(3, 1, 6, 192, 320, 1),
 )
 
-# name -> (width multiplier, depth multiplier, native resolution)
+# name -> (width multiplier, depth multiplier, native resolution, classifier dropout)
 LITE_VARIANTS = {
-    "efficientnet_lite0": (1.0, 1.0, 224),
-    "efficientnet_lite2": (1.1, 1.2, 260),
+    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
 }
 
 
@@ -148,13 +148,13 @@ class EfficientNetLite(nn.Module):
     """
 
     def __init__(self, variant: str = "efficientnet_lite0", output_stride: int = 32, num_classes: int = NUM_CLASSES,
-                 drop_connect_rate: float = 0.2, dropout: float = 0.2):
+                 drop_connect_rate: float = 0.2):
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ConfigError(f"backbone.name: unknown EfficientNet-Lite variant {variant!r}")
         if output_stride not in (8, 16, 32):
             raise ConfigError(f"backbone.output_stride: {variant} supports 8, 16 or 32, got {output_stride}")
-        width, depth, _ = LITE_VARIANTS[variant]
+        width, depth, _, dropout = LITE_VARIANTS[variant]
         stages = lite_stages(width, depth)
         num_blocks = sum(s.repeats for s in stages)
 

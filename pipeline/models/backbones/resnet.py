@@ -83,8 +83,9 @@ class ResNetBackbone(Backbone):
             raise ConfigError(f"backbone.output_stride: {name} supports 8, 16 or 32, got {output_stride}")
         builder, weights = _ARCHS[name]
         net = builder(weights=None, replace_stride_with_dilation=_DILATION[output_stride])
+        net.fc = nn.Identity()  # CAM heads replace the ImageNet classifier
         if pretrained == "imagenet":
-            load_state_dict_strict(net, download_state_dict(name, weights.url), weights.url)
+            load_state_dict_strict(net, download_state_dict(name, weights.url), weights.url, ignore_prefixes=("fc.",))
         elif pretrained not in (None, "none"):
             load_state_dict_file(net, pretrained, ignore_prefixes=("fc.",))
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -1,0 +1,57 @@
+"""Stage ``crf``: dense-CRF pseudo masks for every train image, in parallel over images.
+
+Reads the CAMs (``crf.source: cam``) or the random-walk scores (``crf.source: rw``) of the selected method;
+only the image's labelled classes + background take part. Writes ``outputs/crf/<method>/<id>.png``
+(VOC palette; 255 = ignore for pixels whose posterior is below ``crf.confidence``).
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
+from pipeline.errors import WsssError
+from pipeline.io import atomic_dir, load_cam, load_image, read_json, save_mask
+from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from stages.config import Params
+
+
+def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict) -> None:
+    image_path, scores_path, out_path = job
+    image = load_image(image_path)
+    scores, keys = load_cam(scores_path)
+    if scores.shape[1:] != image.shape[:2]:
+        raise WsssError(f"{scores_path}: size {scores.shape[1:]} differs from its image {image.shape[:2]}")
+    if source == "rw":  # background is channel 0 (key 0) of the random-walk scores
+        mask = scores_to_pseudo_mask(image, scores, keys[1:], **crf)
+    else:
+        mask = cam_to_pseudo_mask(image, scores, keys, **bg, **crf)
+    save_mask(out_path, mask)
+
+
+def background_threshold(params: Params) -> float:
+    """``crf.bg_threshold``, or with ``auto`` the best threshold found by ``eval_cam`` for this method."""
+    if params.crf.bg_threshold != "auto":
+        return float(params.crf.bg_threshold)
+    path = stage_dir(params, "eval_cam", params.method) / "metrics.json"
+    require(path, "crf.bg_threshold is auto: run `wsss-pipe eval-cam` first or give a number")
+    return float(read_json(path)["best_threshold"])
+
+
+def run(params: Params) -> int:
+    cfg = params.crf
+    source_dir = require(stage_dir(params, cfg.source, params.method), f"run `wsss-pipe {cfg.source}` first")
+    dataset, _ = open_split(params, params.data.train_split)
+    bg = {"bg_mode": cfg.bg_mode, "bg_alpha": cfg.bg_alpha}
+    if cfg.source == "cam" and cfg.bg_mode == "threshold":
+        bg["bg_threshold"] = background_threshold(params)
+    crf = {"use_crf": cfg.use_crf, "confidence": cfg.confidence} | cfg.crf_kwargs()
+    with atomic_dir(stage_dir(params, "crf", params.method)) as out:
+        jobs = [(str(dataset.image_path(i)), str(Path(source_dir) / f"{i}.npz"), str(out / f"{i}.png"))
+                for i in dataset.ids]
+        worker = partial(_pseudo_mask, source=cfg.source, bg=bg, crf=crf)
+        for _ in parallel_map(worker, jobs, num_workers(params), f"crf [{params.method}]"):
+            pass
+    return len(jobs)

@@ -1,0 +1,26 @@
+"""Stage ``eval_pseudo``: quality of the pseudo masks on the train split (the standard WSSS figure).
+
+Writes ``outputs/eval_pseudo/<method>/metrics.json``: mIoU, per-class IoU, pixel accuracy, and the
+fraction of pixels left as ignore (counted as background in the IoU, as a segmentation model sees them
+nowhere).
+"""
+from __future__ import annotations
+
+from pipeline.io import atomic_dir, write_json
+from stages.common import evaluate_mask_dir, iou_report, num_workers, open_split, require, stage_dir
+from stages.config import Params
+
+
+def evaluate(params: Params, stage: str) -> dict:
+    mask_dir = require(stage_dir(params, stage, params.method), f"run `wsss-pipe {stage.replace('_', '-')}` first")
+    dataset, index = open_split(params, params.data.train_split)
+    conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
+                                      f"eval [{stage}/{params.method}]")
+    return {"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
+
+
+def run(params: Params) -> dict:
+    metrics = evaluate(params, "crf")
+    with atomic_dir(stage_dir(params, "eval_pseudo", params.method)) as out:
+        write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,44 @@
+"""Stage ``overlays``: inspection images for the first ``overlays.count`` train images with labels.
+
+Each ``outputs/overlays/<method>/<id>.png`` shows image, CAM heat map, pseudo mask, ground truth and the
+segmentation model's prediction side by side (panels whose inputs are missing are left out). dvc.yaml
+lists the directory as an image plot, so `dvc plots show` renders them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.io import atomic_dir, load_cam, load_mask, save_image
+from pipeline.overlay import make_overlay
+from pipeline.segmentation import predict_label_map
+from pipeline.train import resolve_device
+from stages.common import open_split, stage_dir
+from stages.config import Params
+from stages.train_seg import load_model
+
+
+def run(params: Params) -> int:
+    device = resolve_device(params.device)
+    dataset, index = open_split(params, params.data.train_split)
+    labels = index["splits"][params.data.train_split]["labels"]
+    chosen = [i for i in dataset.ids if labels[i]][: params.overlays.count]
+    cam_dir = stage_dir(params, "cam", params.method)
+    rw_dir = stage_dir(params, "rw", params.method)
+    crf_dir = stage_dir(params, "crf", params.method)
+    model_path = stage_dir(params, "train_seg", f"{params.method}_pseudo") / "model.pt"
+    model = load_model(model_path, device)[0] if model_path.is_file() else None
+    with atomic_dir(stage_dir(params, "overlays", params.method)) as out:
+        for image_id in chosen:
+            image = dataset.load_image(image_id)
+            cams = load_cam(cam_dir / f"{image_id}.npz")[0] if (cam_dir / f"{image_id}.npz").is_file() else None
+            rw = rw_dir / f"{image_id}.png" if params.crf.source == "rw" else None
+            pseudo = crf_dir / f"{image_id}.png"
+            panels = [
+                ("CAM", cams),
+                ("random walk", load_mask(rw) if rw is not None and rw.is_file() else None),
+                ("pseudo mask", load_mask(pseudo) if pseudo.is_file() else None),
+                ("ground truth", dataset.load_mask(image_id) if dataset.has_masks else None),
+                ("prediction", predict_label_map(model, image) if model is not None else None),
+            ]
+            save_image(out / f"{image_id}.png", make_overlay(image, panels))
+    return len(chosen)

@@ -1,0 +1,108 @@
+"""Stage ``train_seg``: DeepLab trained on the pseudo masks (``train_seg.labels: pseudo``) or on the
+ground truth (``labels: gt``, the fully supervised upper bound: same code, a parameter switch).
+
+Writes ``outputs/train_seg/<method>_<labels>/``: ``model.pt``, ``metrics.json`` (final loss, val mIoU,
+wall time) and ``dvclive/`` (loss and val mIoU curves, DVC plots).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch.utils.data import DataLoader
+
+from pipeline.data.loaders import SegmentationSamples
+from pipeline.data.transforms import train_transform
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.metrics import confusion_matrix, mean_iou
+from pipeline.models.backbones import build_backbone
+from pipeline.models.deeplab import build_deeplab
+from pipeline.segmentation import image_to_tensor, predict, train_segmentation
+from pipeline.train import resolve_device, seed_everything
+from stages.common import open_split, progress_bar, require, stage_dir
+from stages.config import Params
+
+
+def seg_tag(params: Params) -> str:
+    return f"{params.method}_{params.train_seg.labels}"
+
+
+def val_miou(model, dataset, num_classes: int, device: torch.device) -> float:
+    """Single-scale val mIoU (the training curve; ``eval_seg`` gives the reported figures)."""
+    conf = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for image_id in dataset.ids:
+        probs = predict(model, image_to_tensor(dataset.load_image(image_id)).to(device))
+        conf += confusion_matrix(probs.argmax(0), dataset.load_mask(image_id), num_classes)
+    return mean_iou(conf)
+
+
+def save_model(path: Path, model, params: Params, class_names: list[str]) -> None:
+    torch.save({"head": params.train_seg.head, "class_names": class_names,
+                "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
+                "state_dict": model.state_dict()}, path)
+
+
+def load_model(path: Path, device: torch.device):
+    require(path, "run `wsss-pipe train-seg` first")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    spec = checkpoint["backbone"]
+    backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
+    model = build_deeplab(backbone, len(checkpoint["class_names"]), head=checkpoint["head"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def run(params: Params) -> dict:
+    cfg = params.train_seg
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    train, index = open_split(params, params.data.train_split)
+    val, _ = open_split(params, params.data.val_split)
+    class_names = index["classes"]
+    if cfg.labels == "pseudo":
+        mask_dir = require(stage_dir(params, "crf", params.method), "run `wsss-pipe crf` first")
+        mask_fn = lambda image_id: load_mask(mask_dir / f"{image_id}.png")  # noqa: E731
+    else:
+        if not index["splits"][params.data.train_split]["has_masks"]:
+            raise DataError(f"train_seg.labels: gt needs masks for split {params.data.train_split!r}")
+        mask_fn = train.load_mask
+    samples = SegmentationSamples(train, train.ids, mask_fn,
+                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
+    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True, drop_last=len(samples) >= cfg.batch_size,
+                        num_workers=cfg.loader_workers, generator=generator, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.loader_workers > 0)
+    if len(loader) == 0:
+        raise DataError(f"train_seg.batch_size: {cfg.batch_size} exceeds the {len(samples)} training images")
+    backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
+    model = build_deeplab(backbone, len(class_names), head=cfg.head)
+
+    with atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) as out:
+        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+        curve: list[tuple[int, float]] = []
+
+        def log(step: int, values: dict) -> None:
+            live.log_metric("loss", values["loss"])
+            live.log_metric("lr", values["lr"])
+            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+                score = val_miou(model, val, len(class_names), device)
+                curve.append((step + 1, score))
+                live.log_metric("val_miou", score)
+            live.next_step()
+            bar.update(task, completed=step + 1)
+
+        start = time.perf_counter()
+        with progress_bar(f"train_seg [{seg_tag(params)}]") as bar:
+            task = bar.add_task("train", total=cfg.steps)
+            losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                        cfg.head_lr_mult, device, cfg.amp, log_fn=log)
+        live.end()
+        metrics = {"labels": cfg.labels, "final_loss": round(float(np.mean(losses[-10:])), 6),
+                   "val_miou_single_scale": round(curve[-1][1], 6),
+                   "train_seconds": round(time.perf_counter() - start, 2)}
+        save_model(out / "model.pt", model.cpu(), params, class_names)
+        write_json(out / "metrics.json", metrics)
+    return metrics

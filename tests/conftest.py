@@ -1,0 +1,52 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+def make_project(tmp_path: Path, overrides: dict) -> Path:
+    """A throwaway copy of the project (code, dvc.yaml, params.yaml with ``overrides``) with DVC initialised."""
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("pipeline", "stages"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_dvc(project, "init", "--no-scm", "-q")
+    return project
+
+
+def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(project)
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=env,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from stages.config import load_params, parse_override
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_validate():
+    params = load_params(REPO / "params.yaml")
+    assert params.method in ("cam", "seam", "ppl", "cpn")
+    for name in ("cam", "seam", "ppl", "cpn"):
+        params.method_options(name)
+
+
+def test_override_is_applied_and_typed(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("train_cls:\n  epochs: 3\n")
+    params = load_params(path, ["train_cls.epochs=5", "cam.scales=[1.0, 0.5]", "backbone.pretrained=none"])
+    assert params.train_cls.epochs == 5
+    assert params.cam.scales == [1.0, 0.5]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train_cls.epochs=0", "train_cls.epochs"),
+        ("train_cls.lr=abc", "train_cls.lr"),
+        ("train_cls.nope=1", "train_cls.nope"),
+        ("backbone.output_stride=12", "backbone.output_stride"),
+        ("method=gradcam", "method"),
+        ("device=tpu", "device"),
+        ("eval_cam.threshold_min=0.9", "eval_cam"),
+        ("methods.cam.unknown=1", "methods.cam.unknown"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override, key):
+    path = tmp_path / "p.yaml"
+    path.write_text("seed: 0\n")
+    with pytest.raises(ConfigError) as info:
+        load_params(path, [override])
+    message = str(info.value)
+    assert key in message and "\n" not in message
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_parse_override_requires_equals():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_override("a.b")
