@@ -51,8 +51,9 @@ def train_method(
     amp: bool = True,
     on_step: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``method`` on batches of (images (B,3,H,W) in [0,1], labels (B,C)) and return one dict of
-    mean loss terms per epoch. ``on_step(step, total_steps)`` is called after every step (progress)."""
+    """Train ``method`` on batches of (images (B,3,H,W) in [0,1], targets) and return one dict of mean loss
+    terms per epoch. Any module with ``training_step(images, targets)`` and ``param_groups(lr, mult)``
+    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress)."""
     method.to(device).train()
     groups = method.param_groups(lr, head_lr_mult)
     for group in groups:
@@ -65,7 +66,8 @@ def train_method(
     history: list[dict[str, float]] = []
     step = 0
     for epoch in range(epochs):
-        method.set_progress(epoch, epochs)
+        if hasattr(method, "set_progress"):
+            method.set_progress(epoch, epochs)
         sums: dict[str, float] = {}
         count = 0
         for images, labels in loader:

@@ -66,6 +66,11 @@ _stage("data", "data", "Validate the dataset at data.root and index its splits a
 _stage("train-cls", "train_cls", "Train the classifier of the selected CAM method.", with_method=True)
 _stage("cam", "cam", "Multi-scale + flip CAMs of every train image, one .npz per image.", with_method=True)
 _stage("eval-cam", "eval_cam", "CAM mIoU on train with the background threshold swept.", with_method=True)
+_stage("aff-labels", "aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",
+       with_method=True)
+_stage("train-aff", "train_aff", "Train AffinityNet on the confident labels.", with_method=True)
+_stage("rw", "rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.", with_method=True)
+_stage("eval-rw", "eval_rw", "Random-walk mask mIoU on train against ground truth.", with_method=True)
 _stage("crf", "crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.", with_method=True)
 _stage("eval-pseudo", "eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", with_method=True)
 _stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",

@@ -156,6 +156,43 @@ class OverlaysParams(Section):
     count: int = Field(8, ge=0)
 
 
+class AffLabelsParams(Section):
+    """PSA's confident labels: CRF at a low and a high background alpha; disagreement is ignored."""
+
+    fg_alpha: float = Field(4.0, gt=0)
+    bg_alpha: float = Field(32.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.fg_alpha >= self.bg_alpha:
+            raise ValueError("fg_alpha must be below bg_alpha (low alpha = confident foreground)")
+        return self
+
+
+class TrainAffParams(Section):
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    head_lr_mult: float = Field(10.0, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    crop_size: int = Field(128, ge=16)
+    scale_min: float = Field(0.7, gt=0)
+    scale_max: float = Field(1.3, gt=0)
+    color_jitter: float = Field(0.3, ge=0, le=1)
+    radius: int = Field(5, ge=2)
+    grid_stride: int = Field(8, ge=1)
+    embed_dim: int = Field(448, ge=1)
+    amp: bool = True
+    loader_workers: int = Field(0, ge=0)
+
+
+class RwParams(Section):
+    beta: float = Field(8.0, gt=0)
+    logt: int = Field(6, ge=0, le=12)
+    bg_alpha: float = Field(16.0, gt=0)
+
+
 class Params(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
@@ -173,6 +210,9 @@ class Params(Section):
     train_seg: TrainSegParams = TrainSegParams()
     eval_seg: EvalSegParams = EvalSegParams()
     overlays: OverlaysParams = OverlaysParams()
+    aff_labels: AffLabelsParams = AffLabelsParams()
+    train_aff: TrainAffParams = TrainAffParams()
+    rw: RwParams = RwParams()
 
     @field_validator("device")
     @classmethod

@@ -110,6 +110,9 @@ def test_training_step_terms_and_cam_shape():
     assert set(out) == {"loss", "cls", "er", "ecr"}
     assert out["loss"].requires_grad and all(not out[k].requires_grad for k in ("cls", "er", "ecr"))
     torch.testing.assert_close(out["loss"].detach(), out["cls"] + out["er"] + out["ecr"])
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.pcm.parameters())  # L_ECR trains PCM
+    assert method.classifier.weight.grad.abs().sum() > 0
     assert method.cam(images).shape == (4, 3, 4, 4)
 
 

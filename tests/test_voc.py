@@ -106,6 +106,9 @@ def test_labels_from_annotations_when_split_has_no_masks(voc_root):
     (voc_root / "Annotations" / "2008_000001.xml").unlink()
     with pytest.raises(DataError, match=r"2008_000001\.xml: no mask and no annotation"):
         VOCDataset(voc_root, "test").labels("2008_000001")
+    with pytest.raises(DataError, match=r"2008_000001\.xml: no mask and no annotation"):
+        VOCDataset(voc_root, "test").validate()
+    VOCDataset(voc_root, "test", labels={"2008_000001": [3]}).validate()
 
 
 def test_precomputed_labels_are_used(voc_root):

@@ -204,13 +204,17 @@ class VOCDataset:
 
     # ---------------------------------------------------------------- checks
     def validate(self, check_pixels: bool = False, workers: int | None = None) -> None:
-        """Check every id's image exists and is readable (header) and its mask exists with the same size.
+        """Check every id's image exists and is readable (header) and its mask exists with the same size
+        (for a split without masks: that its labels have a source).
 
         ``check_pixels`` also decodes every mask and checks its values. Raises DataError naming the file.
         """
         def check(image_id: str) -> None:
             size = image_size(self.image_path(image_id))
             if not self.has_masks:
+                annotation = self.annotation_dir / f"{image_id}.xml"
+                if self._labels is None and not annotation.is_file():
+                    raise DataError(f"{annotation}: no mask and no annotation for image {image_id}")
                 return
             path = self.mask_path(image_id)
             if check_pixels:

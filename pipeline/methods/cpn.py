@@ -12,8 +12,8 @@ Loss = ``cls_weight * L_cls + cp_weight * L_CP + prcm_weight * L_PRCM``:
 - ``L_CP`` (eq. 2): ``|CAM(I) - (CAM(I1) + CAM(I2))|_1`` on the max-normalised CAMs of the labelled
   classes (normalised as in SEAM's losses, whose code base CPN extends), averaged over the labelled
   (image, class) maps and pixels. Normalising each map makes the loss scale free: on raw CAMs the L1 is
-  minimised by shrinking every CAM (in a 30-step tiny-backbone run it stalled classification), and dividing by a detached
-  maximum instead blew up when that maximum was small. Each half's normalised map carries what that half
+  minimised by shrinking every CAM (in a 30-step tiny-backbone run it stalled classification), and
+  dividing by a detached maximum instead blew up when that maximum was small. Each half's normalised map carries what that half
   finds on its own, so the full-image CAM is pulled to cover the less discriminative parts as well.
 - ``L_PRCM``: the Pixel-Region Correlation Module refines the max-normalised CAM of I (with background
   ``1 - max fg``, labelled classes only; input and backbone features detached). Cross regularisation,
@@ -59,7 +59,9 @@ def complementary_masks(
     """
     if mode == "grid":
         if not 2 <= grid_size <= min(height, width):
-            raise ConfigError(f"cpn.grid_size: must be in 2..{min(height, width)} for a {height}x{width} image, got {grid_size}")
+            raise ConfigError(
+                f"cpn.grid_size: must be in 2..{min(height, width)} for a {height}x{width} image, got {grid_size}"
+            )
         rows = np.arange(height) * grid_size // height
         cols = np.arange(width) * grid_size // width
         regions = rows[:, None] * grid_size + cols[None, :]
@@ -80,7 +82,9 @@ def complementary_masks(
     return keep1, ~keep1
 
 
-def complementary_loss(cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def complementary_loss(
+    cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     """CPN's L_CP on CAMs (B, C, h, w): ``|N(cam) - N(cam1) - N(cam2)|`` with N = ReLU + per-map max
     normalisation, averaged over the labelled (image, class) maps and their pixels."""
     gap = (max_normalise(cam) - max_normalise(cam1) - max_normalise(cam2)).abs() * labels[:, :, None, None]
@@ -132,7 +136,9 @@ class CPN(CamMethod):
         self.cls_weight, self.cp_weight, self.prcm_weight = cls_weight, cp_weight, prcm_weight
         self.ohem_ratio, self.cam_source = ohem_ratio, cam_source
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
-        self.prcm = PixelRegionCorrelationModule(backbone.stage_channels, prcm_stage_dims, prcm_embed_dim, prcm_use_image)
+        self.prcm = PixelRegionCorrelationModule(
+            backbone.stage_channels, prcm_stage_dims, prcm_embed_dim, prcm_use_image
+        )
         self.register_buffer("neutral", neutral_colour(backbone), persistent=False)
 
     def _masks(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,7 +181,9 @@ class CPN(CamMethod):
         bg_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
         normalised, refined = self._refine(raw, [f[:b] for f in features], images, fg_mask)
         refined = refined * bg_mask
-        prcm = ohem_l1(refined, normalised.detach(), self.ohem_ratio) + ohem_l1(normalised, refined.detach(), self.ohem_ratio)
+        prcm = ohem_l1(refined, normalised.detach(), self.ohem_ratio) + ohem_l1(
+            normalised, refined.detach(), self.ohem_ratio
+        )
 
         loss = self.cls_weight * cls + self.cp_weight * cp + self.prcm_weight * prcm
         return {"loss": loss, "cls": cls.detach(), "cp": cp.detach(), "prcm": prcm.detach()}

@@ -61,7 +61,9 @@ def patch_pool(features: torch.Tensor, k: int) -> torch.Tensor:
     return (features.flatten(2) @ assign).view(b, d, k, k)
 
 
-def aggregate_patch_logits(patch_logits: torch.Tensor, aggregation: str = "lse", lse_r: float = 1.0) -> torch.Tensor:
+def aggregate_patch_logits(
+    patch_logits: torch.Tensor, aggregation: str = "lse", lse_r: float = 1.0
+) -> torch.Tensor:
     """Image logits (B, C) from patch logits (B, C, k, k); see the module docstring."""
     scores = patch_logits.flatten(2)
     if aggregation == "lse":
@@ -104,8 +106,11 @@ class PPL(CamMethod):
         if not lse_r > 0:
             raise ConfigError(f"ppl.lse_r: must be positive, got {lse_r}")
         num_stages = len(backbone.stage_channels)
-        if aux_stage is not None and not (-num_stages <= aux_stage < num_stages and aux_stage % num_stages != num_stages - 1):
-            raise ConfigError(f"ppl.aux_stage: must index an earlier backbone stage (-{num_stages}..-2), got {aux_stage}")
+        earlier = -num_stages <= (aux_stage or 0) < num_stages and (aux_stage or 0) % num_stages != num_stages - 1
+        if aux_stage is not None and not earlier:
+            raise ConfigError(
+                f"ppl.aux_stage: must index an earlier backbone stage (-{num_stages}..-2), got {aux_stage}"
+            )
         if fusion and fusion_dim < 1:
             raise ConfigError(f"ppl.fusion_dim: must be positive, got {fusion_dim}")
         self.granularities = granularities
@@ -136,7 +141,9 @@ class PPL(CamMethod):
         """Each of the k x k patches pooled and classified independently: (B, C, k, k)."""
         return classifier(patch_pool(features, k))
 
-    def _patch_loss(self, features: torch.Tensor, classifier: nn.Module, k: int, labels: torch.Tensor) -> torch.Tensor:
+    def _patch_loss(
+        self, features: torch.Tensor, classifier: nn.Module, k: int, labels: torch.Tensor
+    ) -> torch.Tensor:
         logits = aggregate_patch_logits(self.patch_logits(features, classifier, k), self.aggregation, self.lse_r)
         return F.multilabel_soft_margin_loss(logits, labels)
 
@@ -157,7 +164,8 @@ class PPL(CamMethod):
             terms["patch"] = self._patch_loss(features[-1], self.classifier, self.current, labels)
             k_aux = self.current
         if self.aux_stage is not None:
-            terms["aux"] = self.aux_weight * self._patch_loss(features[self.aux_stage], self.aux_classifier, k_aux, labels)
+            aux = self._patch_loss(features[self.aux_stage], self.aux_classifier, k_aux, labels)
+            terms["aux"] = self.aux_weight * aux
         loss = sum(terms.values())
         logged = {name: value.detach() for name, value in terms.items()}
         if not self.fusion:

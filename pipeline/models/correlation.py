@@ -71,7 +71,8 @@ class CorrelationEmbedding(nn.Module):
         super().__init__()
         if len(stage_dims) < 1 or len(stage_dims) > len(stage_channels):
             raise ConfigError(
-                f"pcm_stage_dims: needs 1..{len(stage_channels)} entries (one per deep stage), got {list(stage_dims)}"
+                f"pcm_stage_dims: needs 1..{len(stage_channels)} entries (one per deep stage), "
+                f"got {list(stage_dims)}"
             )
         if min(stage_dims) < 1 or embed_dim < 1:
             raise ConfigError("pcm_stage_dims/pcm_embed_dim: embedding sizes must be positive")

@@ -1,0 +1,42 @@
+"""Stage ``aff_labels``: PSA's confident labels for AffinityNet training.
+
+For every train image: dense CRF over the CAM with a low background alpha (confident foreground) and a
+high one (confident background); pixels where the two disagree are ignored. Written at full image
+resolution as ``outputs/aff_labels/<method>/<id>.png`` (VOC palette, 255 = ignore); training resamples
+them to the affinity grid. CRF kernels come from the ``crf`` section.
+"""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from pipeline.affinity_labels import confident_labels
+from pipeline.crf import dense_crf
+from pipeline.errors import WsssError
+from pipeline.io import atomic_dir, load_cam, load_image, save_mask
+from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from stages.config import Params
+
+
+def _label_job(job: tuple[str, str, str], fg_alpha: float, bg_alpha: float, crf: dict) -> None:
+    image_path, cam_path, out_path = job
+    image = load_image(image_path)
+    cams, keys = load_cam(cam_path)
+    if cams.shape[1:] != image.shape[:2]:
+        raise WsssError(f"{cam_path}: size {cams.shape[1:]} differs from its image {image.shape[:2]}")
+    labels = confident_labels(image, cams, keys, fg_alpha=fg_alpha, bg_alpha=bg_alpha,
+                              crf=partial(dense_crf, **crf))
+    save_mask(out_path, labels)
+
+
+def run(params: Params) -> int:
+    cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
+    dataset, _ = open_split(params, params.data.train_split)
+    with atomic_dir(stage_dir(params, "aff_labels", params.method)) as out:
+        jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / f"{i}.png"))
+                for i in dataset.ids]
+        worker = partial(_label_job, fg_alpha=params.aff_labels.fg_alpha, bg_alpha=params.aff_labels.bg_alpha,
+                         crf=params.crf.crf_kwargs())
+        for _ in parallel_map(worker, jobs, num_workers(params), f"aff_labels [{params.method}]"):
+            pass
+    return len(jobs)
