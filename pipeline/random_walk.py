@@ -9,6 +9,8 @@ formed densely (PSA's code squares a dense N x N matrix logt times).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -39,8 +41,10 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
         values = torch.cat([weights, weights, torch.ones(n, device=device)])
         degree = torch.zeros(n, device=device).index_add_(0, rows, values)
         values = values / degree[rows]
-        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
-        return coo.to_sparse_csr()
+        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return coo.to_sparse_csr()
 
 
 def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:

@@ -190,7 +190,11 @@ class TrainAffParams(Section):
 class RwParams(Section):
     beta: float = Field(8.0, gt=0)
     logt: int = Field(6, ge=0, le=12)
+    bg_mode: Literal["threshold", "power"] = "threshold"
+    bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float = Field(16.0, gt=0)
+
+    _threshold_range = field_validator("bg_threshold")(CrfParams._threshold_range.__func__)
 
 
 class Params(Section):

@@ -31,12 +31,10 @@ def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict) ->
     save_mask(out_path, mask)
 
 
-def background_threshold(params: Params) -> float:
-    """``crf.bg_threshold``, or with ``auto`` the best threshold found by ``eval_cam`` for this method."""
-    if params.crf.bg_threshold != "auto":
-        return float(params.crf.bg_threshold)
+def best_cam_threshold(params: Params) -> float:
+    """The background threshold at which ``eval_cam`` found this method's CAMs best (for ``auto``)."""
     path = stage_dir(params, "eval_cam", params.method) / "metrics.json"
-    require(path, "crf.bg_threshold is auto: run `wsss-pipe eval-cam` first or give a number")
+    require(path, "a bg_threshold is auto: run `wsss-pipe eval-cam` first or give a number")
     return float(read_json(path)["best_threshold"])
 
 
@@ -46,7 +44,8 @@ def run(params: Params) -> int:
     dataset, _ = open_split(params, params.data.train_split)
     bg = {"bg_mode": cfg.bg_mode, "bg_alpha": cfg.bg_alpha}
     if cfg.source == "cam" and cfg.bg_mode == "threshold":
-        bg["bg_threshold"] = background_threshold(params)
+        bg["bg_threshold"] = (best_cam_threshold(params) if cfg.bg_threshold == "auto"
+                              else float(cfg.bg_threshold))
     crf = {"use_crf": cfg.use_crf, "confidence": cfg.confidence} | cfg.crf_kwargs()
     with atomic_dir(stage_dir(params, "crf", params.method)) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(source_dir) / f"{i}.npz"), str(out / f"{i}.png"))

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Benchmarks on real photos: ../shared/data/msrc_objects (351 train images for CAMs and pseudo masks, 90 val
+# images for the segmentation model), pretrained EfficientNet-Lite0, whatever device is present.
+#
+#   bash benchmarks/msrc.sh cam-baseline   # CAM, plus a random-init backbone for context
+#   bash benchmarks/msrc.sh pipeline       # then: CRF pseudo masks -> DeepLab on pseudo masks and on GT
+#   bash benchmarks/msrc.sh methods        # seam / ppl / cpn beside the CAM baseline (METHODS=... to choose)
+#   bash benchmarks/msrc.sh rw             # then: AffinityNet -> random walk -> CRF ladder
+#   bash benchmarks/msrc.sh all            # the four in this order
+#
+# Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
+# metrics, peak RSS); benchmarks/README.md holds the tables made from them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${MSRC_ROOT:-../shared/data/msrc_objects}
+OUT=${BENCH_OUT:-bench_outputs}
+mkdir -p benchmarks/results
+COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
+        --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
+        --set train_aff.crop_size=224 --set train_aff.epochs=6
+        --set train_seg.crop_size=192 --set train_seg.steps=800 --set train_seg.val_every=400)
+run() { python benchmarks/run_stages.py "${COMMON[@]}" "$@"; }
+
+case "${1:-}" in
+  cam-baseline)
+    run --out "$OUT/msrc" --summary benchmarks/results/cam_baseline.jsonl --stages data train_cls cam eval_cam
+    run --out "$OUT/msrc_random" --set backbone.pretrained=none --summary benchmarks/results/cam_baseline.jsonl \
+        --stages data train_cls cam eval_cam
+    ;;
+  pipeline)
+    run --out "$OUT/msrc" --summary benchmarks/results/pipeline.jsonl \
+        --stages crf eval_pseudo train_seg eval_seg
+    run --out "$OUT/msrc" --set train_seg.labels=gt --summary benchmarks/results/pipeline.jsonl \
+        --stages train_seg eval_seg
+    ;;
+  methods)
+    for method in ${METHODS:-seam ppl cpn}; do
+      run --out "$OUT/msrc" --set "method=$method" --summary benchmarks/results/methods.jsonl \
+          --stages data train_cls cam eval_cam
+    done
+    ;;
+  rw)
+    run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl \
+        --stages aff_labels train_aff rw eval_rw crf eval_pseudo
+    ;;
+  all)
+    for step in cam-baseline pipeline methods rw; do bash "$0" "$step"; done
+    ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|pipeline|methods|rw|all" >&2; exit 2 ;;
+esac
