@@ -2,11 +2,12 @@
 # Benchmarks on real photos: ../shared/data/msrc_objects (351 train images for CAMs and pseudo masks, 90 val
 # images for the segmentation model), pretrained EfficientNet-Lite0, whatever device is present.
 #
-#   bash benchmarks/msrc.sh cam-baseline   # CAM, plus a random-init backbone for context
-#   bash benchmarks/msrc.sh pipeline       # then: CRF pseudo masks -> DeepLab on pseudo masks and on GT
-#   bash benchmarks/msrc.sh methods        # seam / ppl / cpn beside the CAM baseline (METHODS=... to choose)
-#   bash benchmarks/msrc.sh rw             # then: AffinityNet -> random walk -> CRF ladder
-#   bash benchmarks/msrc.sh all            # the four in this order
+#   bash benchmarks/msrc.sh cam-baseline   # plain CAM (crop 224, 12 epochs)
+#   bash benchmarks/msrc.sh random-init    # the same classifier from a random-init backbone, for context
+#   bash benchmarks/msrc.sh pipeline       # after cam-baseline: CRF pseudo masks -> DeepLab on them and on GT
+#   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder
+#   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
+#                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
 # metrics, peak RSS); benchmarks/README.md holds the tables made from them.
@@ -17,34 +18,32 @@ OUT=${BENCH_OUT:-bench_outputs}
 mkdir -p benchmarks/results
 COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
-        --set train_aff.crop_size=224 --set train_aff.epochs=6
-        --set train_seg.crop_size=192 --set train_seg.steps=800 --set train_seg.val_every=400)
+        --set train_aff.crop_size=224 --set train_aff.epochs=3
+        --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300)
 run() { python benchmarks/run_stages.py "${COMMON[@]}" "$@"; }
 
 case "${1:-}" in
   cam-baseline)
     run --out "$OUT/msrc" --summary benchmarks/results/cam_baseline.jsonl --stages data train_cls cam eval_cam
+    ;;
+  random-init)
     run --out "$OUT/msrc_random" --set backbone.pretrained=none --summary benchmarks/results/cam_baseline.jsonl \
         --stages data train_cls cam eval_cam
     ;;
   pipeline)
-    run --out "$OUT/msrc" --summary benchmarks/results/pipeline.jsonl \
-        --stages crf eval_pseudo train_seg eval_seg
+    run --out "$OUT/msrc" --summary benchmarks/results/pipeline.jsonl --stages crf eval_pseudo train_seg eval_seg
     run --out "$OUT/msrc" --set train_seg.labels=gt --summary benchmarks/results/pipeline.jsonl \
         --stages train_seg eval_seg
-    ;;
-  methods)
-    for method in ${METHODS:-seam ppl cpn}; do
-      run --out "$OUT/msrc" --set "method=$method" --summary benchmarks/results/methods.jsonl \
-          --stages data train_cls cam eval_cam
-    done
     ;;
   rw)
     run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl \
         --stages aff_labels train_aff rw eval_rw crf eval_pseudo
     ;;
-  all)
-    for step in cam-baseline pipeline methods rw; do bash "$0" "$step"; done
+  methods)
+    for method in ${METHODS:-cam seam ppl cpn}; do
+      run --out "$OUT/msrc_methods" --set "method=$method" --set train_cls.crop_size=160 --set train_cls.epochs=6 \
+          --summary benchmarks/results/methods.jsonl --stages data train_cls cam eval_cam
+    done
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|pipeline|methods|rw|all" >&2; exit 2 ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods" >&2; exit 2 ;;
 esac

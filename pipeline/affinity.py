@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.methods.base import backbone_head_groups
 from pipeline.models.backbones.base import Backbone
 
 _LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss (PSA's constant)
@@ -207,9 +208,4 @@ class AffinityNet(nn.Module):
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         """Backbone at ``lr``, the new reduction and embedding layers at ``lr * head_lr_mult`` (PSA: 10x)."""
-        head_params = [p for m in self.head_modules() for p in m.parameters() if p.requires_grad]
-        backbone_params = [p for p in self.backbone.parameters() if p.requires_grad]
-        return [
-            {"params": backbone_params, "lr": lr, "name": "backbone"},
-            {"params": head_params, "lr": lr * head_lr_mult, "name": "head"},
-        ]
+        return backbone_head_groups(self.backbone, self.head_modules(), lr, head_lr_mult)

@@ -45,8 +45,9 @@ class BackboneParams(Section):
     pretrained: str | None = "imagenet"
 
 
-class TrainClsParams(Section):
-    epochs: int = Field(6, ge=1)
+class TrainingParams(Section):
+    """What every trained stage shares: SGD with poly decay, augmentation, loading, mixed precision."""
+
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.01, gt=0)
     head_lr_mult: float = Field(10.0, gt=0)
@@ -64,6 +65,10 @@ class TrainClsParams(Section):
         if self.scale_min > self.scale_max:
             raise ValueError("scale_min must not exceed scale_max")
         return self
+
+
+class TrainClsParams(TrainingParams):
+    epochs: int = Field(6, ge=1)
 
 
 class CamParams(Section):
@@ -118,30 +123,17 @@ class CrfParams(Section):
                                               "bilateral_srgb", "bilateral_compat")}
 
 
-class TrainSegParams(Section):
+class TrainSegParams(TrainingParams):
     """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"
     head: Literal["v3", "v2"] = "v3"
     steps: int = Field(600, ge=1)
     batch_size: int = Field(8, ge=2)
-    lr: float = Field(0.01, gt=0)
-    head_lr_mult: float = Field(10.0, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    crop_size: int = Field(128, ge=16)
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(1.5, gt=0)
     color_jitter: float = Field(0.0, ge=0, le=1)
-    amp: bool = True
-    loader_workers: int = Field(0, ge=0)
     val_every: int = Field(100, ge=1)
-
-    @model_validator(mode="after")
-    def _scale_order(self):
-        if self.scale_min > self.scale_max:
-            raise ValueError("scale_min must not exceed scale_max")
-        return self
 
 
 class EvalSegParams(Section):
@@ -169,22 +161,12 @@ class AffLabelsParams(Section):
         return self
 
 
-class TrainAffParams(Section):
+class TrainAffParams(TrainingParams):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.01, gt=0)
-    head_lr_mult: float = Field(10.0, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    crop_size: int = Field(128, ge=16)
-    scale_min: float = Field(0.7, gt=0)
-    scale_max: float = Field(1.3, gt=0)
-    color_jitter: float = Field(0.3, ge=0, le=1)
     radius: int = Field(5, ge=2)
     grid_stride: int = Field(8, ge=1)
     embed_dim: int = Field(448, ge=1)
-    amp: bool = True
-    loader_workers: int = Field(0, ge=0)
 
 
 class RwParams(Section):

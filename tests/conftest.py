@@ -50,3 +50,20 @@ def run_dvc(project: Path, *args: str) -> subprocess.CompletedProcess:
     if result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def coloured_squares(batch: int = 4, size: int = 64, seed: int = 0):
+    """Grey images with 1-2 squares of pure red / green / blue; labels = colours present."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.full((batch, 3, size, size), 0.5)
+    labels = torch.zeros(batch, 3)
+    for i in range(batch):
+        for c in torch.randperm(3, generator=gen)[: 1 + i % 2].tolist():
+            side = size // 3
+            y, x = torch.randint(0, size - side, (2,), generator=gen).tolist()
+            images[i, :, y : y + side, x : x + side] = 0.0
+            images[i, c, y : y + side, x : x + side] = 1.0
+            labels[i, c] = 1.0
+    return images, labels

@@ -1,43 +1,69 @@
-"""A tiny `dvc repro` on a small generated dataset: the DAG runs, writes its metrics, caches, and the CAMs
-beat an all-background guess."""
+"""A tiny `dvc repro` of the whole DAG on a small generated dataset: every stage runs and writes its
+metrics, the CAMs beat an all-background guess, a second repro does nothing, and a CAM parameter change
+reruns `cam` and what follows only."""
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import make_project, run_dvc
 
 pytestmark = pytest.mark.slow
 
 SMALL = {
-    "synthetic.num_train": 32,
+    "synthetic.num_train": 64,
     "synthetic.num_val": 8,
-    "synthetic.image_size": 96,
-    "backbone.name": "efficientnet_lite0",
-    "backbone.pretrained": "imagenet",
-    "train_cls.epochs": 4,
+    "synthetic.image_size": 128,
+    "train_cls.epochs": 8,
     "train_cls.batch_size": 8,
-    "train_cls.crop_size": 96,
+    "train_cls.crop_size": 128,
     "cam.scales": [1.0, 0.5],
+    "eval_cam.threshold_max": 0.95,
+    "train_aff.epochs": 1,
+    "train_aff.crop_size": 96,
+    "crf.source": "rw",
+    "train_seg.steps": 6,
+    "train_seg.batch_size": 4,
+    "train_seg.crop_size": 96,
+    "train_seg.val_every": 6,
+    "eval_seg.scales": [1.0],
+    "eval_seg.flip": False,
+    "overlays.count": 2,
 }
 
 
-def test_dvc_repro_runs_caches_and_beats_background(tmp_path):
+def _ran(result) -> set[str]:
+    return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
+
+
+def test_dvc_repro_whole_pipeline(tmp_path):
     project = make_project(tmp_path, SMALL)
-    run_dvc(project, "repro")
-    outputs = project / "outputs"
-    metrics = json.loads((outputs / "eval_cam" / "cam" / "metrics.json").read_text())
-    assert set(metrics["per_class_iou"]) >= {"background"}
-    assert 0.0 <= metrics["best_threshold"] <= 0.59
-    assert metrics["miou"] > metrics["all_background_miou"]
-    assert len(list((outputs / "cam" / "cam").glob("*.npz"))) == 32
-    curve = (outputs / "eval_cam" / "cam" / "curve.csv").read_text().splitlines()
-    assert curve[0] == "threshold,miou" and len(curve) == 61
+    first = run_dvc(project, "repro")
+    assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "crf",
+            "eval_pseudo", "train_seg", "eval_seg", "overlays"} <= _ran(first)
+    out = project / "outputs"
 
-    second = run_dvc(project, "repro")
-    assert "Running stage" not in second.stdout
+    cam_metrics = json.loads((out / "eval_cam" / "cam" / "metrics.json").read_text())
+    assert 0.0 <= cam_metrics["best_threshold"] <= 0.95
+    assert cam_metrics["miou"] > cam_metrics["all_background_miou"]
+    assert len(list((out / "cam" / "cam").glob("*.npz"))) == 64
+    curve = (out / "eval_cam" / "cam" / "curve.csv").read_text().splitlines()
+    assert curve[0] == "threshold,miou" and len(curve) == 1 + 96
 
-    params = (project / "params.yaml").read_text().replace("flip: true", "flip: false")
+    for stage in ("eval_rw", "eval_pseudo"):
+        metrics = json.loads((out / stage / "cam" / "metrics.json").read_text())
+        assert 0.0 <= metrics["miou"] <= 1.0 and set(metrics["per_class_iou"]) >= {"background"}
+    seg = json.loads((out / "eval_seg" / "cam_pseudo" / "metrics.json").read_text())
+    assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 8
+    pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
+    assert pseudo.mode == "P" and pseudo.size == (128, 128)
+    overlays = sorted((out / "overlays" / "cam").glob("*.png"))
+    assert len(overlays) == 2 and np.asarray(Image.open(overlays[0])).shape[1] > 4 * 128
+
+    assert _ran(run_dvc(project, "repro")) == set()
+
+    params = (project / "params.yaml").read_text().replace("flip: true", "flip: false", 1)
     (project / "params.yaml").write_text(params)
-    third = run_dvc(project, "repro")
-    ran = {line.split("'")[1] for line in third.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"cam", "eval_cam"}
+    third = _ran(run_dvc(project, "repro"))
+    assert "cam" in third and third.isdisjoint({"synthetic", "data", "train_cls"})

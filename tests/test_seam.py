@@ -11,20 +11,7 @@ from pipeline.methods.seam import SEAM, equivariant_l1, pcm_seed
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.correlation import PixelCorrelationModule, ohem_l1, pcm_propagate, pixel_affinity
 
-
-def coloured_squares(batch: int = 4, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grey images with 1-2 squares of pure red / green / blue; labels = colours present."""
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.full((batch, 3, size, size), 0.5)
-    labels = torch.zeros(batch, 3)
-    for i in range(batch):
-        for c in torch.randperm(3, generator=gen)[: 1 + i % 2].tolist():
-            side = size // 3
-            y, x = torch.randint(0, size - side, (2,), generator=gen).tolist()
-            images[i, :, y : y + side, x : x + side] = 0.0
-            images[i, c, y : y + side, x : x + side] = 1.0
-            labels[i, c] = 1.0
-    return images, labels
+from conftest import coloured_squares
 
 
 def rescale(x: torch.Tensor, factor: float = 0.5) -> torch.Tensor:

@@ -129,11 +129,9 @@ class SegmentationModel(nn.Module):
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         """Backbone at ``lr``, the head (trained from scratch) at ``lr * head_lr_mult``."""
-        return [
-            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr, "name": "backbone"},
-            {"params": [p for p in self.head.parameters() if p.requires_grad], "lr": lr * head_lr_mult,
-             "name": "head"},
-        ]
+        from pipeline.methods.base import backbone_head_groups
+
+        return backbone_head_groups(self.backbone, [self.head], lr, head_lr_mult)
 
 
 def build_deeplab(backbone: Backbone, num_classes: int, head: str = "v3", dropout: float = 0.1,
