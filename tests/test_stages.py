@@ -1,0 +1,46 @@
+"""Stages run in-process on a tiny generated dataset with the tiny backbone: the fully supervised switch of
+train_seg, and the errors for missing inputs."""
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import WsssError
+from stages import data, eval_seg, synthetic, train_seg
+from stages.config import load_params
+from conftest import REPO
+
+
+@pytest.fixture
+def tiny_params(tmp_path):
+    def make(*overrides):
+        return load_params(REPO / "params.yaml", [
+            f"paths.outputs={tmp_path / 'out'}", f"synthetic.root={tmp_path / 'syn'}", f"data.root={tmp_path / 'syn'}",
+            "synthetic.num_train=6", "synthetic.num_val=3", "synthetic.image_size=64",
+            "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
+            "train_seg.steps=3", "train_seg.batch_size=2", "train_seg.crop_size=64", "train_seg.val_every=3",
+            "eval_seg.scales=[1.0]", "workers=1", *overrides,
+        ])
+    return make
+
+
+def test_upper_bound_switch_trains_on_ground_truth(tiny_params):
+    params = tiny_params("train_seg.labels=gt")
+    synthetic.run(params)
+    data.run(params)
+    train_metrics = train_seg.run(params)
+    assert train_metrics["labels"] == "gt"
+    metrics = eval_seg.run(params)
+    out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
+    assert json.loads((out / "metrics.json").read_text())["labels"] == "gt"
+    assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 3
+    assert len(list((out / "pred").glob("*.png"))) == 3
+
+
+def test_pseudo_labels_need_the_crf_stage(tiny_params):
+    params = tiny_params()
+    synthetic.run(params)
+    data.run(params)
+    with pytest.raises(WsssError, match="crf"):
+        train_seg.run(params)
+    assert not (Path(params.paths.outputs) / "train_seg").exists()
