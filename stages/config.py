@@ -96,7 +96,7 @@ class EvalCamParams(Section):
 
 
 class CrfParams(Section):
-    """Dense-CRF pseudo masks (PSA's kernels by default)."""
+    """Dense-CRF pseudo masks: PSA's Gaussian kernel, IRN's bilateral kernel by default."""
 
     source: Literal["cam", "rw"] = "cam"
     bg_mode: Literal["threshold", "power"] = "threshold"
@@ -106,8 +106,8 @@ class CrfParams(Section):
     iterations: int = Field(10, ge=1)
     gauss_sxy: float = Field(3.0, gt=0)
     gauss_compat: float = Field(3.0, ge=0)
-    bilateral_sxy: float = Field(80.0, gt=0)
-    bilateral_srgb: float = Field(13.0, gt=0)
+    bilateral_sxy: float = Field(50.0, gt=0)
+    bilateral_srgb: float = Field(5.0, gt=0)
     bilateral_compat: float = Field(10.0, ge=0)
     confidence: float = Field(0.0, ge=0, le=1)
 
