@@ -78,6 +78,7 @@ _stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on groun
 _stage("eval-seg", "eval_seg", "Val mIoU of the segmentation model; predictions as palette PNGs.", with_method=True)
 _stage("overlays", "overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.",
        with_method=True)
+_stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).")
 
 
 def main() -> None:  # pragma: no cover - console entry point
