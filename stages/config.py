@@ -68,7 +68,7 @@ class TrainingParams(Section):
 
 
 class TrainClsParams(TrainingParams):
-    epochs: int = Field(6, ge=1)
+    epochs: int = Field(15, ge=1)
 
 
 class CamParams(Section):
@@ -128,7 +128,7 @@ class TrainSegParams(TrainingParams):
 
     labels: Literal["pseudo", "gt"] = "pseudo"
     head: Literal["v3", "v2"] = "v3"
-    steps: int = Field(600, ge=1)
+    steps: int = Field(400, ge=1)
     batch_size: int = Field(8, ge=2)
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(1.5, gt=0)
