@@ -139,3 +139,16 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
         "pixel_accuracy": round(pixel_accuracy(conf), 6),
         "per_class_iou": {n: (None if np.isnan(v) else round(float(v), 6)) for n, v in zip(class_names, iou)},
     }
+
+
+def training_loader(samples, cfg, generator: torch.Generator, device: torch.device):
+    """Shuffled, seeded DataLoader of ``samples`` with the batch size and workers of a training section;
+    the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True, drop_last=len(samples) > cfg.batch_size,
+                        num_workers=cfg.loader_workers, generator=generator, pin_memory=device.type == "cuda",
+                        persistent_workers=cfg.loader_workers > 0)
+    if len(loader) == 0:
+        raise DataError(f"no training samples: the split {getattr(samples.dataset, 'split', '')!r} is empty")
+    return loader

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from pipeline.affinity import AffinityNet
 from pipeline.data.loaders import SegmentationSamples
@@ -18,7 +17,7 @@ from pipeline.data.transforms import train_transform
 from pipeline.io import atomic_dir, load_mask, write_json
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
-from stages.common import open_split, progress_bar, require, stage_dir
+from stages.common import open_split, progress_bar, require, stage_dir, training_loader
 from stages.config import Params
 
 
@@ -46,10 +45,7 @@ def run(params: Params) -> dict:
     model = build_affinity_net(spec, params.backbone.pretrained)
     samples = SegmentationSamples(dataset, dataset.ids, lambda i: load_mask(label_dir / f"{i}.png"),
                                   train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
-    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True,
-                        drop_last=len(samples) > cfg.batch_size, num_workers=cfg.loader_workers,
-                        generator=generator, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.loader_workers > 0)
+    loader = training_loader(samples, cfg, generator, device)
     start = time.perf_counter()
     with progress_bar(f"train_aff [{params.method}]") as bar:
         task = bar.add_task("train", total=cfg.epochs * len(loader))

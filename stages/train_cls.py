@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import time
 
-from torch.utils.data import DataLoader
 
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
@@ -17,7 +16,7 @@ from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import save_checkpoint
-from stages.common import open_split, progress_bar, stage_dir
+from stages.common import open_split, progress_bar, stage_dir, training_loader
 from stages.config import Params
 
 
@@ -36,16 +35,7 @@ def run(params: Params) -> dict:
         dataset, dataset.ids, labels, num_fg,
         train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter),
     )
-    loader = DataLoader(
-        samples,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=len(samples) > cfg.batch_size,
-        num_workers=cfg.loader_workers,
-        generator=generator,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.loader_workers > 0,
-    )
+    loader = training_loader(samples, cfg, generator, device)
     start = time.perf_counter()
     with progress_bar(f"train_cls [{params.method}]") as bar:
         task = bar.add_task("train", total=cfg.epochs * len(loader))

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from dvclive import Live
-from torch.utils.data import DataLoader
 
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
@@ -23,7 +22,7 @@ from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
 from pipeline.segmentation import image_to_tensor, predict, train_segmentation
 from pipeline.train import resolve_device, seed_everything
-from stages.common import open_split, progress_bar, require, stage_dir
+from stages.common import open_split, progress_bar, require, stage_dir, training_loader
 from stages.config import Params
 
 
@@ -72,11 +71,7 @@ def run(params: Params) -> dict:
         mask_fn = train.load_mask
     samples = SegmentationSamples(train, train.ids, mask_fn,
                                   train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
-    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True, drop_last=len(samples) >= cfg.batch_size,
-                        num_workers=cfg.loader_workers, generator=generator, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.loader_workers > 0)
-    if len(loader) == 0:
-        raise DataError(f"train_seg.batch_size: {cfg.batch_size} exceeds the {len(samples)} training images")
+    loader = training_loader(samples, cfg, generator, device)
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
     model = build_deeplab(backbone, len(class_names), head=cfg.head)
 
