@@ -170,8 +170,8 @@ class TrainAffParams(TrainingParams):
 
 
 class RwParams(Section):
-    beta: float = Field(8.0, gt=0)
-    logt: int = Field(6, ge=0, le=12)
+    beta: float = Field(16.0, gt=0)
+    logt: int = Field(5, ge=0, le=12)
     bg_mode: Literal["threshold", "power"] = "threshold"
     bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float = Field(16.0, gt=0)
