@@ -3,7 +3,8 @@
 # images for the segmentation model), pretrained EfficientNet-Lite0, whatever device is present.
 #
 #   bash benchmarks/msrc.sh cam-baseline   # plain CAM (crop 224, 12 epochs)
-#   bash benchmarks/msrc.sh random-init    # the same classifier from a random-init backbone, for context
+#   bash benchmarks/msrc.sh random-init    # plain CAM from a random-init backbone, for context (the light
+#                                          # schedule of `methods`, to compare with its cam row)
 #   bash benchmarks/msrc.sh pipeline       # after cam-baseline: CRF pseudo masks -> DeepLab on them and on GT
 #   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
@@ -19,7 +20,7 @@ mkdir -p benchmarks/results
 COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
         --set train_aff.crop_size=224 --set train_aff.epochs=3 --set rw.beta=16 --set rw.logt=5
-        --set train_seg.crop_size=192 --set train_seg.steps=1000 --set train_seg.val_every=500)
+        --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300)
 run() { python benchmarks/run_stages.py "${COMMON[@]}" "$@"; }
 
 case "${1:-}" in
@@ -27,8 +28,8 @@ case "${1:-}" in
     run --out "$OUT/msrc" --summary benchmarks/results/cam_baseline.jsonl --stages data train_cls cam eval_cam
     ;;
   random-init)
-    run --out "$OUT/msrc_random" --set backbone.pretrained=none --summary benchmarks/results/cam_baseline.jsonl \
-        --stages data train_cls cam eval_cam
+    run --out "$OUT/msrc_random" --set backbone.pretrained=none --set train_cls.crop_size=160 \
+        --set train_cls.epochs=6 --summary benchmarks/results/cam_baseline.jsonl --stages data train_cls cam eval_cam
     ;;
   pipeline)
     run --out "$OUT/msrc" --summary benchmarks/results/pipeline.jsonl --stages crf eval_pseudo train_seg eval_seg
