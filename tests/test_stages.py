@@ -44,3 +44,21 @@ def test_pseudo_labels_need_the_crf_stage(tiny_params):
     with pytest.raises(WsssError, match="crf"):
         train_seg.run(params)
     assert not (Path(params.paths.outputs) / "train_seg").exists()
+
+
+def test_compare_tabulates_every_evaluated_method(tiny_params, capsys):
+    from pipeline.io import write_json
+    from stages import compare
+
+    params = tiny_params()
+    out = Path(params.paths.outputs)
+    with pytest.raises(WsssError, match="no method"):
+        compare.run(params)
+    write_json(out / "eval_cam" / "cam" / "metrics.json", {"miou": 0.40, "best_threshold": 0.3})
+    write_json(out / "eval_cam" / "seam" / "metrics.json", {"miou": 0.45, "best_threshold": 0.25})
+    write_json(out / "train_cls" / "seam" / "metrics.json", {"train_seconds": 12.0})
+    rows = compare.run(params)
+    assert [r["method"] for r in rows] == ["cam", "seam"]
+    table = (out / "compare" / "methods.md").read_text()
+    assert "| seam | 45.0 | +5.0 | 0.25 | 12 |" in table
+    assert table in capsys.readouterr().out
