@@ -14,7 +14,6 @@ import importlib
 import json
 import resource
 import time
-from pathlib import Path
 
 from stages.common import stage_dir
 from stages.config import load_params

@@ -2,6 +2,6 @@
 
 Pure code: nothing here reads params.yaml, knows DVC or decides paths.
 """
-from pipeline.errors import WsssError, DataError, ConfigError
+from pipeline.errors import ConfigError, DataError, WsssError
 
 __all__ = ["WsssError", "DataError", "ConfigError"]

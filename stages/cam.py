@@ -6,7 +6,6 @@ one directory per method so that all methods' CAMs can exist side by side.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from pipeline.cam import multiscale_cam
 from pipeline.data.transforms import to_image_tensor

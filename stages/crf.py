@@ -9,8 +9,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
 from pipeline.errors import WsssError
 from pipeline.io import atomic_dir, load_cam, load_image, read_json, save_mask

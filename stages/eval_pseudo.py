@@ -7,7 +7,14 @@ nowhere).
 from __future__ import annotations
 
 from pipeline.io import atomic_dir, write_json
-from stages.common import evaluate_mask_dir, iou_report, num_workers, open_split, require, stage_dir
+from stages.common import (
+    evaluate_mask_dir,
+    iou_report,
+    num_workers,
+    open_split,
+    require,
+    stage_dir,
+)
 from stages.config import Params
 
 

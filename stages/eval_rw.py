@@ -5,8 +5,8 @@ Writes ``outputs/eval_rw/<method>/metrics.json``.
 from __future__ import annotations
 
 from pipeline.io import atomic_dir, write_json
-from stages.config import Params
 from stages.common import stage_dir
+from stages.config import Params
 from stages.eval_pseudo import evaluate
 
 

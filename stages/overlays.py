@@ -6,8 +6,6 @@ lists the directory as an image plot, so `dvc plots show` renders them.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pipeline.io import atomic_dir, load_cam, load_mask, save_image
 from pipeline.overlay import make_overlay
 from pipeline.segmentation import predict_label_map

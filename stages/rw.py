@@ -20,7 +20,14 @@ from pipeline.data.transforms import to_image_tensor
 from pipeline.io import atomic_dir, load_cam, load_image, save_cam, save_mask
 from pipeline.random_walk import propagate_cam
 from pipeline.train import resolve_device
-from stages.common import num_workers, open_split, parallel_map, require, stage_dir, track
+from stages.common import (
+    num_workers,
+    open_split,
+    parallel_map,
+    require,
+    stage_dir,
+    track,
+)
 from stages.config import Params
 from stages.crf import best_cam_threshold
 from stages.train_aff import load_affinity_net

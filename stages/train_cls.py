@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import time
 
-
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
 from pipeline.io import atomic_dir, write_json

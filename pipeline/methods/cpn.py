@@ -35,7 +35,12 @@ from torch import nn
 from pipeline.errors import ConfigError, DataError
 from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.correlation import PixelRegionCorrelationModule, add_background, max_normalise, ohem_l1
+from pipeline.models.correlation import (
+    PixelRegionCorrelationModule,
+    add_background,
+    max_normalise,
+    ohem_l1,
+)
 
 PATCH_MODES = ("grid", "slic")
 CAM_SOURCES = ("raw", "refined")

@@ -5,7 +5,10 @@ from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.backbones.efficientnet_lite import EfficientNetLite, EfficientNetLiteBackbone
+from pipeline.models.backbones.efficientnet_lite import (
+    EfficientNetLite,
+    EfficientNetLiteBackbone,
+)
 from pipeline.models.backbones.resnet import ResNetBackbone
 from pipeline.models.backbones.resnet38 import ResNet38Backbone
 from pipeline.models.backbones.tiny import TinyBackbone

