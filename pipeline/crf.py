@@ -11,9 +11,7 @@ Every per-image function here is pure and module-level, so it can be sent to a m
 """
 from __future__ import annotations
 
-import os
-from multiprocessing import Pool
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Sequence
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -21,9 +19,6 @@ import pydensecrf.densecrf as dcrf
 from pipeline.errors import ConfigError, DataError
 
 _PROB_FLOOR = 1e-5  # probabilities are clipped here before -log, so a zero score is a large finite cost
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 def _check_image(image: np.ndarray, height: int, width: int, name: str) -> np.ndarray:
@@ -155,20 +150,3 @@ def cam_to_pseudo_mask(image: np.ndarray, cams: np.ndarray, keys: Sequence[int],
     bg = background_score(cams, bg_mode, bg_threshold, bg_alpha)
     scores = np.concatenate([bg[None], cams], axis=0)
     return scores_to_pseudo_mask(image, scores, keys, use_crf=use_crf, confidence=confidence, **crf_kwargs)
-
-
-def pseudo_masks_parallel(items: Iterable[T], fn: Callable[[T], R], workers: int = 0) -> list[R]:
-    """``[fn(item) for item in items]`` over a process pool, results in input order.
-
-    ``workers``: 0 = ``os.cpu_count()``, 1 = in this process (no pool). ``fn`` must be picklable (a
-    module-level function or a ``functools.partial`` of one).
-    """
-    if workers < 0:
-        raise ConfigError(f"workers: must be >= 0, got {workers}")
-    items = list(items)
-    workers = min(workers or os.cpu_count() or 1, max(len(items), 1))
-    if workers == 1:
-        return [fn(item) for item in items]
-    chunksize = max(1, len(items) // (workers * 4))
-    with Pool(processes=workers) as pool:
-        return pool.map(fn, items, chunksize=chunksize)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.crf import dense_crf
+from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
@@ -87,14 +88,6 @@ def predict(model: nn.Module, image_tensor: torch.Tensor, scales: Sequence[float
     finally:
         model.train(was_training)
     return (total / (len(scales) * (2 if flip else 1))).cpu().numpy()
-
-
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, H, W) float32 in [0, 1]."""
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise DataError(f"image must be (H, W, 3), got shape {image.shape}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def predict_label_map(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,

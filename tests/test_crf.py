@@ -1,11 +1,9 @@
 """Dense CRF and CAM -> pseudo-mask conversion on synthetic images with known answers."""
-from functools import partial
 
 import numpy as np
 import pytest
 
-from pipeline.crf import (background_score, cam_to_pseudo_mask, dense_crf, dense_crf_labels,
-                          pseudo_masks_parallel, scores_to_pseudo_mask)
+from pipeline.crf import background_score, cam_to_pseudo_mask, dense_crf, dense_crf_labels, scores_to_pseudo_mask
 from pipeline.errors import ConfigError, DataError
 
 H, W = 48, 64
@@ -129,17 +127,3 @@ def test_shape_errors_name_the_problem():
         cam_to_pseudo_mask(image, disc_cam(), [1, 2])
     with pytest.raises(DataError, match="1 \\+ K"):
         scores_to_pseudo_mask(image, np.ones((3, H, W), np.float32), [1])
-
-
-def _pseudo(seed, threshold):
-    image, _ = two_region_scene(seed)
-    return cam_to_pseudo_mask(image, disc_cam(), [3], bg_threshold=threshold)
-
-
-def test_parallel_matches_serial():
-    fn = partial(_pseudo, threshold=0.5)
-    serial = pseudo_masks_parallel(range(3), fn, workers=1)
-    parallel = pseudo_masks_parallel(range(3), fn, workers=2)
-    assert len(parallel) == 3
-    for a, b in zip(serial, parallel):
-        np.testing.assert_array_equal(a, b)
