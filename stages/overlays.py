@@ -12,7 +12,7 @@ from pipeline.segmentation import predict_label_map
 from pipeline.train import resolve_device
 from stages.common import open_split, stage_dir
 from stages.config import Params
-from stages.train_seg import load_model
+from stages.train_seg import load_model, seg_tag
 
 
 def run(params: Params) -> int:
@@ -23,7 +23,7 @@ def run(params: Params) -> int:
     cam_dir = stage_dir(params, "cam", params.method)
     rw_dir = stage_dir(params, "rw", params.method)
     crf_dir = stage_dir(params, "crf", params.method)
-    model_path = stage_dir(params, "train_seg", f"{params.method}_pseudo") / "model.pt"
+    model_path = stage_dir(params, "train_seg", seg_tag(params)) / "model.pt"
     model = load_model(model_path, device)[0] if model_path.is_file() else None
     with atomic_dir(stage_dir(params, "overlays", params.method)) as out:
         for image_id in chosen:
