@@ -12,18 +12,21 @@ from pathlib import Path
 
 from pipeline.affinity_labels import confident_labels
 from pipeline.crf import dense_crf
-from pipeline.errors import WsssError
-from pipeline.io import atomic_dir, load_cam, load_image, save_mask
-from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from pipeline.io import atomic_dir, save_mask
+from stages.common import (
+    load_image_and_cam,
+    num_workers,
+    open_split,
+    parallel_map,
+    require,
+    stage_dir,
+)
 from stages.config import Params
 
 
 def _label_job(job: tuple[str, str, str], fg_alpha: float, bg_alpha: float, crf: dict) -> None:
     image_path, cam_path, out_path = job
-    image = load_image(image_path)
-    cams, keys = load_cam(cam_path)
-    if cams.shape[1:] != image.shape[:2]:
-        raise WsssError(f"{cam_path}: size {cams.shape[1:]} differs from its image {image.shape[:2]}")
+    image, cams, keys = load_image_and_cam(image_path, cam_path)
     labels = confident_labels(image, cams, keys, fg_alpha=fg_alpha, bg_alpha=bg_alpha,
                               crf=partial(dense_crf, **crf))
     save_mask(out_path, labels)

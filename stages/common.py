@@ -158,3 +158,14 @@ def training_loader(samples, cfg, generator: torch.Generator, device: torch.devi
     if len(loader) == 0:
         raise DataError(f"no training samples: the split {getattr(samples.dataset, 'split', '')!r} is empty")
     return loader
+
+
+def load_image_and_cam(image_path: str, cam_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, cams, keys) of one image, checking that the stored maps have the image's size."""
+    from pipeline.io import load_cam, load_image
+
+    image = load_image(image_path)
+    cams, keys = load_cam(cam_path)
+    if cams.shape[1:] != image.shape[:2]:
+        raise WsssError(f"{cam_path}: size {cams.shape[1:]} differs from its image {image.shape[:2]}")
+    return image, cams, keys

@@ -10,18 +10,21 @@ from functools import partial
 from pathlib import Path
 
 from pipeline.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
-from pipeline.errors import WsssError
-from pipeline.io import atomic_dir, load_cam, load_image, read_json, save_mask
-from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from pipeline.io import atomic_dir, read_json, save_mask
+from stages.common import (
+    load_image_and_cam,
+    num_workers,
+    open_split,
+    parallel_map,
+    require,
+    stage_dir,
+)
 from stages.config import Params
 
 
 def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict) -> None:
     image_path, scores_path, out_path = job
-    image = load_image(image_path)
-    scores, keys = load_cam(scores_path)
-    if scores.shape[1:] != image.shape[:2]:
-        raise WsssError(f"{scores_path}: size {scores.shape[1:]} differs from its image {image.shape[:2]}")
+    image, scores, keys = load_image_and_cam(image_path, scores_path)
     if source == "rw":  # background is channel 0 (key 0) of the random-walk scores
         mask = scores_to_pseudo_mask(image, scores, keys[1:], **crf)
     else:

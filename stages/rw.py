@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import to_image_tensor
-from pipeline.io import atomic_dir, load_cam, load_image, save_cam, save_mask
+from pipeline.io import atomic_dir, save_cam, save_mask
 from pipeline.random_walk import propagate_cam
 from pipeline.train import resolve_device
 from stages.common import (
+    load_image_and_cam,
     num_workers,
     open_split,
     parallel_map,
@@ -42,8 +43,7 @@ def _walk(job: tuple[str, str, str], model_path: str, device: str, beta: float, 
         _MODEL.clear()
         _MODEL[key] = load_affinity_net(Path(model_path), torch.device(device))[0]
     model = _MODEL[key]
-    image = load_image(image_path)
-    cams, keys = load_cam(cam_path)
+    image, cams, keys = load_image_and_cam(image_path, cam_path)
     with torch.no_grad():
         features = model(to_image_tensor(image)[None].to(device))[0]
     labels, scores = propagate_cam(cams, keys, features, beta=beta, logt=logt, radius=model.radius,
