@@ -9,7 +9,13 @@ from pipeline.errors import ConfigError
 from pipeline.methods import build_method
 from pipeline.methods.seam import SEAM, equivariant_l1, pcm_seed
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.models.correlation import PixelCorrelationModule, ohem_l1, pcm_propagate, pixel_affinity
+from pipeline.models.correlation import (
+    PixelCorrelationModule,
+    low_activation_loss,
+    ohem_l1,
+    pcm_propagate,
+    pixel_affinity,
+)
 
 from conftest import coloured_squares
 
@@ -94,9 +100,9 @@ def test_training_step_terms_and_cam_shape():
     method = build_method("seam", TinyBackbone(), 3, scale=0.5)
     images, labels = coloured_squares()
     out = method.training_step(images, labels)
-    assert set(out) == {"loss", "cls", "er", "ecr"}
-    assert out["loss"].requires_grad and all(not out[k].requires_grad for k in ("cls", "er", "ecr"))
-    torch.testing.assert_close(out["loss"].detach(), out["cls"] + out["er"] + out["ecr"])
+    assert set(out) == {"loss", "cls", "min", "er", "ecr"}
+    assert out["loss"].requires_grad and all(not out[k].requires_grad for k in ("cls", "min", "er", "ecr"))
+    torch.testing.assert_close(out["loss"].detach(), out["cls"] + out["min"] + out["er"] + out["ecr"])
     out["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.pcm.parameters())  # L_ECR trains PCM
     assert method.classifier.weight.grad.abs().sum() > 0
@@ -116,3 +122,12 @@ def test_short_training_reduces_loss():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
+
+
+def test_low_activation_loss_is_the_mean_of_the_weakest_quarter():
+    fg = torch.zeros(1, 2, 2, 4)
+    fg[0, 0] = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8]])
+    fg[0, 1, 0, 0] = 0.9  # the per-pixel max counts, not the channel: pixel (0, 0) is strong
+    # per-pixel maxima: 0.9, 0.2, 0.3, 0.4, 0.5, ...; the weakest 2 of 8 are 0.2 and 0.3
+    torch.testing.assert_close(low_activation_loss(fg), torch.tensor(0.25))
+    assert low_activation_loss(-fg).item() == 0.0  # ReLU: negative maps cost nothing

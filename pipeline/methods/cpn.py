@@ -6,22 +6,29 @@ half (:func:`complementary_masks`). Hidden pixels take the backbone's neutral co
 normalisation maps to zero, i.e. the dataset mean, as when a normalised image is multiplied by a 0/1 mask).
 One shared-weight forward over the triplet (I, I1, I2).
 
-Loss = ``cls_weight * L_cls + cp_weight * L_CP + prcm_weight * L_PRCM``:
+Per image of the triplet: the raw CAM from a bias-free 1x1 classifier, and its refinement by the
+Pixel-Region Correlation Module (PRCM), which gets the detached max-normalised CAM of the labelled classes
+with the background ``1 - max fg``. Below, N(.) is ReLU + per-map max normalisation times the label mask,
+and every refined map gets its background channel recomputed as ``1 - max fg`` (as in the authors' code,
+which CPN builds on SEAM's).
 
-- ``L_cls``: multilabel soft margin on the averaged CAM of each of I, I1, I2 (mean of the three).
-- ``L_CP`` (eq. 2): ``|CAM(I) - (CAM(I1) + CAM(I2))|_1`` on the max-normalised CAMs of the labelled
-  classes (normalised as in SEAM's losses, whose code base CPN extends), averaged over the labelled
-  (image, class) maps and pixels. Normalising each map makes the loss scale free: on raw CAMs the L1 is
-  minimised by shrinking every CAM (in a 30-step tiny-backbone run it stalled classification), and
-  dividing by a detached maximum instead blew up when that maximum was small. Each half's normalised map carries what that half
-  finds on its own, so the full-image CAM is pulled to cover the less discriminative parts as well.
-- ``L_PRCM``: the Pixel-Region Correlation Module refines the max-normalised CAM of I (with background
-  ``1 - max fg``, labelled classes only; input and backbone features detached). Cross regularisation,
-  OHEM keeping the top ``ohem_ratio`` (20%) element losses: ``OHEM|PRCM - sg(CAM)| + OHEM|CAM - sg(PRCM)|``;
-  the first term trains the PRCM embedding, the second pulls the raw CAM towards the refined one.
+Loss = ``cls_weight * (L_cls + min_pool_weight * L_min) + cp_weight * L_CP + prcm_weight * L_CR``:
 
-``cam()`` returns the raw foreground CAM (``cam_source="raw"``, default: the map the triplet, CP and cross
-losses shape) or the PRCM-refined foreground channels (``cam_source="refined"``, computed over all classes).
+- ``L_cls``: multilabel soft margin on the averaged raw CAM of each of I, I1, I2 (mean of the three).
+- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of the refined maps (mean of the
+  three; from the authors' SEAM/CPN code).
+- ``L_CP`` (eq. 2), on raw and on refined maps: ``|sg(N(CAM(I1)) + N(CAM(I2))) - N(CAM(I))|`` (the
+  halves' sum is the target: only the full-image CAM is pulled towards what the two halves find on their
+  own, so it covers the less discriminative parts; letting gradient into the halves instead lets them
+  follow a peaked full-image CAM, which collapsed CAMs to peaks in our runs) plus
+  ``|N(R(I)) - N(R(I1)) - N(R(I2))|`` on the refined maps R (trains the PRCM embedding). Both averaged
+  over the labelled (image, class) maps and pixels.
+- ``L_CR``, complementary cross regularisation with OHEM (top ``ohem_ratio``, 20%): what the full image
+  finds that I1 does not, ``ReLU(N(CAM(I)) - N(CAM(I1)))``, reduced to its per-pixel maximal channel,
+  with background, and detached, is the target of the refined map of I2, and symmetrically for I1.
+
+``cam()`` returns the PRCM-refined foreground channels (``cam_source="refined"``, default, as the
+authors' inference does; computed over all classes) or the raw CAM (``cam_source="raw"``).
 """
 from __future__ import annotations
 
@@ -38,6 +45,8 @@ from pipeline.models.backbones.base import Backbone
 from pipeline.models.correlation import (
     PixelRegionCorrelationModule,
     add_background,
+    keep_max_only,
+    low_activation_loss,
     max_normalise,
     ohem_l1,
 )
@@ -91,7 +100,8 @@ def complementary_loss(
     cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:
     """CPN's L_CP on CAMs (B, C, h, w): ``|N(cam) - N(cam1) - N(cam2)|`` with N = ReLU + per-map max
-    normalisation, averaged over the labelled (image, class) maps and their pixels."""
+    normalisation, averaged over the labelled (image, class) maps and their pixels. Pass detached halves
+    to make their sum a fixed target."""
     gap = (max_normalise(cam) - max_normalise(cam1) - max_normalise(cam2)).abs() * labels[:, :, None, None]
     pixels = cam.shape[-1] * cam.shape[-2]
     return gap.sum() / (labels.sum().clamp_min(1.0) * pixels)
@@ -120,10 +130,11 @@ class CPN(CamMethod):
         cp_weight: float = 1.0,
         prcm_weight: float = 1.0,
         ohem_ratio: float = 0.2,
+        min_pool_weight: float = 1.0,
         prcm_stage_dims: Sequence[int] = (64, 128),
         prcm_embed_dim: int = 192,
         prcm_use_image: bool = True,
-        cam_source: str = "raw",
+        cam_source: str = "refined",
     ):
         super().__init__(backbone, num_classes)
         if patch_mode not in PATCH_MODES:
@@ -132,7 +143,7 @@ class CPN(CamMethod):
             raise ConfigError(f"cpn.cam_source: unknown {cam_source!r}; choose one of {', '.join(CAM_SOURCES)}")
         if grid_size < 2 or n_segments < 2:
             raise ConfigError("cpn.grid_size/n_segments: need at least 2 (so that a half can be hidden)")
-        if min(cls_weight, cp_weight, prcm_weight) < 0:
+        if min(cls_weight, cp_weight, prcm_weight, min_pool_weight) < 0:
             raise ConfigError("cpn.*_weight: loss weights must be non-negative")
         if not 0.0 < ohem_ratio <= 1.0:
             raise ConfigError(f"cpn.ohem_ratio: must be in (0, 1], got {ohem_ratio}")
@@ -140,6 +151,7 @@ class CPN(CamMethod):
         self.n_segments, self.slic_compactness = n_segments, slic_compactness
         self.cls_weight, self.cp_weight, self.prcm_weight = cls_weight, cp_weight, prcm_weight
         self.ohem_ratio, self.cam_source = ohem_ratio, cam_source
+        self.min_pool_weight = min_pool_weight
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
         self.prcm = PixelRegionCorrelationModule(
             backbone.stage_channels, prcm_stage_dims, prcm_embed_dim, prcm_use_image
@@ -160,42 +172,46 @@ class CPN(CamMethod):
         return keep1, 1.0 - keep1
 
     def _refine(self, raw: torch.Tensor, features: list[torch.Tensor], images: torch.Tensor,
-                fg_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised CAM with background (B, C + 1, h, w) and its PRCM refinement."""
-        fg = max_normalise(raw)
+                fg_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """PRCM refinement (B, C + 1, h, w) of the detached normalised CAM (with background)."""
+        fg = max_normalise(raw.detach())
         if fg_mask is not None:
             fg = fg * fg_mask
-        normalised = add_background(fg)
-        refined = self.prcm(normalised.detach(), features, self.backbone.normalize(images))
-        return normalised, refined
+        return self.prcm(add_background(fg), features, self.backbone.normalize(images))
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         b = images.shape[0]
         keep1, keep2 = self._masks(images)
         hidden1 = images * keep1 + self.neutral * keep2
         hidden2 = images * keep2 + self.neutral * keep1
-        features = self.backbone(torch.cat([images, hidden1, hidden2]))
-        raw, raw1, raw2 = self.classifier(features[-1]).split(b)
+        triplet = torch.cat([images, hidden1, hidden2])
+        features = self.backbone(triplet)
+        raw_all = self.classifier(features[-1])
+        raw, raw1, raw2 = raw_all.split(b)
+        fg_mask = labels[:, :, None, None]
+        refined_all = self._refine(raw_all, features, triplet, fg_mask.repeat(3, 1, 1, 1))
+        refined, refined1, refined2 = refined_all[:, 1:].split(b)
 
         cls = torch.stack([
             F.multilabel_soft_margin_loss(x.mean(dim=(2, 3)), labels) for x in (raw, raw1, raw2)
         ]).mean()
-        cp = complementary_loss(raw, raw1, raw2, labels)
-
-        fg_mask = labels[:, :, None, None]
-        bg_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
-        normalised, refined = self._refine(raw, [f[:b] for f in features], images, fg_mask)
-        refined = refined * bg_mask
-        prcm = ohem_l1(refined, normalised.detach(), self.ohem_ratio) + ohem_l1(
-            normalised, refined.detach(), self.ohem_ratio
+        low = torch.stack([low_activation_loss(r * fg_mask) for r in (refined, refined1, refined2)]).mean()
+        cp = complementary_loss(raw, raw1.detach(), raw2.detach(), labels) + complementary_loss(
+            refined, refined1, refined2, labels
         )
 
-        loss = self.cls_weight * cls + self.cp_weight * cp + self.prcm_weight * prcm
-        return {"loss": loss, "cls": cls.detach(), "cp": cp.detach(), "prcm": prcm.detach()}
+        n, n1, n2 = (max_normalise(x.detach()) * fg_mask for x in (raw, raw1, raw2))
+        target1 = add_background(keep_max_only(F.relu(n - n2)))
+        target2 = add_background(keep_max_only(F.relu(n - n1)))
+        r1, r2 = (add_background(max_normalise(x) * fg_mask) for x in (refined1, refined2))
+        cross = ohem_l1(r1, target1, self.ohem_ratio) + ohem_l1(r2, target2, self.ohem_ratio)
+
+        loss = self.cls_weight * (cls + self.min_pool_weight * low) + self.cp_weight * cp + self.prcm_weight * cross
+        return {"loss": loss, "cls": cls.detach(), "min": low.detach(), "cp": cp.detach(), "cr": cross.detach()}
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
         raw = self.classifier(features[-1])
         if self.cam_source == "raw":
             return raw
-        return self._refine(raw, features, images)[1][:, 1:]
+        return self._refine(raw, features, images)[:, 1:]

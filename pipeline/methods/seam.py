@@ -10,7 +10,9 @@ loss, so the learned channel would never be used.)
 
 Loss (eq. 8): ``L = L_cls + L_ER + L_ECR`` with weights ``cls_weight : er_weight : ecr_weight`` (1:1:1):
 
-- ``L_cls``: multilabel soft margin on the globally average-pooled CAM, averaged over both branches.
+- ``L_cls``: multilabel soft margin on the globally average-pooled CAM, averaged over both branches,
+  plus ``min_pool_weight`` times :func:`~pipeline.models.correlation.low_activation_loss` of each
+  branch's PCM-refined foreground (labelled classes), as the authors' code adds to it.
 - ``L_ER`` (eq. 3): ``mean |A(CAM(I)) - CAM(A(I))|`` over the max-normalised foreground CAMs of the
   labelled classes (absent classes zeroed), compared at the resolution of A(I).
 - ``L_ECR`` (eq. 7): ``|A(PCM(I)) - CAM(A(I))| + |A(CAM(I)) - PCM(A(I))|`` with the background channel,
@@ -36,6 +38,7 @@ from pipeline.models.correlation import (
     PixelCorrelationModule,
     add_background,
     keep_max_only,
+    low_activation_loss,
     max_normalise,
     ohem_l1,
 )
@@ -67,6 +70,7 @@ class SEAM(CamMethod):
         er_weight: float = 1.0,
         ecr_weight: float = 1.0,
         ohem_ratio: float = 0.2,
+        min_pool_weight: float = 1.0,
         pcm_stage_dims: Sequence[int] = (64, 128),
         pcm_embed_dim: int = 192,
         pcm_use_image: bool = True,
@@ -74,13 +78,14 @@ class SEAM(CamMethod):
         super().__init__(backbone, num_classes)
         if not scale > 0 or scale == 1.0:
             raise ConfigError(f"seam.scale: must be positive and not 1, got {scale}")
-        if min(cls_weight, er_weight, ecr_weight) < 0:
+        if min(cls_weight, er_weight, ecr_weight, min_pool_weight) < 0:
             raise ConfigError("seam.*_weight: loss weights must be non-negative")
         if not 0.0 < ohem_ratio <= 1.0:
             raise ConfigError(f"seam.ohem_ratio: must be in (0, 1], got {ohem_ratio}")
         self.scale = float(scale)
         self.cls_weight, self.er_weight, self.ecr_weight = cls_weight, er_weight, ecr_weight
         self.ohem_ratio = ohem_ratio
+        self.min_pool_weight = min_pool_weight
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
         self.pcm = PixelCorrelationModule(backbone.stage_channels, pcm_stage_dims, pcm_embed_dim, pcm_use_image)
 
@@ -102,11 +107,12 @@ class SEAM(CamMethod):
             F.multilabel_soft_margin_loss(raw.mean(dim=(2, 3)), labels)
             + F.multilabel_soft_margin_loss(raw_t.mean(dim=(2, 3)), labels)
         )
+        fg_mask = labels[:, :, None, None]
+        low = 0.5 * (low_activation_loss(refined[:, 1:] * fg_mask) + low_activation_loss(refined_t[:, 1:] * fg_mask))
 
         def at_size(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-        fg_mask = labels[:, :, None, None]
         cam_a = at_size(max_normalise(raw)) * fg_mask  # A(CAM(I))
         cam_b = at_size(max_normalise(raw_t)) * fg_mask  # CAM(A(I))
         er = equivariant_l1(cam_a, cam_b)
@@ -114,12 +120,12 @@ class SEAM(CamMethod):
         bg_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
         pcm_a = at_size(max_normalise(refined)) * bg_mask  # A(PCM(I))
         pcm_b = at_size(max_normalise(refined_t)) * bg_mask  # PCM(A(I))
-        target_a = keep_max_only(add_background(cam_a)).detach()
-        target_b = keep_max_only(add_background(cam_b)).detach()
+        target_a = add_background(keep_max_only(cam_a)).detach()
+        target_b = add_background(keep_max_only(cam_b)).detach()
         ecr = ohem_l1(pcm_a, target_b, self.ohem_ratio) + ohem_l1(pcm_b, target_a, self.ohem_ratio)
 
-        loss = self.cls_weight * cls + self.er_weight * er + self.ecr_weight * ecr
-        return {"loss": loss, "cls": cls.detach(), "er": er.detach(), "ecr": ecr.detach()}
+        loss = self.cls_weight * (cls + self.min_pool_weight * low) + self.er_weight * er + self.ecr_weight * ecr
+        return {"loss": loss, "cls": cls.detach(), "min": low.detach(), "er": er.detach(), "ecr": ecr.detach()}
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         _, refined = self._branch(images)

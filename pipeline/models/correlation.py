@@ -53,6 +53,16 @@ def ohem_l1(prediction: torch.Tensor, target: torch.Tensor, top_ratio: float = 0
     return errors.topk(k, dim=1).values.mean()
 
 
+def low_activation_loss(refined_fg: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
+    """Mean of the lowest ``fraction`` of each image's per-pixel maximum foreground activation
+    (B, C, h, w), after ReLU: pushes the weakest quarter of a refined map to zero. The authors' SEAM and
+    CPN code add this to the classification loss (``adaptive_min_pooling_loss``); it leaves the best mIoU
+    alone but moves the best background threshold."""
+    strongest = refined_fg.amax(dim=1).flatten(1)
+    k = max(1, int(strongest.shape[1] * fraction))
+    return F.relu(strongest.topk(k, dim=1, largest=False).values).mean()
+
+
 class CorrelationEmbedding(nn.Module):
     """Per-pixel embedding theta from the last ``len(stage_dims)`` backbone stages (+ the image).
 
