@@ -9,6 +9,8 @@
 #   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
+#   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
+#   bash benchmarks/msrc.sh investigate    # ablations behind the methods table (light schedule)
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
 # metrics, peak RSS); benchmarks/README.md holds the tables made from them.
@@ -46,5 +48,36 @@ case "${1:-}" in
           --summary benchmarks/results/methods.jsonl --stages data train_cls cam eval_cam
     done
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods" >&2; exit 2 ;;
+  methods-224)
+    # default options of every method from params.yaml, plus PPL's explicit fusion variant
+    variant() { name=$1; shift; run --out "$OUT/msrc_methods_224/$name" --summary benchmarks/results/methods_224.jsonl \
+                  --stages data train_cls cam eval_cam "$@"; }
+    variant cam --set method=cam
+    variant seam --set method=seam
+    variant ppl --set method=ppl
+    variant ppl_fusion --set method=ppl --set methods.ppl.fusion=true
+    variant cpn --set method=cpn
+    ;;
+  investigate)
+    light() { name=$1; shift; run --out "$OUT/inv/$name" --set train_cls.crop_size=160 --set train_cls.epochs=6 \
+                --summary benchmarks/results/investigate.jsonl --stages data train_cls cam eval_cam "$@"; }
+    light cam_os16 --set method=cam
+    light cam_os8 --set method=cam --set backbone.output_stride=8
+    light seam_v2 --set method=seam
+    light seam_s05 --set method=seam --set methods.seam.scale=0.5
+    light seam_os8 --set method=seam --set backbone.output_stride=8
+    light seam_clsonly --set method=seam --set methods.seam.er_weight=0 --set methods.seam.ecr_weight=0
+    light seam_er --set method=seam --set methods.seam.ecr_weight=0
+    light ppl_g12 --set method=ppl --set 'methods.ppl.granularities=[1,2]'
+    light ppl_fusion --set method=ppl --set methods.ppl.fusion=true
+    light ppl_fusion_ctrl --set method=ppl --set methods.ppl.fusion=true --set 'methods.ppl.granularities=[1,1,1]'
+    light ppl_aux --set method=ppl --set methods.ppl.aux_stage=-2
+    light cpn_v2 --set method=cpn
+    light cpn_slic40 --set method=cpn --set methods.cpn.patch_mode=slic --set methods.cpn.n_segments=40
+    light cpn_grid8 --set method=cpn --set methods.cpn.grid_size=8
+    light cpn_clsonly --set method=cpn --set methods.cpn.cp_weight=0 --set methods.cpn.prcm_weight=0 \
+          --set methods.cpn.cam_source=raw
+    ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate" >&2
+     exit 2 ;;
 esac

@@ -173,9 +173,9 @@ def test_cp_loss_moves_only_the_full_image_cam():
 
 
 @pytest.mark.parametrize("options", [{}, {"patch_mode": "slic", "n_segments": 50}])
-def test_short_training_reduces_loss(options):
-    """Fresh complementary pairs every step keep L_CP and L_CR noisy on 4x4 feature maps, so the total
-    falls slowly; the classification term must fall clearly."""
+def test_short_training_reduces_the_classification_loss(options):
+    """On 4x4 toy feature maps L_CP and L_CR stay at their noise level under fresh random pairs (they are
+    tested with the PRCM alone below); the classification term must fall clearly."""
     torch.manual_seed(0)
     method = CPN(TinyBackbone(), 3, **options)
     images, labels = coloured_squares()
@@ -186,7 +186,26 @@ def test_short_training_reduces_loss(options):
         out = method.training_step(images, labels)
         out["loss"].backward()
         optimizer.step()
-        history.append((out["loss"].item(), out["cls"].item()))
-    first, last = history[:3], history[-3:]
-    assert sum(h[0] for h in last) < 0.9 * sum(h[0] for h in first)
-    assert sum(h[1] for h in last) < 0.5 * sum(h[1] for h in first)
+        history.append(out["cls"].item())
+    assert all(torch.isfinite(v) for v in out.values())
+    assert sum(history[-3:]) < 0.5 * sum(history[:3])
+
+
+def test_prcm_training_reduces_the_correlation_losses():
+    """Backbone and classifier frozen, one fixed complementary pair: the PRCM embedding alone learns to
+    meet the cross-regularisation and complementary targets, so the total loss falls."""
+    torch.manual_seed(0)
+    method = CPN(TinyBackbone(), 3)
+    for p in [*method.backbone.parameters(), *method.classifier.parameters()]:
+        p.requires_grad_(False)
+    optimizer = torch.optim.SGD(method.prcm.parameters(), lr=0.1, momentum=0.9)
+    images, labels = coloured_squares()
+    losses = []
+    for _ in range(20):
+        torch.manual_seed(1)  # the same complementary pair every step
+        optimizer.zero_grad()
+        loss = method.training_step(images, labels)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
