@@ -10,6 +10,7 @@
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
+#                                          # and PPL's fusion variant with its no-patch control
 #   bash benchmarks/msrc.sh investigate    # ablations behind the methods table (light schedule)
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
@@ -50,13 +51,19 @@ case "${1:-}" in
     ;;
   methods-224)
     # default options of every method from params.yaml, plus PPL's explicit fusion variant
-    variant() { name=$1; shift; run --out "$OUT/msrc_methods_224/$name" --summary benchmarks/results/methods_224.jsonl \
-                  --stages data train_cls cam eval_cam "$@"; }
+    # (ONLY="name ..." runs a subset)
+    variant() {
+      name=$1; shift
+      [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || return 0
+      run --out "$OUT/msrc_methods_224/$name" --summary benchmarks/results/methods_224.jsonl \
+          --stages data train_cls cam eval_cam "$@"
+    }
     variant cam --set method=cam
     variant seam --set method=seam
     variant ppl --set method=ppl
     variant ppl_fusion --set method=ppl --set methods.ppl.fusion=true
     variant cpn --set method=cpn
+    variant ppl_fusion_ctrl --set method=ppl --set methods.ppl.fusion=true --set 'methods.ppl.granularities=[1,1,1]'
     ;;
   investigate)
     light() { name=$1; shift; run --out "$OUT/inv/$name" --set train_cls.crop_size=160 --set train_cls.epochs=6 \
