@@ -39,7 +39,8 @@ def add_background(fg: torch.Tensor) -> torch.Tensor:
 
 
 def keep_max_only(cams: torch.Tensor) -> torch.Tensor:
-    """Zero every channel that is not the per-pixel maximum (SEAM's ``max_onehot``; ties keep all)."""
+    """Zero every channel that is not the per-pixel maximum (ties keep all). Applied to foreground CAMs
+    before :func:`add_background` it is SEAM's ``max_onehot``, which leaves the background alone."""
     return cams * (cams >= cams.amax(dim=1, keepdim=True)).to(cams.dtype)
 
 
@@ -56,8 +57,8 @@ def ohem_l1(prediction: torch.Tensor, target: torch.Tensor, top_ratio: float = 0
 def low_activation_loss(refined_fg: torch.Tensor, fraction: float = 0.25) -> torch.Tensor:
     """Mean of the lowest ``fraction`` of each image's per-pixel maximum foreground activation
     (B, C, h, w), after ReLU: pushes the weakest quarter of a refined map to zero. The authors' SEAM and
-    CPN code add this to the classification loss (``adaptive_min_pooling_loss``); it leaves the best mIoU
-    alone but moves the best background threshold."""
+    CPN code add this to the classification loss (``adaptive_min_pooling_loss``; by their comment it
+    moves the best background threshold rather than the best mIoU)."""
     strongest = refined_fg.amax(dim=1).flatten(1)
     k = max(1, int(strongest.shape[1] * fraction))
     return F.relu(strongest.topk(k, dim=1, largest=False).values).mean()
