@@ -6,7 +6,9 @@
 - Masks: 8-bit palette PNGs with the VOC colour map; value = class index, 255 = ignore / void.
 - Every file is written under a temporary name in the same directory and renamed into place, and stage
   output directories are filled under a temporary name and swapped in at the end, so an interrupted run
-  leaves no partial output.
+  leaves no partial output. Outputs get the user's normal permissions (0666 / 0777 less the umask), not
+  the private 0600 / 0700 of ``mkstemp`` / ``mkdtemp``. A temporary directory that a killed run
+  (SIGKILL) could not remove is removed by the next run of the same stage.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -41,28 +44,87 @@ def voc_palette(num_entries: int = 256) -> np.ndarray:
 _PALETTE = voc_palette().flatten().tolist()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """``mkdir -p directory``; returns the directories it created, deepest first (for cleanup on failure)."""
+    created = []
+    for parent in [directory, *directory.parents]:
+        if parent.exists():
+            break
+        created.append(parent)
+    directory.mkdir(parents=True, exist_ok=True)
+    return created
+
+
+def _remove_if_empty(directories: list[Path]) -> None:
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it."""
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it (and the
+    parent directories this call created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())
+    done = False
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+        done = True
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        if not done:
+            _remove_if_empty(created)
+
+
+def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 0.0) -> list[Path]:
+    """Delete the temporary directories/files that :func:`atomic_dir` / :func:`atomic_path` left next to
+    ``path`` when a run was killed (``.<name>.*.tmp*``, ``.<name>.old``) and that were last modified at
+    least ``min_age_s`` seconds ago. Returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp*"), path.parent / f".{path.name}.old"]:
+        try:
+            if now - stale.lstat().st_mtime < min_age_s:
+                continue
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+            removed.append(stale)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a fresh temporary directory next to ``path``; on success it replaces ``path`` whole."""
+    """Yield a fresh temporary directory next to ``path``; on success it replaces ``path`` whole. On failure
+    the temporary directory and any parent directories this call created are removed. Temporaries left by a
+    killed earlier run of the same output are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    created = _make_parents(path.parent)
+    remove_stale_temporaries(path)
     tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp_path, 0o777 & ~_umask())
+    done = False
     try:
         yield tmp_path
         if path.exists():
@@ -74,9 +136,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp_path, path)
+        done = True
     finally:
         if tmp_path.exists():
-            shutil.rmtree(tmp_path)
+            shutil.rmtree(tmp_path, ignore_errors=True)
+        if not done:
+            _remove_if_empty(created)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
@@ -105,16 +170,33 @@ def save_cam(path: str | os.PathLike, cams: np.ndarray, keys: np.ndarray) -> Non
             np.savez_compressed(fh, cams=cams.astype(np.float16), keys=keys.astype(np.int16))
 
 
-def load_cam(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Return (cams float32 (K, H, W), keys int64 (K,)) written by :func:`save_cam`."""
+def load_cam(path: str | os.PathLike, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return (cams float32 (K, H, W), keys int64 (K,)) written by :func:`save_cam`.
+
+    A missing, truncated, corrupt or malformed file (wrong arrays or shapes, non-finite values, keys outside
+    0..``num_classes - 1`` (0 is the background channel of walked scores), duplicates) is a one-line :class:`DataError`
+    naming the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: CAM file not found")
     try:
-        with np.load(path) as data:
-            return data["cams"].astype(np.float32), data["keys"].astype(np.int64)
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not a readable CAM file ({exc})") from None
+        with np.load(path, allow_pickle=False) as data:
+            cams, keys = data["cams"], data["keys"]
+            cams, keys = cams.astype(np.float32), keys.astype(np.int64)
+    except KeyError as exc:
+        raise DataError(f"{path}: not a CAM file (missing array {exc})") from None
+    except Exception as exc:  # BadZipFile, zlib.error, EOFError, OSError, ValueError: all mean a bad file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: corrupt or truncated CAM file ({reason})") from None
+    if cams.ndim != 3 or keys.shape != (cams.shape[0],):
+        raise DataError(f"{path}: CAM file must hold cams (K, H, W) and K keys, got {cams.shape} and {keys.shape}")
+    if not np.isfinite(cams).all():
+        raise DataError(f"{path}: CAM file holds non-finite values")
+    upper = 254 if num_classes is None else num_classes - 1
+    if keys.size and (keys.min() < 0 or keys.max() > upper or np.unique(keys).size != keys.size):
+        raise DataError(f"{path}: class keys {keys.tolist()} must be distinct and within 0..{upper}")
+    return cams, keys
 
 
 def cam_to_scores(cams: np.ndarray, keys: np.ndarray, num_classes: int) -> np.ndarray:

@@ -7,6 +7,7 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Callable, List, Optional
 
@@ -27,7 +28,18 @@ app = typer.Typer(
 
 ParamsOption = typer.Option("params.yaml", "--params", "-p", help="Parameters file.")
 SetOption = typer.Option(None, "--set", "-s", help="Override a parameter: section.key=value (repeatable).")
+
+
 MethodOption = typer.Option(None, "--method", "-m", help="CAM method: cam, seam, ppl or cpn (overrides `method`).")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, Slurm, ``docker stop``) as an exception, so that every stage cleans up as on
+    Ctrl-C: temporary outputs removed, pool workers stopped."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None) -> None:
@@ -36,15 +48,21 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     overrides = list(overrides or [])
     if method is not None:
         overrides.append(f"method={method}")
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         params = load_params(params_path, overrides)
         result = importlib.import_module(f"stages.{module}").run(params)
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except Terminated:
+        typer.echo("terminated: no output was written", err=True)
+        raise typer.Exit(128 + signal.SIGTERM) from None
     except KeyboardInterrupt:
         typer.echo("interrupted: no output was written", err=True)
         raise typer.Exit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if isinstance(result, dict) and "miou" in result:
         typer.echo(f"{module}: mIoU {100 * result['miou']:.2f}", err=True)
 

@@ -86,12 +86,38 @@ def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, descrip
     if workers <= 1 or len(items) <= 1:
         yield from track(map(fn, items), len(items), description)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_torch) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    try:
         yield from track(pool.map(fn, items, chunksize=chunksize), len(items), description)
+    except BaseException:
+        # interrupted (SIGINT/SIGTERM) or a worker failed: stop the workers now instead of letting them
+        # finish the queue and write into a directory that is about to be deleted
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        raise
+    pool.shutdown(wait=True)
 
 
-def _single_thread_torch() -> None:
+def _init_worker() -> None:
+    """Pool worker setup: one torch thread per process; the parent alone handles Ctrl-C and stops the
+    workers with SIGTERM (the default action: the forked stage handler would only fail the current item);
+    and die with the parent (Linux), so a SIGKILLed stage leaves no orphaned workers behind."""
+    import signal
+
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def require(path: Path, hint: str) -> Path:
@@ -160,12 +186,14 @@ def training_loader(samples, cfg, generator: torch.Generator, device: torch.devi
     return loader
 
 
-def load_image_and_cam(image_path: str, cam_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, cams, keys) of one image, checking that the stored maps have the image's size."""
+def load_image_and_cam(image_path: str, cam_path: str,
+                       num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, cams, keys) of one image, checking that the stored maps have the image's size and, given
+    ``num_classes`` (background included), that every class key exists."""
     from pipeline.io import load_cam, load_image
 
     image = load_image(image_path)
-    cams, keys = load_cam(cam_path)
+    cams, keys = load_cam(cam_path, num_classes)
     if cams.shape[1:] != image.shape[:2]:
         raise WsssError(f"{cam_path}: size {cams.shape[1:]} differs from its image {image.shape[:2]}")
     return image, cams, keys

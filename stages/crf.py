@@ -22,9 +22,9 @@ from stages.common import (
 from stages.config import Params
 
 
-def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict) -> None:
+def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict, num_classes: int) -> None:
     image_path, scores_path, out_path = job
-    image, scores, keys = load_image_and_cam(image_path, scores_path)
+    image, scores, keys = load_image_and_cam(image_path, scores_path, num_classes)
     if source == "rw":  # background is channel 0 (key 0) of the random-walk scores
         mask = scores_to_pseudo_mask(image, scores, keys[1:], **crf)
     else:
@@ -42,7 +42,7 @@ def best_cam_threshold(params: Params) -> float:
 def run(params: Params) -> int:
     cfg = params.crf
     source_dir = require(stage_dir(params, cfg.source, params.method), f"run `wsss-pipe {cfg.source}` first")
-    dataset, _ = open_split(params, params.data.train_split)
+    dataset, index = open_split(params, params.data.train_split)
     bg = {"bg_mode": cfg.bg_mode, "bg_alpha": cfg.bg_alpha}
     if cfg.source == "cam" and cfg.bg_mode == "threshold":
         bg["bg_threshold"] = (best_cam_threshold(params) if cfg.bg_threshold == "auto"
@@ -51,7 +51,7 @@ def run(params: Params) -> int:
     with atomic_dir(stage_dir(params, "crf", params.method)) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(source_dir) / f"{i}.npz"), str(out / f"{i}.png"))
                 for i in dataset.ids]
-        worker = partial(_pseudo_mask, source=cfg.source, bg=bg, crf=crf)
+        worker = partial(_pseudo_mask, source=cfg.source, bg=bg, crf=crf, num_classes=len(index["classes"]))
         for _ in parallel_map(worker, jobs, num_workers(params), f"crf [{params.method}]"):
             pass
     return len(jobs)

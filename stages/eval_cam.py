@@ -11,6 +11,7 @@ import csv
 import numpy as np
 
 from pipeline.data.voc import VOCDataset
+from pipeline.errors import DataError
 from pipeline.io import atomic_dir, load_cam, write_json
 from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
 from stages.common import num_workers, open_split, parallel_map, require, stage_dir
@@ -22,10 +23,10 @@ def _sweep_chunk(job: tuple) -> np.ndarray:
     dataset = VOCDataset(root, split, labels={i: [] for i in ids})
     sweep = ThresholdSweep(thresholds, num_classes)
     for image_id in ids:
-        cams, keys = load_cam(f"{cam_dir}/{image_id}.npz")
+        cams, keys = load_cam(f"{cam_dir}/{image_id}.npz", num_classes)
         gt = dataset.load_mask(image_id)
         if cams.shape[1:] != gt.shape:
-            raise ValueError(f"{cam_dir}/{image_id}.npz: CAM size {cams.shape[1:]} differs from its mask {gt.shape}")
+            raise DataError(f"{cam_dir}/{image_id}.npz: CAM size {cams.shape[1:]} differs from its mask {gt.shape}")
         sweep.update(cams, keys, gt)
     return sweep.hist
 

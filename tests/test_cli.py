@@ -59,3 +59,63 @@ def test_unknown_method_option(tmp_path, method):
     params = _params(tmp_path)
     result = runner.invoke(app, ["cam", "-p", str(params), "--method", method])
     assert result.exit_code == 2 and "method" in result.output
+
+
+_SLEEPING_STAGE = r"""
+import os, sys, time, types
+from pathlib import Path
+from pipeline.io import atomic_dir
+from stages.common import parallel_map
+
+def _sleep(i):
+    Path(sys.argv[2], f"{os.getpid()}.pid").write_text("")
+    time.sleep(60)
+
+def run(params):
+    with atomic_dir(sys.argv[1]) as tmp:
+        (tmp / "partial.npz").write_text("x")
+        for _ in parallel_map(_sleep, list(range(8)), 2, "sleep", chunksize=1):
+            pass
+
+module = types.ModuleType("stages.sleeping")
+module.run = run
+module._sleep = _sleep
+sys.modules["stages.sleeping"] = module
+_sleep.__module__ = "stages.sleeping"
+import typer
+from stages.cli import _run
+try:
+    _run("sleeping", sys.argv[3], [])
+except typer.Exit as stop:
+    sys.exit(stop.exit_code)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_cleans_temporaries_and_stops_pool_workers(tmp_path):
+    import signal
+    import time
+
+    out, pids = tmp_path / "outputs" / "stage", tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", _SLEEPING_STAGE, str(out), str(pids), str(_params(tmp_path))],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(list(pids.iterdir())) == 2, "pool workers did not start"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert stderr.strip().splitlines()[-1] == "terminated: no output was written"
+    assert not (tmp_path / "outputs").exists()  # no temporary, no empty parent directory
+    time.sleep(0.5)
+    assert not any(_alive(int(p.stem)) for p in pids.iterdir())

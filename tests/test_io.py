@@ -1,3 +1,6 @@
+import os
+import stat
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -70,3 +73,69 @@ def test_atomic_dir_replaces_whole_directory_or_nothing(tmp_path):
     with atomic_dir(out) as tmp:
         (tmp / "c").write_text("3")
     assert sorted(p.name for p in out.iterdir()) == ["c"]
+
+
+def _good_cam(path):
+    save_cam(path, np.full((2, 6, 8), 0.5, dtype=np.float32), np.array([1, 3]))
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "bitflip", "not_zip"])
+def test_damaged_cam_file_is_one_line_error_naming_it(tmp_path, damage):
+    path = tmp_path / "2008_000123.npz"
+    data = _good_cam(path)
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "bitflip":
+        flipped = bytearray(data)
+        for offset in range(60, len(flipped) - 120, 7):  # inside the compressed stream
+            flipped[offset] ^= 0xFF
+        path.write_bytes(bytes(flipped))
+    else:
+        path.write_bytes(b"hello, not a zip file at all" * 10)
+    with pytest.raises(DataError, match="2008_000123.npz") as info:
+        load_cam(path)
+    assert "\n" not in str(info.value)
+
+
+def test_cam_keys_out_of_range_or_duplicated_are_rejected(tmp_path):
+    path = tmp_path / "a.npz"
+    save_cam(path, np.zeros((2, 4, 4)), np.array([1, 30]))
+    load_cam(path)  # within the default 0..254
+    with pytest.raises(DataError, match=r"a.npz: class keys \[1, 30\].*0..20"):
+        load_cam(path, num_classes=21)
+    save_cam(path, np.zeros((2, 4, 4)), np.array([3, 3]))
+    with pytest.raises(DataError, match="distinct"):
+        load_cam(path)
+
+
+def test_outputs_get_normal_permissions_under_umask_022(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "stage") as out:
+            (out / "x.txt").write_text("x")
+        save_mask(tmp_path / "stage2" / "m.png", np.zeros((2, 2), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "stage").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "stage2" / "m.png").stat().st_mode) == 0o644
+
+
+def test_failed_stage_leaves_no_temporaries_nor_empty_parents(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "outputs" / "cam" / "seam") as out:
+            (out / "a.npz").write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next_run(tmp_path):
+    stale = tmp_path / ".cam.abc123.tmp"
+    stale.mkdir()
+    (stale / "a.npz").write_text("left by SIGKILL")
+    (tmp_path / ".cam.old").mkdir()
+    with atomic_dir(tmp_path / "cam") as out:
+        (out / "b.npz").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cam"]
