@@ -26,7 +26,8 @@ def save_checkpoint(path: Path, method: CamMethod, options: dict, backbone: dict
 def load_method(path: Path, device: torch.device) -> tuple[CamMethod, dict]:
     """Rebuild the trained method stored at ``path`` (random init, then the stored weights)."""
     if not path.is_file():
-        raise WsssError(f"{path}: classifier checkpoint not found; run `wsss-pipe train-cls` for this method first")
+        raise WsssError(f"{path}: classifier checkpoint not found; run `wsss-pipe train-cls --method "
+                        f"{path.parent.name}` first")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a truncated or foreign file

@@ -6,6 +6,7 @@ names the key; nothing is written before parameters validate.
 from __future__ import annotations
 
 import inspect
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,6 +52,24 @@ class BackboneParams(Section):
     name: str = "efficientnet_lite0"
     output_stride: Literal[8, 16, 32] = 16
     pretrained: str | None = "imagenet"
+
+    @field_validator("name")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from pipeline.models.backbones import BACKBONES
+
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        return name
+
+    @model_validator(mode="after")
+    def _supported_stride(self):
+        from pipeline.models.backbones import OUTPUT_STRIDES
+
+        if self.output_stride not in OUTPUT_STRIDES[self.name]:
+            allowed = ", ".join(str(s) for s in OUTPUT_STRIDES[self.name])
+            raise ValueError(f"{self.name} supports output_stride {allowed}, got {self.output_stride}")
+        return self
 
 
 class TrainingParams(Section):
@@ -221,23 +241,44 @@ class Params(Section):
 
 
 def validate_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check ``methods.<name>`` against the method's constructor: known keys, types of the defaults."""
+    """Check ``methods.<name>`` against the method's constructor: known keys, values of the annotated
+    types (``3e-1``, which YAML reads as a string, is a float here as everywhere else in params.yaml)."""
     from pipeline.methods import METHODS
 
     if name not in METHODS:
-        raise ConfigError(f"method: unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    signature = inspect.signature(METHODS[name].__init__)
+        raise ConfigError(f"methods.{name}: unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    init = METHODS[name].__init__
+    signature = inspect.signature(init)
     accepted = {k: p for k, p in signature.parameters.items() if k not in ("self", "backbone", "num_classes")}
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # an annotation pydantic cannot see; fall back to the defaults' types
+        hints = {}
     checked: dict[str, Any] = {}
     for key, value in options.items():
         if key not in accepted:
             known = ", ".join(accepted) or "none"
             raise ConfigError(f"methods.{name}.{key}: unknown option (known: {known})")
-        default = accepted[key].default
-        if default is not inspect.Parameter.empty and default is not None:
-            value = _coerce(f"methods.{name}.{key}", value, default)
+        if key in hints:
+            value = _validate_as(f"methods.{name}.{key}", value, hints[key])
+        else:
+            default = accepted[key].default
+            if default is not inspect.Parameter.empty and default is not None:
+                value = _coerce(f"methods.{name}.{key}", value, default)
         checked[key] = value
     return checked
+
+
+def _validate_as(key: str, value: Any, annotation: Any) -> Any:
+    if isinstance(value, bool) and annotation in (int, float):
+        raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
+    try:
+        return TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ConfigError(f"{key}: {error['msg']} (got {value!r})") from None
+    except Exception:  # not a type pydantic knows (e.g. a module); the constructor checks it
+        return value
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
@@ -303,13 +344,14 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         error = exc.errors()[0]
         key = ".".join(str(part) for part in error["loc"]) or "(top level)"
         got = error.get("input")
-        detail = error["msg"]
+        detail = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             detail = "unknown key"
-        suffix = "" if error["type"] == "extra_forbidden" or isinstance(got, dict) else f" (got {got!r})"
+        suffix = ("" if error["type"] == "extra_forbidden" or isinstance(got, dict) or repr(got) in detail
+                  else f" (got {got!r})")
         raise ConfigError(f"{path}: {key}: {detail}{suffix}") from None
     for name, options in params.methods.items():
         if not isinstance(options, dict):
             raise ConfigError(f"{path}: methods.{name}: must be a mapping of options")
-        validate_method_options(name, options)
+        params.methods[name] = validate_method_options(name, options)
     return params

@@ -10,7 +10,7 @@ from pipeline.io import atomic_dir, load_cam, load_mask, save_image
 from pipeline.overlay import make_overlay
 from pipeline.segmentation import predict_label_map
 from pipeline.train import resolve_device
-from stages.common import open_split, stage_dir
+from stages.common import open_split, require, stage_dir
 from stages.config import Params
 from stages.train_seg import load_model, seg_tag
 
@@ -20,7 +20,8 @@ def run(params: Params) -> int:
     dataset, index = open_split(params, params.data.train_split)
     labels = index["splits"][params.data.train_split]["labels"]
     chosen = [i for i in dataset.ids if labels[i]][: params.overlays.count]
-    cam_dir = stage_dir(params, "cam", params.method)
+    cam_dir = require(stage_dir(params, "cam", params.method),
+                      f"nothing to show: run `wsss-pipe cam --method {params.method}` first")
     rw_dir = stage_dir(params, "rw", params.method)
     crf_dir = stage_dir(params, "crf", params.method)
     model_path = stage_dir(params, "train_seg", seg_tag(params)) / "model.pt"

@@ -34,6 +34,10 @@ def test_override_is_applied_and_typed(tmp_path):
         ("device=tpu", "device"),
         ("eval_cam.threshold_min=0.9", "eval_cam"),
         ("methods.cam.unknown=1", "methods.cam.unknown"),
+        ("backbone.name=resnet18", "backbone.name: unknown backbone 'resnet18'"),
+        ("methods.ppl.aux_stage=abc", "methods.ppl.aux_stage"),
+        ("methods.seam.scale=true", "methods.seam.scale"),
+        ("methods.seem.scale=0.5", "methods.seem: unknown method"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, key):
@@ -58,3 +62,11 @@ def test_parse_override_requires_equals():
     assert parse_override("a.b=3") == ("a.b", 3)
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_override("a.b")
+
+
+def test_method_floats_in_exponent_notation_are_floats(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("seed: 0\n")
+    params = load_params(path, ["methods.seam.scale=3e-1", "train_cls.lr=1e-3"])
+    assert params.method_options("seam")["scale"] == pytest.approx(0.3)
+    assert params.train_cls.lr == pytest.approx(1e-3)

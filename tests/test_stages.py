@@ -62,3 +62,16 @@ def test_compare_tabulates_every_evaluated_method(tiny_params, capsys):
     table = (out / "compare" / "methods.md").read_text()
     assert "| seam | 45.0 | +5.0 | 0.25 | 12 |" in table
     assert table in capsys.readouterr().out
+
+
+def test_missing_inputs_name_the_method_to_run(tiny_params):
+    from stages import cam, overlays
+
+    params = tiny_params("method=seam")
+    synthetic.run(params)
+    data.run(params)
+    with pytest.raises(WsssError, match="train-cls --method seam"):
+        cam.run(params)
+    with pytest.raises(WsssError, match="cam --method seam"):
+        overlays.run(params)
+    assert not (Path(params.paths.outputs) / "overlays").exists()
