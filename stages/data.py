@@ -1,5 +1,8 @@
 """Stage ``data``: validate the VOC-layout dataset at ``data.root`` and index its splits.
 
+Every image is decoded once (in parallel), so a truncated or corrupt file fails here, naming the file,
+and not in the middle of a training epoch.
+
 Writes ``outputs/data/index.json``: the root, class names and, per split, the ids and image-level labels
 (1-based class indices, derived from the masks or from Annotations/*.xml). Later stages read labels from
 here instead of decoding every mask again.
@@ -18,7 +21,7 @@ def run(params: Params) -> dict:
     index: dict = {"root": params.data.root, "classes": None, "splits": {}}
     for split in splits:
         dataset = VOCDataset(params.data.root, split)
-        dataset.validate(workers=workers)
+        dataset.validate(workers=workers, decode_images=True)
         index["classes"] = dataset.class_names
         index["splits"][split] = {
             "ids": dataset.ids,

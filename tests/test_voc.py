@@ -175,6 +175,19 @@ def test_unreadable_image(voc_root):
         dataset.load_image("2007_000032")
 
 
+def test_truncated_jpeg_body_fails_in_validation_when_decoding(voc_root):
+    path = voc_root / "JPEGImages" / "2007_000032.jpg"
+    rng = np.random.default_rng(0)
+    height, width = load_mask(voc_root / "SegmentationClass" / "2007_000032.png").shape
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # header intact, body cut
+    dataset = VOCDataset(voc_root, "train")
+    dataset.validate()  # header only: passes
+    with pytest.raises(DataError, match=r"2007_000032\.jpg: unreadable image"):
+        dataset.validate(decode_images=True)
+
+
 def test_mask_size_differs_from_image(voc_root):
     write_jpeg(voc_root / "JPEGImages" / "2007_000032.jpg", 280, 500)
     dataset = VOCDataset(voc_root, "train")

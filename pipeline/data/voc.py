@@ -64,14 +64,17 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
+def image_size(path: Path, decode: bool = False) -> tuple[int, int]:
+    """(height, width) from the file header; ``decode`` also decodes the pixels, so that a truncated or
+    corrupt body fails here and not in the middle of a training epoch."""
     if not path.is_file():
         raise DataError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except OSError as exc:
+            if decode:
+                image.load()
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports some corrupt headers as SyntaxError
         raise DataError(f"{path}: unreadable image ({exc})") from None
     return height, width
 
@@ -203,14 +206,15 @@ class VOCDataset:
         return {"id": image_id, "image": self.load_image(image_id), "mask": mask, "labels": labels}
 
     # ---------------------------------------------------------------- checks
-    def validate(self, check_pixels: bool = False, workers: int | None = None) -> None:
-        """Check every id's image exists and is readable (header) and its mask exists with the same size
-        (for a split without masks: that its labels have a source).
+    def validate(self, check_pixels: bool = False, workers: int | None = None, decode_images: bool = False) -> None:
+        """Check every id's image exists and is readable (header; every pixel with ``decode_images``) and
+        its mask exists with the same size (for a split without masks: that its labels have a source).
 
         ``check_pixels`` also decodes every mask and checks its values. Raises DataError naming the file.
+        Runs on a thread pool (PIL releases the GIL while decoding).
         """
         def check(image_id: str) -> None:
-            size = image_size(self.image_path(image_id))
+            size = image_size(self.image_path(image_id), decode=decode_images)
             if not self.has_masks:
                 annotation = self.annotation_dir / f"{image_id}.xml"
                 if self._labels is None and not annotation.is_file():
