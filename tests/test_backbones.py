@@ -264,3 +264,53 @@ def test_build_backbone_loads_a_local_lite_file(tmp_path):
     model = build_backbone("efficientnet_lite0", 16, path)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), source.state_dict().values()))
     assert np.isclose(float(model.net._bn1.running_var.mean()), float(state["_bn1.running_var"].mean()))
+
+
+# --- Cutting the forward pass at a stage (PPL) -------------------------------------------------------------
+
+
+def _check_until_from(model, images: torch.Tensor) -> None:
+    with torch.no_grad():
+        full = model(images)
+        for level in range(model.num_stages):
+            head, state = model.forward_until(images, level)
+            tail = model.forward_from(state, level)
+            assert len(head) == level + 1 and len(head) + len(tail) == len(full)
+            for got, want in zip(head + tail, full):
+                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        negative, _ = model.forward_until(images, -2)
+        assert len(negative) == model.num_stages - 1
+        with pytest.raises(ConfigError, match="level 4 out of range"):
+            model.forward_until(images, model.num_stages)
+
+
+@pytest.mark.parametrize(
+    "name, output_stride", [("tiny", 16), ("tiny", 8), ("efficientnet_lite0", 16), ("efficientnet_lite0", 8),
+                            ("resnet50", 16), ("resnet50", 8)]
+)
+def test_forward_until_then_from_equals_forward(name, output_stride):
+    torch.manual_seed(0)
+    _check_until_from(build_backbone(name, output_stride, "none").eval(), torch.rand(2, 3, 48, 64))
+
+
+def test_resnet38_forward_until_then_from_equals_forward(resnet38):
+    _check_until_from(resnet38, torch.rand(1, 3, 48, 64))
+
+
+def test_forward_from_runs_on_a_patch_of_the_state():
+    torch.manual_seed(0)
+    model = build_backbone("tiny", 16, "none").eval()
+    with torch.no_grad():
+        _, state = model.forward_until(torch.rand(1, 3, 64, 64), 1)  # (1, 32, 16, 16)
+        patch = model.forward_from(state[..., :8, 8:], 1)
+    assert [tuple(f.shape) for f in patch] == [(1, 64, 4, 4), (1, 128, 2, 2)]
+
+
+def test_resnet38_cut_does_not_update_the_next_blocks_running_stats():
+    torch.manual_seed(0)
+    model = ResNet38Backbone(output_stride=8).train()
+    before = model.b4.bn_branch2a.running_mean.clone()
+    with torch.no_grad():
+        head, _ = model.forward_until(torch.rand(2, 3, 32, 32), 0)
+    assert torch.equal(model.b4.bn_branch2a.running_mean, before)
+    assert (head[0] >= 0).all()

@@ -1,32 +1,47 @@
 """PPL: progressive patch learning (Li et al., "Weakly supervised semantic segmentation via progressive
-patch learning", IEEE TMM 2022). The authors' code was never released; the choices below are ours.
+patch learning", IEEE TMM 2022). The authors' code was never released and the paper text we hold is the
+abstract; every choice the abstract leaves open is listed here as ours.
 
-Patch learning: the last feature map is split into a k x k grid of patches (an exact partition; patch
-sizes differ by at most one cell when k does not divide the grid). Each patch is average-pooled and
-classified on its own by the shared 1x1 classifier, giving patch logits (B, C, k, k).
+Patch learning (the abstract: "destructs the feature maps into patches and independently processes each
+local patch in parallel before the final aggregation"): the backbone runs up to an intermediate stage
+(``split_stages``, default -3, the input of the last two stages); that feature map is cut into a k x k grid
+of patches which are folded into the batch, (B*k*k, D, h/k, w/k), and the remaining backbone stages run on
+each patch as on an image of its own. Zero padding at the patch borders gives every patch its own receptive
+field: nothing outside a patch reaches its output. Each patch is average-pooled and classified by the
+shared 1x1 classifier (patch logits (B, C, k, k)); the patch logits are aggregated into the image logit.
 
-Aggregation of patch logits into the image logit, per class (``aggregation``):
+Our choices where the abstract is silent:
 
-- ``"lse"`` (default): ``(1/r) log mean_p exp(r s_p)``, a smooth maximum (log-sum-exp pooling). Its
-  gradient reaches every patch with softmax weights, so every local part is trained, and it keeps the
-  multi-instance meaning of a patch classifier: a class is present if some patch shows it, and absent
-  only if no patch does, so a false activation anywhere is penalised (global averaging tolerates it).
-  It tends to the mean as r -> 0 and the max as r -> inf; at k = 1 it is plain CAM.
-- ``"max"``: the hard maximum; only the best patch receives gradient (not recommended).
-- ``"mean"``: the mean of patch logits. With a linear classifier and average pooling this equals global
-  average pooling, i.e. plain CAM at every k; kept only as an ablation.
+- Where to split: ``split_stages`` lists backbone stages (negative from the end, any but the last). One
+  stage is patch learning; several are the "multi-level" variant: the same granularity at each listed
+  level, each run through the remaining stages and the shared classifier, the loss is their mean.
+- k not dividing the map: the map is zero-padded at the bottom/right to a multiple of k (the padded cells
+  look like the image border to the convolutions); each patch's pooling averages only the output cells
+  that see a real cell (the padding mask, max-pooled to the output size), and every patch counts once in
+  the aggregation. ``k`` larger than the map is a ConfigError.
+- Dilated late stages (output stride 16/8): their dilations are kept. On a patch smaller than the dilation
+  a dilated 3x3 convolution reads only zero padding off its centre, i.e. it acts as a 1x1 convolution;
+  this is the receptive field confined to the patch, which is the point of the method, not an error.
+- Batch statistics: in training mode BatchNorm normalises over all patches of the batch, as it would over
+  the images of any batch; outputs are independent per patch in evaluation mode.
+- Aggregation (``aggregation``): ``"mean"`` (default) is reassembling the processed patches and classifying
+  the whole by global average pooling, our reading of "the final aggregation" (with a linear classifier
+  the GAP logit is the mean of the patch logits). ``"lse"``: ``(1/r) log mean_p exp(r s_p)``, a smooth
+  maximum (a class is present if some patch shows it); ``"max"``: the hard maximum (only the best patch
+  receives gradient).
+- Progressive schedule: ``granularities`` (e.g. [1, 2, 4]) split the training epochs into equal stages
+  (:func:`stage_epochs`); each stage continues from the previous weights. The paper gives each stage its
+  own optimisation schedule; the shared trainer runs one poly schedule over all epochs, and
+  :meth:`PPL.stage_span` gives the epoch range of the current stage for a trainer that restarts it.
+- ``cam()`` is the unsplit forward of the whole image (the paper's inference on the whole image).
 
-Progressive schedule: ``granularities`` (e.g. [1, 2, 4]) are spread evenly over the training epochs by
-``set_progress``; each stage continues from the previous stage's weights (multi-stage optimisation).
-``aux_stage`` (e.g. -2) applies the same patch learning at a second, earlier feature level through an
-auxiliary classifier (loss weight ``aux_weight``); it shapes the backbone and does not enter ``cam()``.
-
-Explicit fusion (``fusion=True``): all granularities at once in one model. Each granularity g has a
-branch (1x1 conv-BN-ReLU to ``fusion_dim`` channels) with its own classifier trained by patch learning
-at g; the branch features are concatenated and classified by a fused classifier trained on the global
-average (its CAM is what ``cam()`` returns). Loss = mean of the branch losses + the fused loss.
-
-``cam()`` is the classifier on the whole (unsplit) feature map.
+Explicit fusion (``fusion=True``, one split stage only): all granularities at once in one model. For each
+granularity g the remaining stages run on g x g patches; a branch (1x1 conv-BN-ReLU to ``fusion_dim``
+channels, per cell so it keeps the patches independent) with its own classifier is trained by patch
+learning at g. The branch maps are stitched back into whole maps (padding cropped, resized bilinearly to
+the first granularity's size where the patch strides round differently), concatenated and classified by the
+fused classifier on their global average; its CAM is what ``cam()`` returns, with every branch applied to
+the unsplit features. Loss = mean of the branch losses + the fused loss.
 """
 from __future__ import annotations
 
@@ -43,26 +58,47 @@ from pipeline.models.backbones.base import Backbone
 AGGREGATIONS = ("lse", "max", "mean")
 
 
-def patch_index(size: int, k: int, device: torch.device | None = None) -> torch.Tensor:
-    """Patch row (or column) of each of ``size`` cells for an exact partition into ``k`` near-equal parts."""
-    return torch.arange(size, device=device) * k // size
+def stage_epochs(num_stages: int, num_epochs: int) -> list[range]:
+    """Epochs of each of ``num_stages`` progressive stages: stage s covers [s E / S, (s + 1) E / S).
+
+    With fewer epochs than stages some stages get no epoch (an empty range)."""
+    if num_epochs < 1:
+        raise ConfigError(f"num_epochs: must be positive, got {num_epochs}")
+    bounds = [-(-s * num_epochs // num_stages) for s in range(num_stages + 1)]
+    return [range(bounds[s], bounds[s + 1]) for s in range(num_stages)]
 
 
-def patch_pool(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Average ``features`` (B, D, h, w) over each cell of a k x k patch grid: (B, D, k, k)."""
-    b, d, h, w = features.shape
+def pad_for_patches(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad (B, D, h, w) at the bottom/right to multiples of ``k``; also the validity mask (1, 1, H, W)."""
+    h, w = features.shape[-2:]
     if k < 1 or k > min(h, w):
         raise ConfigError(f"ppl.granularities: granularity {k} does not fit a {h}x{w} feature map")
-    rows = patch_index(h, k, features.device)
-    cols = patch_index(w, k, features.device)
-    patch_of_cell = (rows[:, None] * k + cols[None, :]).flatten()  # (h*w,)
-    assign = F.one_hot(patch_of_cell, k * k).to(features.dtype)  # (h*w, k*k)
-    assign = assign / assign.sum(dim=0, keepdim=True)
-    return (features.flatten(2) @ assign).view(b, d, k, k)
+    pad_h, pad_w = -h % k, -w % k
+    mask = features.new_ones(1, 1, h, w)
+    if pad_h or pad_w:
+        features = F.pad(features, (0, pad_w, 0, pad_h))
+        mask = F.pad(mask, (0, pad_w, 0, pad_h))
+    return features, mask
+
+
+def split_patches(features: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, D, h, w), h and w multiples of k -> (B*k*k, D, h/k, w/k); patch (i, j) of image b at b*k*k + i*k + j."""
+    b, d, h, w = features.shape
+    if h % k or w % k:
+        raise ValueError(f"split_patches: a {h}x{w} map does not split into {k}x{k} equal patches; pad it first")
+    patches = features.view(b, d, k, h // k, k, w // k).permute(0, 2, 4, 1, 3, 5)
+    return patches.reshape(b * k * k, d, h // k, w // k)
+
+
+def merge_patches(patches: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`split_patches`: (B*k*k, D, p, q) -> (B, D, k*p, k*q)."""
+    n, d, p, q = patches.shape
+    merged = patches.view(n // (k * k), k, k, d, p, q).permute(0, 3, 1, 4, 2, 5)
+    return merged.reshape(n // (k * k), d, k * p, k * q)
 
 
 def aggregate_patch_logits(
-    patch_logits: torch.Tensor, aggregation: str = "lse", lse_r: float = 1.0
+    patch_logits: torch.Tensor, aggregation: str = "mean", lse_r: float = 1.0
 ) -> torch.Tensor:
     """Image logits (B, C) from patch logits (B, C, k, k); see the module docstring."""
     scores = patch_logits.flatten(2)
@@ -74,6 +110,27 @@ def aggregate_patch_logits(
     if aggregation == "mean":
         return scores.mean(dim=-1)
     raise ConfigError(f"ppl.aggregation: unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+
+
+class PatchOutput:
+    """The remaining stages' output on k x k patches: ``features`` (B*k*k, D, p, q) and the mask of output
+    cells that see a real (unpadded) cell, ``valid`` (k*k, 1, p, q) shared by all images."""
+
+    def __init__(self, features: torch.Tensor, valid: torch.Tensor, k: int):
+        self.features, self.valid, self.k = features, valid, k
+
+    def pooled(self, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-patch average over the valid cells: (B*k*k, D, 1, 1)."""
+        x = self.features if features is None else features
+        n = x.shape[0] // self.valid.shape[0]
+        valid = self.valid.repeat(n, 1, 1, 1).to(x.dtype)
+        return (x * valid).sum(dim=(2, 3), keepdim=True) / valid.sum(dim=(2, 3), keepdim=True)
+
+    def stitched(self, features: torch.Tensor) -> torch.Tensor:
+        """Per-patch maps (B*k*k, D, p, q) reassembled into whole maps, the padded border cropped."""
+        merged = merge_patches(features, self.k)
+        valid = merge_patches(self.valid.float(), self.k)[0, 0]
+        return merged[..., : int(valid.amax(dim=1).sum()), : int(valid.amax(dim=0).sum())]
 
 
 def _branch(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -90,10 +147,9 @@ class PPL(CamMethod):
         backbone: Backbone,
         num_classes: int,
         granularities: Sequence[int] = (1, 2, 4),
-        aggregation: str = "lse",
+        split_stages: Sequence[int] = (-3,),
+        aggregation: str = "mean",
         lse_r: float = 1.0,
-        aux_stage: int | None = None,
-        aux_weight: float = 1.0,
         fusion: bool = False,
         fusion_dim: int = 256,
     ):
@@ -101,21 +157,24 @@ class PPL(CamMethod):
         granularities = [int(g) for g in granularities]
         if not granularities or min(granularities) < 1:
             raise ConfigError(f"ppl.granularities: need positive integers, got {granularities}")
+        num_stages = len(backbone.stage_channels)
+        split_stages = [int(s) for s in split_stages]
+        if not split_stages or any(not -num_stages <= s < num_stages or s % num_stages == num_stages - 1
+                                   for s in split_stages):
+            raise ConfigError(
+                f"ppl.split_stages: need backbone stages before the last (-{num_stages}..-2), got {split_stages}"
+            )
         if aggregation not in AGGREGATIONS:
             raise ConfigError(f"ppl.aggregation: unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
         if not lse_r > 0:
             raise ConfigError(f"ppl.lse_r: must be positive, got {lse_r}")
-        num_stages = len(backbone.stage_channels)
-        earlier = -num_stages <= (aux_stage or 0) < num_stages and (aux_stage or 0) % num_stages != num_stages - 1
-        if aux_stage is not None and not earlier:
-            raise ConfigError(
-                f"ppl.aux_stage: must index an earlier backbone stage (-{num_stages}..-2), got {aux_stage}"
-            )
         if fusion and fusion_dim < 1:
             raise ConfigError(f"ppl.fusion_dim: must be positive, got {fusion_dim}")
+        if fusion and len(split_stages) != 1:
+            raise ConfigError(f"ppl.split_stages: fusion takes one split stage, got {split_stages}")
         self.granularities = granularities
+        self.split_stages = sorted({s % num_stages for s in split_stages})
         self.aggregation, self.lse_r = aggregation, float(lse_r)
-        self.aux_stage, self.aux_weight = aux_stage, aux_weight
         self.fusion = fusion
         self.current = granularities[0]
         channels = backbone.out_channels
@@ -127,45 +186,61 @@ class PPL(CamMethod):
             self.classifier = nn.Conv2d(fusion_dim * len(granularities), num_classes, 1, bias=False)
         else:
             self.classifier = nn.Conv2d(channels, num_classes, 1, bias=False)
-        if aux_stage is not None:
-            self.aux_classifier = nn.Conv2d(backbone.stage_channels[aux_stage], num_classes, 1, bias=False)
+
+    def stage_span(self, epoch: int, num_epochs: int) -> range:
+        """The epochs of the progressive stage that ``epoch`` belongs to (for a per-stage lr schedule)."""
+        spans = stage_epochs(len(self.granularities), num_epochs)
+        return next((span for span in spans if epoch in span), spans[-1])
 
     def set_progress(self, epoch: int, num_epochs: int) -> None:
-        """Stage s of S covers epochs [s E / S, (s + 1) E / S)."""
-        if num_epochs < 1:
-            raise ConfigError(f"num_epochs: must be positive, got {num_epochs}")
-        stage = min(len(self.granularities) - 1, max(0, epoch) * len(self.granularities) // num_epochs)
+        spans = stage_epochs(len(self.granularities), num_epochs)
+        stage = next((s for s, span in enumerate(spans) if epoch in span), len(spans) - 1)
         self.current = self.granularities[stage]
 
-    def patch_logits(self, features: torch.Tensor, classifier: nn.Module, k: int) -> torch.Tensor:
-        """Each of the k x k patches pooled and classified independently: (B, C, k, k)."""
-        return classifier(patch_pool(features, k))
+    def run_patches(self, state: torch.Tensor, k: int, level: int) -> PatchOutput:
+        """The backbone stages after ``level`` run on each of the k x k patches of ``state`` on its own."""
+        padded, mask = pad_for_patches(state, k)
+        features = self.backbone.forward_from(split_patches(padded, k), level)[-1]
+        valid = F.adaptive_max_pool2d(split_patches(mask, k), features.shape[-2:]) > 0
+        return PatchOutput(features, valid, k)
 
-    def _patch_loss(
-        self, features: torch.Tensor, classifier: nn.Module, k: int, labels: torch.Tensor
+    def patch_logits(
+        self, patches: PatchOutput, classifier: nn.Module, features: torch.Tensor | None = None
     ) -> torch.Tensor:
-        logits = aggregate_patch_logits(self.patch_logits(features, classifier, k), self.aggregation, self.lse_r)
+        """Each patch pooled and classified on its own: (B, C, k, k)."""
+        logits = classifier(patches.pooled(features)).flatten(1)  # (B*k*k, C)
+        k = patches.k
+        return logits.view(-1, k, k, logits.shape[1]).permute(0, 3, 1, 2)
+
+    def _loss(self, patch_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = aggregate_patch_logits(patch_logits, self.aggregation, self.lse_r)
         return F.multilabel_soft_margin_loss(logits, labels)
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(images)
+        first = self.split_stages[0]
+        # one pass per split stage (the shallow stages run again for each extra level)
+        states = {s: self.backbone.forward_until(images, s)[1] for s in self.split_stages}
         terms: dict[str, torch.Tensor] = {}
         if self.fusion:
-            branch_features = [branch(features[-1]) for branch in self.branches]
+            outputs = [self.run_patches(states[first], g, first) for g in self.granularities]
+            branch_maps = [branch(out.features) for branch, out in zip(self.branches, outputs)]
             branch_losses = [
-                self._patch_loss(f, clf, k, labels)
-                for f, clf, k in zip(branch_features, self.branch_classifiers, self.granularities)
+                self._loss(self.patch_logits(out, clf, maps), labels)
+                for out, clf, maps in zip(outputs, self.branch_classifiers, branch_maps)
             ]
             terms["patch"] = torch.stack(branch_losses).mean()
-            fused_logits = self.classifier(torch.cat(branch_features, dim=1)).mean(dim=(2, 3))
+            stitched = [out.stitched(maps) for out, maps in zip(outputs, branch_maps)]
+            size = stitched[0].shape[-2:]
+            stitched = [m if m.shape[-2:] == size else F.interpolate(m, size, mode="bilinear", align_corners=False)
+                        for m in stitched]
+            fused_logits = self.classifier(torch.cat(stitched, dim=1)).mean(dim=(2, 3))
             terms["fused"] = F.multilabel_soft_margin_loss(fused_logits, labels)
-            k_aux = self.granularities[-1]
         else:
-            terms["patch"] = self._patch_loss(features[-1], self.classifier, self.current, labels)
-            k_aux = self.current
-        if self.aux_stage is not None:
-            aux = self._patch_loss(features[self.aux_stage], self.aux_classifier, k_aux, labels)
-            terms["aux"] = self.aux_weight * aux
+            losses = [
+                self._loss(self.patch_logits(self.run_patches(states[s], self.current, s), self.classifier), labels)
+                for s in self.split_stages
+            ]
+            terms["patch"] = torch.stack(losses).mean()
         loss = sum(terms.values())
         logged = {name: value.detach() for name, value in terms.items()}
         if not self.fusion:

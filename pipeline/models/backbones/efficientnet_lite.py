@@ -263,14 +263,30 @@ class EfficientNetLiteBackbone(Backbone):
         return self.net.normalize(images)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.net.stem(self.normalize(images))
+        return self.forward_until(images, -1)[0]
+
+    def _run(self, x: torch.Tensor, first: int, last: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Stages ``first..last``: block runs ending at the tap blocks, then the head (the last stage)."""
+        ends = (*self.tap_blocks, len(self.net._blocks) - 1)
+        start = ends[first - 1] + 1 if first > 0 else 0
         features = []
-        for i, block in enumerate(self.net._blocks):
-            x = block(x)
+        for i in range(start, ends[last] + 1):
+            x = self.net._blocks[i](x)
             if i in self.tap_blocks:
                 features.append(x)
-        features.append(self.net.head(x))
-        return features
+        if last == self.num_stages - 1:
+            x = self.net.head(x)
+            features.append(x)
+        return features, x
+
+    def forward_until(self, images: torch.Tensor, level: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self._run(self.net.stem(self.normalize(images)), 0, self.check_level(level))
+
+    def forward_from(self, state: torch.Tensor, level: int) -> list[torch.Tensor]:
+        level = self.check_level(level)
+        if level == self.num_stages - 1:
+            return []
+        return self._run(state, level + 1, self.num_stages - 1)[0]
 
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:

@@ -100,9 +100,19 @@ class ResNetBackbone(Backbone):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_until(images, -1)[0]
+
+    def forward_until(self, images: torch.Tensor, level: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.stem(self.normalize(images))
         features = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[: self.check_level(level) + 1]:
+            x = layer(x)
+            features.append(x)
+        return features, x
+
+    def forward_from(self, state: torch.Tensor, level: int) -> list[torch.Tensor]:
+        x, features = state, []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4)[self.check_level(level) + 1 :]:
             x = layer(x)
             features.append(x)
         return features

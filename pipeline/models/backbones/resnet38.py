@@ -122,16 +122,47 @@ class ResNet38Backbone(Backbone):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.conv1a(self.normalize(images))
-        for name in ("b2", "b2_1", "b2_2", "b3", "b3_1", "b3_2"):
-            x, _ = getattr(self, name)(x)
-        x, conv3 = self.b4(x)
-        for i in range(1, 6):
-            x, _ = getattr(self, f"b4_{i}")(x)
-        x, conv4 = self.b5(x)
-        x, _ = self.b5_1(x)
-        x, _ = self.b5_2(x)
-        x, conv5 = self.b6(x)
-        x, _ = self.b7(x)
-        conv6 = F.relu(self.bn7(x))
-        return [conv3, conv4, conv5, conv6]
+        return self.forward_until(images, -1)[0]
+
+    def _run(self, x: torch.Tensor, first: int, last: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Blocks of stages ``first..last``; a stage's tap is the BN-ReLU the next stage's first block takes."""
+        taps = []
+        for stage in range(first, last + 1):
+            for j, name in enumerate(_STAGE_BLOCKS[stage]):
+                x, x_bn_relu = getattr(self, name)(x)
+                if j == 0 and stage > first:
+                    taps.append(x_bn_relu)
+        if last == len(_STAGE_BLOCKS) - 1:
+            taps.append(F.relu(self.bn7(x)))
+        else:  # the next block is not run here: its input BN-ReLU, without a second running-stats update
+            taps.append(_bn_relu_no_update(getattr(self, _STAGE_BLOCKS[last + 1][0]).bn_branch2a, x))
+        return taps, x
+
+    def forward_until(self, images: torch.Tensor, level: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self._run(self.conv1a(self.normalize(images)), 0, self.check_level(level))
+
+    def forward_from(self, state: torch.Tensor, level: int) -> list[torch.Tensor]:
+        level = self.check_level(level)
+        if level == len(_STAGE_BLOCKS) - 1:
+            return []
+        return self._run(state, level + 1, len(_STAGE_BLOCKS) - 1)[0]
+
+
+# blocks of the four stages; stage i's feature is the BN-ReLU input of stage i+1's first block (b7: bn7)
+_STAGE_BLOCKS = (
+    ("b2", "b2_1", "b2_2", "b3", "b3_1", "b3_2"),
+    ("b4", "b4_1", "b4_2", "b4_3", "b4_4", "b4_5"),
+    ("b5", "b5_1", "b5_2"),
+    ("b6", "b7"),
+)
+
+
+def _bn_relu_no_update(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """``relu(bn(x))`` as ``bn`` computes it in its current mode, leaving its running statistics alone."""
+    use_batch_stats = bn.training or bn.running_mean is None
+    return F.relu(
+        F.batch_norm(
+            x, None if use_batch_stats else bn.running_mean, None if use_batch_stats else bn.running_var,
+            bn.weight, bn.bias, use_batch_stats, 0.0, bn.eps,
+        )
+    )

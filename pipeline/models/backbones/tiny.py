@@ -45,9 +45,19 @@ class TinyBackbone(Backbone):
         return (images - self.mean) / self.std
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_until(images, -1)[0]
+
+    def forward_until(self, images: torch.Tensor, level: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         x = self.normalize(images)
         features = []
-        for stage in self.stages:
+        for stage in self.stages[: self.check_level(level) + 1]:
+            x = stage(x)
+            features.append(x)
+        return features, x
+
+    def forward_from(self, state: torch.Tensor, level: int) -> list[torch.Tensor]:
+        x, features = state, []
+        for stage in self.stages[self.check_level(level) + 1 :]:
             x = stage(x)
             features.append(x)
         return features
