@@ -2,9 +2,9 @@
 of Instance Segmentation with Inter-pixel Relations", CVPR 2019; code: jiwoon-ahn/irn).
 
 A boundary map B in [0, 1] at stride 4 is predicted from every backbone stage; the affinity of two pixels
-i, j within a radius is a_ij = 1 - max_{k in path(i, j)} B(k) (eq. 2), the path being the grid cells whose
+i, j within a radius is a_ij = 1 - max_{k in path(i, j)} B(k), the path being the grid cells whose
 distance to the straight line through i and j is below one cell, inside the box spanned by i and j
-(IRN's ``PathIndex``). Training applies the AffinityNet-style loss of eq. 3-5 to these affinities: -log a
+(IRN's ``PathIndex``). Training applies the AffinityNet-style loss to these affinities: -log a
 on same-class pairs (foreground and background averaged separately), -log(1 - a) on different-class pairs,
 so the boundary must rise somewhere between different classes and stay low between same-class pixels.
 
@@ -64,7 +64,7 @@ def path_cells(radius: int) -> list[list[tuple[int, int]]]:
 
 def boundary_affinities(boundary: torch.Tensor, radius: int) -> torch.Tensor:
     """a_ij = 1 - max of ``boundary`` (..., h, w) over the path from i to j, for every pair of
-    ``pair_indices(h, w, radius)`` in that order -> (..., P) float32 (IRN eq. 2).
+    ``pair_indices(h, w, radius)`` in that order -> (..., P) float32.
 
     Each path cell of each offset is one shifted view of the map, so memory is linear in the pairs.
     """
@@ -88,7 +88,7 @@ def _edge_reduction(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class BoundaryNet(nn.Module):
-    """IRN's class-boundary branch on a frozen :class:`Backbone` (IRN sec. 3.1, ``fc_edge1..6``).
+    """IRN's class-boundary branch on a frozen :class:`Backbone` (IRN ``fc_edge1..6``).
 
     Every backbone stage goes through a 1x1 conv to ``branch_channels`` (IRN 32) + GroupNorm(4), is resized
     to the stride-4 grid, and passes a ReLU; the concatenation is mapped by a 1x1 conv with bias to one

@@ -1,4 +1,4 @@
-"""IRN's inter-pixel relation labels from CAMs (Ahn, Cho & Kwak, CVPR 2019, sec. 3.2;
+"""IRN's inter-pixel relation labels from CAMs (Ahn, Cho & Kwak, CVPR 2019;
 jiwoon-ahn/irn ``step/cam_to_ir_label.py``).
 
 Two label maps are made by an argmax over the CAMs against a constant background score: with a high

@@ -1,5 +1,5 @@
 """IRN's random walk: CAMs propagated with affinities from the class-boundary map (Ahn, Cho & Kwak,
-CVPR 2019, sec. 4.1; jiwoon-ahn/irn ``misc/indexing.py: propagate_to_edge``, ``step/make_sem_seg_labels.py``).
+CVPR 2019; jiwoon-ahn/irn ``misc/indexing.py: propagate_to_edge``, ``step/make_sem_seg_labels.py``).
 
 On the stride-4 grid: affinities a_ij = 1 - max boundary on the path i -> j for pairs within ``radius``
 (IRN 5, :func:`pipeline.boundary.boundary_affinities`); transition T = D^-1 A^beta (beta 10) with
