@@ -7,6 +7,8 @@
 #                                          # schedule of `methods`, to compare with its cam row)
 #   bash benchmarks/msrc.sh pipeline       # after cam-baseline: CRF pseudo masks -> DeepLab on them and on GT
 #   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder
+#   bash benchmarks/msrc.sh irn            # after cam-baseline: IRN relation labels -> boundary branch ->
+#                                          # boundary random walk -> eval -> CRF -> eval
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
@@ -42,6 +44,10 @@ case "${1:-}" in
   rw)
     run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl \
         --stages aff_labels train_aff rw eval_rw crf eval_pseudo
+    ;;
+  irn)
+    run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
+        --summary benchmarks/results/irn.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
     ;;
   methods)
     for method in ${METHODS:-cam seam ppl cpn}; do
@@ -85,6 +91,6 @@ case "${1:-}" in
     light cpn_clsonly --set method=cpn --set methods.cpn.cp_weight=0 --set methods.cpn.prcm_weight=0 \
           --set methods.cpn.cam_source=raw
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate" >&2
      exit 2 ;;
 esac

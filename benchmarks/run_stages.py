@@ -24,6 +24,8 @@ METRIC_FILES = {
     "eval_cam": lambda p: stage_dir(p, "eval_cam", p.method) / "metrics.json",
     "eval_rw": lambda p: stage_dir(p, "eval_rw", p.method) / "metrics.json",
     "train_aff": lambda p: stage_dir(p, "train_aff", p.method) / "metrics.json",
+    "train_irn": lambda p: stage_dir(p, "train_irn", p.method) / "metrics.json",
+    "eval_rw_irn": lambda p: stage_dir(p, "eval_rw_irn", p.method) / "metrics.json",
     "eval_pseudo": lambda p: stage_dir(p, "eval_pseudo", p.method) / "metrics.json",
     "train_seg": lambda p: stage_dir(p, "train_seg", seg_tag(p)) / "metrics.json",
     "eval_seg": lambda p: stage_dir(p, "eval_seg", seg_tag(p)) / "metrics.json",

@@ -89,6 +89,12 @@ _stage("aff-labels", "aff_labels", "Confident labels for AffinityNet: CRF at two
 _stage("train-aff", "train_aff", "Train AffinityNet on the confident labels.", with_method=True)
 _stage("rw", "rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.", with_method=True)
 _stage("eval-rw", "eval_rw", "Random-walk mask mIoU on train against ground truth.", with_method=True)
+_stage("ir-labels", "ir_labels", "IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
+       with_method=True)
+_stage("train-irn", "train_irn", "Train IRN's class-boundary branch on the relation labels.", with_method=True)
+_stage("rw-irn", "rw_irn", "IRN's random walk of the CAMs with affinities from the boundary map.",
+       with_method=True)
+_stage("eval-rw-irn", "eval_rw_irn", "IRN random-walk mask mIoU on train against ground truth.", with_method=True)
 _stage("crf", "crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.", with_method=True)
 _stage("eval-pseudo", "eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", with_method=True)
 _stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",

@@ -125,7 +125,7 @@ class EvalCamParams(Section):
 class CrfParams(Section):
     """Dense-CRF pseudo masks: PSA's Gaussian kernel, IRN's bilateral kernel by default."""
 
-    source: Literal["cam", "rw"] = "cam"
+    source: Literal["cam", "rw", "rw_irn"] = "cam"
     bg_mode: Literal["threshold", "power"] = "threshold"
     bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float = Field(16.0, gt=0)
@@ -206,6 +206,44 @@ class RwParams(Section):
     _threshold_range = field_validator("bg_threshold")(CrfParams._threshold_range.__func__)
 
 
+class IrLabelsParams(Section):
+    """IRN's relation labels: CAM vs a high / low constant background, each refined by the label CRF."""
+
+    fg_threshold: float = Field(0.30, gt=0, le=1)
+    bg_threshold: float = Field(0.05, ge=0, lt=1)
+    gt_prob: float = Field(0.7, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.bg_threshold >= self.fg_threshold:
+            raise ValueError("bg_threshold must be below fg_threshold (high threshold = confident foreground)")
+        return self
+
+
+class TrainIrnParams(TrainingParams):
+    """IRN's boundary branch on the frozen backbone (the branch trains at lr * head_lr_mult)."""
+
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(0.1, gt=0)
+    head_lr_mult: float = Field(1.0, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scale_min: float = Field(0.5, gt=0)
+    scale_max: float = Field(1.5, gt=0)
+    color_jitter: float = Field(0.0, ge=0, le=1)
+    radius: int = Field(10, ge=2)
+    branch_channels: int = Field(32, ge=1)
+
+
+class RwIrnParams(Section):
+    """IRN's walk: boundary affinities, T = D^-1 A^beta, 2^exp_times steps, constant background after."""
+
+    beta: float = Field(10.0, gt=0)
+    exp_times: int = Field(8, ge=0, le=12)
+    radius: int = Field(5, ge=2)
+    bg_threshold: float = Field(0.25, ge=0, le=1)
+    flip: bool = True
+
+
 class Params(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
@@ -226,6 +264,9 @@ class Params(Section):
     aff_labels: AffLabelsParams = AffLabelsParams()
     train_aff: TrainAffParams = TrainAffParams()
     rw: RwParams = RwParams()
+    ir_labels: IrLabelsParams = IrLabelsParams()
+    train_irn: TrainIrnParams = TrainIrnParams()
+    rw_irn: RwIrnParams = RwIrnParams()
 
     @field_validator("device")
     @classmethod

@@ -1,6 +1,7 @@
 """Stage ``crf``: dense-CRF pseudo masks for every train image, in parallel over images.
 
-Reads the CAMs (``crf.source: cam``) or the random-walk scores (``crf.source: rw``) of the selected method;
+Reads the CAMs (``crf.source: cam``) or the random-walk scores (``crf.source: rw``: AffinityNet's walk;
+``rw_irn``: IRN's walk) of the selected method;
 only the image's labelled classes + background take part. Writes ``outputs/crf/<method>/<id>.png``
 (VOC palette; 255 = ignore for pixels whose posterior is below ``crf.confidence``).
 """
@@ -25,7 +26,7 @@ from stages.config import Params
 def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict, num_classes: int) -> None:
     image_path, scores_path, out_path = job
     image, scores, keys = load_image_and_cam(image_path, scores_path, num_classes)
-    if source == "rw":  # background is channel 0 (key 0) of the random-walk scores
+    if source in ("rw", "rw_irn"):  # background is channel 0 (key 0) of the random-walk scores
         mask = scores_to_pseudo_mask(image, scores, keys[1:], **crf)
     else:
         mask = cam_to_pseudo_mask(image, scores, keys, **bg, **crf)

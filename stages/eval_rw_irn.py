@@ -1,0 +1,17 @@
+"""Stage ``eval_rw_irn``: mIoU of IRN's random-walk label maps on the train split (before the CRF).
+
+Writes ``outputs/eval_rw_irn/<method>/metrics.json``.
+"""
+from __future__ import annotations
+
+from pipeline.io import atomic_dir, write_json
+from stages.common import stage_dir
+from stages.config import Params
+from stages.eval_pseudo import evaluate
+
+
+def run(params: Params) -> dict:
+    metrics = evaluate(params, "rw_irn")
+    with atomic_dir(stage_dir(params, "eval_rw_irn", params.method)) as out:
+        write_json(out / "metrics.json", metrics)
+    return metrics

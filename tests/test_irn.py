@@ -1,0 +1,196 @@
+"""IRN: relation labels, path-max boundary affinities, the boundary branch and the boundary random walk."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.affinity import pair_indices, radius_offsets
+from pipeline.boundary import BoundaryNet, boundary_affinities, path_cells
+from pipeline.errors import ConfigError, DataError
+from pipeline.irn_labels import relation_labels
+from pipeline.irn_walk import boundary_transition, propagate_boundary
+from pipeline.models.backbones import build_backbone
+
+
+def _no_crf(image, labels, num_labels):
+    return labels
+
+
+# ---------------------------------------------------------------- relation labels
+
+
+def test_relation_labels_known_answer_on_a_hand_made_cam():
+    cams = np.zeros((2, 4, 4), np.float32)
+    cams[0, 0, :] = [0.9, 0.31, 0.2, 0.04]  # class 3: confident fg, fg, ignore (0.05..0.30), bg
+    cams[1, 1, :] = [0.5, 0.1, 0.01, 0.0]   # class 7
+    cams[0, 2, 0], cams[1, 2, 0] = 0.6, 0.8  # both: the stronger class wins
+    image = np.zeros((4, 4, 3), np.uint8)
+    labels = relation_labels(image, cams, np.array([3, 7]), fg_threshold=0.30, bg_threshold=0.05, crf=_no_crf)
+    expected = np.array([
+        [3, 3, 255, 0],
+        [7, 255, 0, 0],
+        [7, 0, 0, 0],
+        [0, 0, 0, 0],
+    ], np.uint8)
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_relation_labels_with_the_label_crf_keep_a_clear_object():
+    image = np.full((40, 40, 3), 40, np.uint8)
+    image[10:30, 10:30] = 220
+    cams = np.zeros((1, 40, 40), np.float32)
+    cams[0, 10:30, 10:30] = 0.9
+    cams[0, 8:10, 10:30] = 0.2  # a weak halo: ignored before and after the CRF
+    labels = relation_labels(image, cams, np.array([5]))
+    assert (labels[12:28, 12:28] == 5).all()
+    assert (labels[:5] == 0).all() and (labels[35:] == 0).all()
+    assert set(np.unique(labels)) <= {0, 5, 255}
+
+
+def test_relation_labels_reject_bad_thresholds_and_shapes():
+    image = np.zeros((4, 4, 3), np.uint8)
+    cams = np.zeros((1, 4, 4), np.float32)
+    with pytest.raises(ConfigError, match="fg_threshold"):
+        relation_labels(image, cams, np.array([1]), fg_threshold=0.05, bg_threshold=0.3, crf=_no_crf)
+    with pytest.raises(DataError, match="K=2"):
+        relation_labels(image, cams, np.array([1, 2]), crf=_no_crf)
+    assert (relation_labels(image, cams[:0], np.array([], np.int64)) == 0).all()
+
+
+# ---------------------------------------------------------------- path-max affinities
+
+
+def test_path_cells_follow_the_straight_line():
+    cells = dict(zip(map(tuple, radius_offsets(5).tolist()), path_cells(5)))
+    assert sorted(cells[(0, 3)]) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    assert sorted(cells[(2, 0)]) == [(0, 0), (1, 0), (2, 0)]
+    assert sorted(cells[(1, 1)]) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert sorted(cells[(2, 2)]) == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert all((0, 0) in c and o in c for o, c in cells.items())
+
+
+def test_boundary_affinities_are_the_path_maximum_in_pair_order():
+    gen = torch.Generator().manual_seed(0)
+    boundary = torch.rand(6, 8, generator=gen)
+    radius = 4
+    table = dict(zip(map(tuple, radius_offsets(radius).tolist()), path_cells(radius)))
+    src, dst = pair_indices(6, 8, radius)
+    expected = []
+    for s, d in zip(src.tolist(), dst.tolist()):
+        (sy, sx), (ty, tx) = divmod(s, 8), divmod(d, 8)
+        expected.append(1 - max(float(boundary[sy + py, sx + px]) for py, px in table[(ty - sy, tx - sx)]))
+    torch.testing.assert_close(boundary_affinities(boundary, radius), torch.tensor(expected))
+
+
+def test_a_wall_cuts_affinity_across_it_and_not_along_it():
+    h = w = 9
+    boundary = torch.zeros(h, w)
+    boundary[:, 4] = 1.0  # a vertical wall
+    aff = boundary_affinities(boundary, 5)
+    src, dst = pair_indices(h, w, 5)
+    sx, dx = src % w, dst % w
+    across = ((sx < 4) & (dx > 4)) | ((sx > 4) & (dx < 4))
+    same_side = ((sx < 4) & (dx < 4)) | ((sx > 4) & (dx > 4))
+    assert across.any() and same_side.any()
+    assert torch.all(aff[across] == 0.0)
+    assert torch.all(aff[same_side] == 1.0)  # including pairs running parallel to the wall
+
+
+# ---------------------------------------------------------------- the boundary branch
+
+
+def test_boundary_net_shapes_and_frozen_backbone():
+    model = BoundaryNet(build_backbone("tiny", 16), radius=3)
+    logits = model(torch.rand(2, 3, 50, 70))
+    assert logits.shape == (2, 1, 13, 18)
+    boundary = model.boundary(torch.rand(3, 50, 70))
+    assert boundary.shape == (13, 18) and float(boundary.min()) >= 0 and float(boundary.max()) <= 1
+    model.train()
+    assert model.training and not model.backbone.training
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    trained = {id(p) for g in model.param_groups(0.1) for p in g["params"]}
+    assert trained.isdisjoint(id(p) for p in model.backbone.parameters())
+    assert model.param_groups(0.1, 2.0)[0]["lr"] == pytest.approx(0.2)
+
+
+def _relation_batch(batch=4, size=48, seed=0):
+    """Grey images with one bright square of class 1 on a dark ground; labels with a ring of ignore."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.full((batch, 3, size, size), 0.2)
+    labels = torch.zeros(batch, size, size, dtype=torch.long)
+    for i in range(batch):
+        side = size // 2
+        y, x = torch.randint(2, size - side - 2, (2,), generator=gen).tolist()
+        images[i, :, y : y + side, x : x + side] = 0.9
+        labels[i, y - 2 : y + side + 2, x - 2 : x + side + 2] = 255
+        labels[i, y : y + side, x : x + side] = 1
+    return images, labels
+
+
+def test_short_irn_training_lowers_its_loss():
+    from pipeline.train import train_method
+
+    torch.manual_seed(0)
+    model = BoundaryNet(build_backbone("tiny", 16), radius=5)
+    images, labels = _relation_batch()
+    with torch.no_grad():
+        before = model.eval().training_step(images, labels)
+    history = train_method(model, [(images, labels)] * 4, epochs=6, lr=0.1, weight_decay=1e-4,
+                           head_lr_mult=1.0, amp=False)
+    with torch.no_grad():
+        after = model.eval().training_step(images, labels)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert float(after["loss"]) < 0.8 * float(before["loss"])
+    assert float(after["neg"]) < float(before["neg"])  # the boundary rose between square and ground
+
+
+def test_training_step_rejects_mismatched_labels():
+    model = BoundaryNet(build_backbone("tiny", 16), radius=3)
+    with pytest.raises(DataError, match="relation labels"):
+        model.training_step(torch.rand(2, 3, 32, 32), torch.zeros(2, 16, 16, dtype=torch.long))
+
+
+# ---------------------------------------------------------------- the boundary random walk
+
+
+def _box_boundary(h=16, w=16):
+    boundary = torch.zeros(h, w)
+    boundary[3, 3:12] = boundary[11, 3:12] = 1.0
+    boundary[3:12, 3] = boundary[3:12, 11] = 1.0  # a closed box: cells 4..10 inside
+    return boundary
+
+
+def test_transition_rows_sum_to_one():
+    transition = boundary_transition(torch.rand(10, 12), radius=5, beta=10.0)
+    rows = transition.to_dense().sum(dim=1)
+    torch.testing.assert_close(rows, torch.ones(120))
+
+
+def test_walk_stays_in_a_walled_region_and_fills_it():
+    boundary = _box_boundary()
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[0, 18:26, 18:26] = 1.0  # one corner of the box interior (cells 4..6)
+    labels, scores = propagate_boundary(cams, np.array([4]), boundary, beta=10.0, exp_times=6, radius=5,
+                                        bg_threshold=0.25)
+    assert scores.shape == (2, 64, 64) and labels.shape == (64, 64)
+    np.testing.assert_allclose(scores[0], 0.25)
+    assert scores[1].max() == pytest.approx(1.0, abs=1e-3)  # divided by its maximum
+    inside = labels[4 * 4 + 2 : 4 * 11 - 2, 4 * 4 + 2 : 4 * 11 - 2]
+    assert (inside == 4).all()  # spread over the whole walled region
+    assert scores[1][:8].max() < 1e-6 and scores[1][:, 52:].max() < 1e-6  # nothing leaks past the wall
+    assert set(np.unique(labels)) == {0, 4}
+
+
+def test_walk_without_labelled_classes_is_background():
+    labels, scores = propagate_boundary(np.zeros((0, 8, 8), np.float32), np.array([], np.int64),
+                                        torch.zeros(2, 2))
+    assert (labels == 0).all() and scores.shape == (1, 8, 8)
+
+
+def test_walk_rejects_bad_parameters():
+    cams = np.zeros((1, 8, 8), np.float32)
+    with pytest.raises(ConfigError, match="bg_threshold"):
+        propagate_boundary(cams, np.array([1]), torch.zeros(2, 2), bg_threshold=1.5)
+    with pytest.raises(ConfigError, match="exp_times"):
+        propagate_boundary(cams, np.array([1]), torch.zeros(2, 2), exp_times=-1)
+    with pytest.raises(DataError, match="boundary"):
+        propagate_boundary(cams, np.array([1]), torch.zeros(1, 2, 2))
