@@ -184,9 +184,12 @@ def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: t
     with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
         cams = cams.clamp(0.0, 1.0)
         scores = torch.cat([background_channel(cams, bg_alpha), cams]) if bg_mode == "psa" else cams
-        transition = transition_matrix(pair_affinities(features, radius), h, w, radius, beta)
-        walked = random_walk(pool_to_grid(scores, stride), transition, logt)
-        walked = grid_to_image(walked, stride, (height, width))
+        if scores.shape[0]:
+            transition = transition_matrix(pair_affinities(features, radius), h, w, radius, beta)
+            walked = random_walk(pool_to_grid(scores, stride), transition, logt)
+            walked = grid_to_image(walked, stride, (height, width))
+        else:  # irn mode without a labelled class: nothing to walk, all background
+            walked = scores
         if bg_mode == "irn":
             walked = irn_background(walked, bg_threshold)
         if image_size is not None and tuple(image_size) != (height, width):
