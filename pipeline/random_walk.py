@@ -48,7 +48,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
     (e.g. :func:`pipeline.affinity.pair_affinities`); self-affinities are 1.
     """
     if beta <= 0:
-        raise ConfigError(f"random_walk.beta: must be > 0, got {beta}")
+        raise ConfigError(f"rw.beta: must be > 0, got {beta}")
     device = affinities.device
     src, dst = pair_indices(h, w, radius, device=device)
     if affinities.shape != src.shape:
@@ -72,7 +72,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
 def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:
     """Propagate (C, h, w) scores by t = 2^logt steps v <- T v; returns (C, h, w) float32."""
     if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
-        raise ConfigError(f"random_walk.logt: must be an integer >= 0, got {logt!r}")
+        raise ConfigError(f"rw.logt: must be an integer >= 0, got {logt!r}")
     channels, h, w = cams_with_bg.shape
     if transition.shape != (h * w, h * w):
         raise DataError(f"random_walk: transition matrix {tuple(transition.shape)} does not fit a {h}x{w} grid")
