@@ -6,7 +6,9 @@
 #   bash benchmarks/msrc.sh random-init    # plain CAM from a random-init backbone, for context (the light
 #                                          # schedule of `methods`, to compare with its cam row)
 #   bash benchmarks/msrc.sh pipeline       # after cam-baseline: CRF pseudo masks -> DeepLab on them and on GT
-#   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder
+#   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder, with
+#                                          # rw.bg_mode psa and irn, at beta 16 / logt 5 and the published
+#                                          # walks (PSA beta 8 logt 8; IRN beta 10, 2^8 steps)
 #   bash benchmarks/msrc.sh irn            # after cam-baseline: IRN relation labels -> boundary branch ->
 #                                          # boundary random walk -> eval -> CRF -> eval
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
@@ -42,8 +44,17 @@ case "${1:-}" in
         --stages train_seg eval_seg
     ;;
   rw)
-    run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl \
-        --stages aff_labels train_aff rw eval_rw crf eval_pseudo
+    # rw.bg_mode psa (default) trains AffinityNet; the variants reuse it (ONLY="name ..." runs a subset
+    # of the variants; the first must have run once)
+    walk() {
+      name=$1; shift
+      [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || return 0
+      run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl "$@"
+    }
+    walk psa --stages aff_labels train_aff rw eval_rw crf eval_pseudo
+    walk irn --set rw.bg_mode=irn --stages rw eval_rw crf eval_pseudo
+    walk psa_published --set rw.beta=8 --set rw.logt=8 --stages rw eval_rw crf eval_pseudo
+    walk irn_published --set rw.bg_mode=irn --set rw.beta=10 --set rw.logt=8 --stages rw eval_rw crf eval_pseudo
     ;;
   irn)
     run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \

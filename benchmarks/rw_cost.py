@@ -37,7 +37,7 @@ def measure(height: int, width: int, grid_stride: int, logt: int, threads: int, 
         start = time.perf_counter()
         with torch.no_grad():
             features = model(to_image_tensor(image)[None])[0]
-        propagate_cam(cams, keys, features, bg_alpha=None, bg_threshold=0.3, logt=logt, radius=5)
+        propagate_cam(cams, keys, features, logt=logt, radius=5, grid_stride=grid_stride)
         times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     n = features.shape[-2] * features.shape[-1]

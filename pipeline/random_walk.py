@@ -1,11 +1,33 @@
 """Random-walk propagation of CAMs with AffinityNet affinities (Ahn & Kwak, CVPR 2018, sec. 3.4).
 
 The affinity matrix A holds a_ij^beta for every pair of grid cells closer than the radius (both directions)
-and 1 on the diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10). The CAMs with
-their background channel, v (N, C), are propagated as v <- T v for t = 2^logt steps (eq. 11). T is a
-sparse CSR matrix with at most N (2M + 1) non-zeros (M = half-disc offsets), and the walk is t sparse
-products with an (N, C) matrix, so memory stays linear in the number of cells; neither A nor T^t is ever
-formed densely (PSA's code squares a dense N x N matrix logt times).
+and 1 on the diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
+T sums to 1. Scores v (N, C) are propagated as v <- T v for t = 2^logt steps (eq. 11). T is a sparse CSR
+matrix with at most N (2M + 1) non-zeros (M = half-disc offsets), and the walk is t sparse products with an
+(N, C) matrix, so memory stays linear in the number of cells; neither A nor T^t is ever formed densely.
+
+Grid geometry, as PSA's ``infer_aff.py``: the full-resolution CAMs are zero-padded at the bottom and right to
+a multiple of the grid stride, average-pooled over stride x stride cells, walked, bilinearly upsampled to the
+padded size and cropped back. The AffinityNet input is padded the same way (:func:`pad_to_stride`).
+
+The background, two reference behaviours (``bg_mode``):
+
+* ``psa`` (PSA / SEAM ``infer_aff.py``): the background score (1 - max_k cam_k)^bg_alpha is computed on the
+  full-resolution CAM *before* the walk, joins the classes and is walked with them; argmax after upsampling.
+* ``irn`` (IRN ``step/make_sem_seg_labels.py``): only the foreground maps are walked; after upsampling and
+  cropping they are divided by their maximum and a constant background ``bg_threshold`` (IRN 0.25) is
+  prepended before the argmax. IRN divides by the single maximum over all classes and pixels
+  (``rw_up / torch.max(rw_up)``), not by each class's own maximum; that is what is done here.
+
+Departures from the references:
+
+* PSA and IRN raise a dense N x N transition matrix to the power 2^logt by repeated squaring; here the walk
+  is 2^logt sparse products (same result, linear memory).
+* IRN walks its stride-4 CAMs straight from the network (max-normalised on that grid) and multiplies them by
+  (1 - boundary) first; here the walk starts from the stored full-resolution CAMs area-pooled to the grid
+  (PSA's way), and the boundary factor belongs to IRN's own boundary-affinity module, not to this walk.
+* The label map is restricted to background + the image's labelled classes (PSA walks all 21 channels, the
+  unlabelled ones being zero, which gives the same argmax except on exact ties).
 """
 from __future__ import annotations
 
@@ -26,7 +48,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
     (e.g. :func:`pipeline.affinity.pair_affinities`); self-affinities are 1.
     """
     if beta <= 0:
-        raise ConfigError(f"random_walk.beta: must be > 0, got {beta}")
+        raise ConfigError(f"rw.beta: must be > 0, got {beta}")
     device = affinities.device
     src, dst = pair_indices(h, w, radius, device=device)
     if affinities.shape != src.shape:
@@ -50,7 +72,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
 def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:
     """Propagate (C, h, w) scores by t = 2^logt steps v <- T v; returns (C, h, w) float32."""
     if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
-        raise ConfigError(f"random_walk.logt: must be an integer >= 0, got {logt!r}")
+        raise ConfigError(f"rw.logt: must be an integer >= 0, got {logt!r}")
     channels, h, w = cams_with_bg.shape
     if transition.shape != (h * w, h * w):
         raise DataError(f"random_walk: transition matrix {tuple(transition.shape)} does not fit a {h}x{w} grid")
@@ -61,35 +83,92 @@ def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int 
         return v.t().reshape(channels, h, w)
 
 
-def background_channel(cams: torch.Tensor, bg_alpha: float | None = None,
-                       bg_threshold: float | None = None) -> torch.Tensor:
-    """(1, H, W) background score from (K, H, W) CAMs: (1 - max_k cam_k)^bg_alpha (PSA 16, SEAM 6) or the
-    constant ``bg_threshold``. Exactly one of the two must be given."""
-    if (bg_alpha is None) == (bg_threshold is None):
-        raise ConfigError("random_walk: give exactly one of bg_alpha and bg_threshold")
-    if bg_threshold is not None:
-        if not 0.0 <= bg_threshold <= 1.0:
-            raise ConfigError(f"random_walk.bg_threshold: must lie in [0, 1], got {bg_threshold}")
-        return torch.full((1,) + tuple(cams.shape[1:]), float(bg_threshold), device=cams.device)
-    if bg_alpha <= 0:
-        raise ConfigError(f"random_walk.bg_alpha: must be > 0, got {bg_alpha}")
+BG_MODES = ("psa", "irn")
+
+
+def background_channel(cams: torch.Tensor, bg_alpha: float = 16.0) -> torch.Tensor:
+    """(1, H, W) background score (1 - max_k cam_k)^bg_alpha from (K, H, W) CAMs in [0, 1] (PSA 16, SEAM 6)."""
+    if bg_alpha is None or bg_alpha <= 0:
+        raise ConfigError(f"rw.bg_alpha: must be > 0, got {bg_alpha}")
     max_fg = cams.amax(dim=0, keepdim=True) if cams.shape[0] else cams.new_zeros((1,) + tuple(cams.shape[1:]))
     return (1.0 - max_fg.clamp(0.0, 1.0)).pow(bg_alpha)
 
 
+def irn_background(walked_fg: torch.Tensor, bg_threshold: float = 0.25) -> torch.Tensor:
+    """IRN's read-out of walked foreground maps (K, H, W): divide by their maximum (one maximum over all
+    classes and pixels, as IRN) and prepend the constant background ``bg_threshold``; returns (1 + K, H, W).
+
+    Maps that are zero everywhere stay zero, so every pixel is background."""
+    if not 0.0 <= bg_threshold <= 1.0:
+        raise ConfigError(f"rw.bg_threshold: must lie in [0, 1], got {bg_threshold}")
+    peak = walked_fg.max() if walked_fg.numel() else walked_fg.new_ones(())
+    scaled = walked_fg / peak.clamp_min(1e-5)
+    background = torch.full((1,) + tuple(walked_fg.shape[1:]), float(bg_threshold), device=walked_fg.device)
+    return torch.cat([background, scaled], dim=0)
+
+
+def infer_grid_stride(height: int, width: int, h: int, w: int, grid_stride: int | None = None) -> int:
+    """The stride s with ceil(H / s) == h and ceil(W / s) == w (the AffinityNet grid of a padded image);
+    ``grid_stride`` is checked when given, else s = ceil(H / h)."""
+    stride = -(-height // h) if grid_stride is None else int(grid_stride)
+    if stride < 1 or -(-height // stride) != h or -(-width // stride) != w:
+        raise DataError(f"random walk: a {h}x{w} feature grid does not fit a {height}x{width} image at grid "
+                        f"stride {stride} (expected ceil(size / stride) cells)")
+    return stride
+
+
+def pad_to_stride(images: torch.Tensor, stride: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """Pad (..., C, H, W) at the bottom and right to multiples of ``stride`` with ``value`` (a scalar or a
+    (C,) per-channel fill), as PSA pads its network input and CAMs before the walk."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % stride, -width % stride
+    if not pad_h and not pad_w:
+        return images
+    value = torch.as_tensor(value, dtype=images.dtype, device=images.device)
+    padded = value.reshape(-1, 1, 1).expand(*images.shape[:-2], height + pad_h, width + pad_w).clone()
+    padded[..., :height, :width] = images
+    return padded
+
+
+def input_fill(normalize, device: torch.device | str | None = None) -> torch.Tensor:
+    """(3,) CPU colour in [0, 1] that an affine per-channel input ``normalize`` (run on ``device``) maps
+    to 0: PSA pads the *normalised* image with zeros, i.e. the raw image with this colour."""
+    with torch.no_grad():
+        at0 = normalize(torch.zeros(1, 3, 1, 1, device=device)).flatten().cpu()
+        at1 = normalize(torch.ones(1, 3, 1, 1, device=device)).flatten().cpu()
+    return -at0 / (at1 - at0)
+
+
+def pool_to_grid(scores: torch.Tensor, stride: int) -> torch.Tensor:
+    """(C, H, W) -> (C, ceil(H / s), ceil(W / s)): zero-pad to multiples of the stride, then average over
+    each s x s cell (PSA ``infer_aff.py``)."""
+    padded = pad_to_stride(scores, stride, 0.0)
+    return F.avg_pool2d(padded[None], stride, stride)[0]
+
+
+def grid_to_image(grid_scores: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
+    """(C, h, w) -> (C, H, W): bilinear upsampling to the padded size (h s, w s), cropped to ``size``."""
+    h, w = grid_scores.shape[-2:]
+    up = F.interpolate(grid_scores[None], size=(h * stride, w * stride), mode="bilinear", align_corners=False)[0]
+    return up[:, : size[0], : size[1]]
+
+
 def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: torch.Tensor,
-                  bg_alpha: float | None = 16.0, bg_threshold: float | None = None, beta: float = 8.0,
-                  logt: int = 8, radius: int = 5, image_size: tuple[int, int] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  bg_alpha: float = 16.0, bg_threshold: float = 0.25, beta: float = 8.0, logt: int = 8,
+                  radius: int = 5, image_size: tuple[int, int] | None = None, bg_mode: str = "psa",
+                  grid_stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Random-walk pseudo mask from an image's CAMs and its AffinityNet features.
 
     ``cams`` (K, H, W) in [0, 1] for the labelled classes ``keys`` (1-based); ``features`` (D, h, w) from
-    :class:`pipeline.affinity.AffinityNet` on that image (computation runs on their device). The background
-    channel (:func:`background_channel`; pass ``bg_alpha=None`` to use ``bg_threshold``) joins the CAMs, the
-    stack is area-averaged onto the grid, walked, bilinearly upsampled to ``image_size`` (default (H, W)),
-    and the argmax over background + the labelled classes only gives the labels.
-    Returns (label map (H, W) uint8 with 0 / keys, propagated scores (1 + K, H, W) float32).
+    :class:`pipeline.affinity.AffinityNet` on the image padded to a multiple of the grid stride (computation
+    runs on their device); h = ceil(H / stride), w = ceil(W / stride). ``bg_mode`` ``psa`` walks
+    (1 - max cam)^bg_alpha with the classes; ``irn`` walks the classes alone and reads them out with
+    :func:`irn_background` (``bg_threshold``). The result is resized to ``image_size`` when that differs
+    from (H, W); the argmax runs over background + the labelled classes only.
+    Returns (label map uint8 with 0 / keys, scores (1 + K, ...) float32, channel 0 = background).
     """
+    if bg_mode not in BG_MODES:
+        raise ConfigError(f"rw.bg_mode: must be one of {', '.join(BG_MODES)}, got {bg_mode!r}")
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     if features.dim() != 3:
         raise DataError(f"propagate_cam: features must be (D, h, w), got shape {tuple(features.shape)}")
@@ -99,14 +178,22 @@ def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: t
         raise DataError(f"propagate_cam: cams must be (K, H, W) with K={keys.size} keys, got {tuple(cams.shape)}")
     if keys.size and (keys.min() < 1 or keys.max() > 254):
         raise DataError(f"propagate_cam: keys must lie in [1, 254], got {keys.tolist()}")
-    out_size = tuple(image_size) if image_size is not None else tuple(cams.shape[1:])
+    height, width = cams.shape[1:]
     h, w = features.shape[-2:]
+    stride = infer_grid_stride(height, width, h, w, grid_stride)
     with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-        scores = torch.cat([background_channel(cams, bg_alpha, bg_threshold), cams.clamp(0.0, 1.0)], dim=0)
-        grid_scores = F.adaptive_avg_pool2d(scores[None], (h, w))[0]
-        transition = transition_matrix(pair_affinities(features, radius), h, w, radius, beta)
-        walked = random_walk(grid_scores, transition, logt)
-        upsampled = F.interpolate(walked[None], size=out_size, mode="bilinear", align_corners=False)[0]
+        cams = cams.clamp(0.0, 1.0)
+        scores = torch.cat([background_channel(cams, bg_alpha), cams]) if bg_mode == "psa" else cams
+        if scores.shape[0]:
+            transition = transition_matrix(pair_affinities(features, radius), h, w, radius, beta)
+            walked = random_walk(pool_to_grid(scores, stride), transition, logt)
+            walked = grid_to_image(walked, stride, (height, width))
+        else:  # irn mode without a labelled class: nothing to walk, all background
+            walked = scores
+        if bg_mode == "irn":
+            walked = irn_background(walked, bg_threshold)
+        if image_size is not None and tuple(image_size) != (height, width):
+            walked = F.interpolate(walked[None], size=tuple(image_size), mode="bilinear", align_corners=False)[0]
     lookup = np.concatenate([[0], keys]).astype(np.uint8)
-    label_map = lookup[upsampled.argmax(dim=0).cpu().numpy()]
-    return label_map, upsampled.cpu().numpy().astype(np.float32)
+    label_map = lookup[walked.argmax(dim=0).cpu().numpy()]
+    return label_map, walked.cpu().numpy().astype(np.float32)

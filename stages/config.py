@@ -176,10 +176,19 @@ class OverlaysParams(Section):
 
 
 class AffLabelsParams(Section):
-    """PSA's confident labels: CRF at a low and a high background alpha; disagreement is ignored."""
+    """PSA's confident labels: CRF at a low and a high background alpha, averaged over grid cells."""
 
     fg_alpha: float = Field(4.0, gt=0)
     bg_alpha: float = Field(32.0, gt=0)
+    # the confident-label CRF's own kernels (PSA's crf_inference), separate from the pseudo-mask CRF
+    iterations: int = Field(10, ge=1)
+    gauss_sxy: float = Field(3.0, gt=0)
+    gauss_compat: float = Field(3.0, ge=0)
+    bilateral_sxy: float = Field(80.0, gt=0)
+    bilateral_srgb: float = Field(13.0, gt=0)
+    bilateral_compat: float = Field(10.0, ge=0)
+
+    crf_kwargs = CrfParams.crf_kwargs
 
     @model_validator(mode="after")
     def _order(self):
@@ -197,13 +206,14 @@ class TrainAffParams(TrainingParams):
 
 
 class RwParams(Section):
+    """Random walk; ``bg_mode`` psa: (1 - max fg)^bg_alpha walked with the classes; irn: the classes walked
+    alone, divided by their maximum, constant background bg_threshold."""
+
     beta: float = Field(16.0, gt=0)
     logt: int = Field(5, ge=0, le=12)
-    bg_mode: Literal["threshold", "power"] = "threshold"
-    bg_threshold: float | Literal["auto"] = "auto"
+    bg_mode: Literal["psa", "irn"] = "psa"
+    bg_threshold: float = Field(0.25, ge=0, le=1)
     bg_alpha: float = Field(16.0, gt=0)
-
-    _threshold_range = field_validator("bg_threshold")(CrfParams._threshold_range.__func__)
 
 
 class IrLabelsParams(Section):

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from pipeline.affinity import AffinityNet, affinity_loss, pair_affinities, pair_indices, radius_offsets
-from pipeline.affinity_labels import IGNORE, confident_labels, downsample_labels, pair_labels
+from pipeline.affinity_labels import (
+    IGNORE,
+    cell_average,
+    combine_confident,
+    confident_labels,
+    downsample_labels,
+    pair_labels,
+)
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
 
@@ -90,7 +97,7 @@ def test_confident_labels_known_answer_with_identity_crf():
     values = np.array([0.9, 0.1, 0.01], dtype=np.float32)
     cams = np.tile(values, (1, 2, 1))
     image = np.zeros((2, 3, 3), dtype=np.uint8)
-    labels = confident_labels(image, cams, np.array([7]), crf=identity_crf)
+    labels = confident_labels(image, cams, np.array([7]), crf=identity_crf, grid_stride=1)
     assert labels.dtype == np.uint8 and labels.shape == (2, 3)
     np.testing.assert_array_equal(labels, [[7, IGNORE, 0], [7, IGNORE, 0]])
 
@@ -106,16 +113,61 @@ def test_confident_labels_picks_the_stronger_class_and_calls_the_crf_twice():
         calls.append(scores.shape)
         return scores
 
-    labels = confident_labels(np.zeros((2, 2, 3), np.uint8), cams, np.array([3, 12]), crf=recording_crf)
+    labels = confident_labels(np.zeros((2, 2, 3), np.uint8), cams, np.array([3, 12]), crf=recording_crf,
+                              grid_stride=1)
     np.testing.assert_array_equal(labels, [[3, 3], [12, 12]])
     assert calls == [(3, 2, 2), (3, 2, 2)]
 
 
-def test_confident_labels_ignores_class_disagreement():
-    posteriors = iter([np.array([[[0.0]], [[1.0]], [[0.0]]]), np.array([[[0.0]], [[0.0]], [[1.0]]])])
-    labels = confident_labels(np.zeros((1, 1, 3), np.uint8), np.full((2, 1, 1), 0.5, np.float32),
-                              np.array([1, 2]), crf=lambda image, scores: next(posteriors))
-    assert labels.tolist() == [[IGNORE]]
+def test_combine_confident_follows_psa_rule():
+    # cells: (low fg 1, high fg 1) -> 1; (low fg 1, high fg 2) -> low's class 1; (low fg 2, high bg) -> 0;
+    # (low bg, high fg 1) -> ignore; (low bg, high bg) -> 0; no score at all -> ignore
+    low = np.array([[[0, 0, 0, 1, 1, 0]], [[1, 1, 0, 0, 0, 0]], [[0, 0, 1, 0, 0, 0]]], np.float32)
+    high = np.array([[[0, 0, 1, 0, 1, 0]], [[1, 0, 0, 1, 0, 0]], [[0, 1, 0, 0, 0, 0]]], np.float32)
+    labels = combine_confident(low, high, np.array([4, 9]))
+    assert labels.dtype == np.uint8
+    assert labels.tolist() == [[4, 4, 0, IGNORE, 0, IGNORE]]
+
+
+def test_cell_average_known_answer_with_padding():
+    scores = np.arange(15, dtype=np.float32).reshape(1, 3, 5)  # rows [0..4], [5..9], [10..14]
+    cells = cell_average(scores, 2)  # padded with zeros to 4 x 6
+    assert cells.shape == (1, 2, 3)
+    np.testing.assert_allclose(cells[0], [[(0 + 1 + 5 + 6) / 4, (2 + 3 + 7 + 8) / 4, (4 + 9) / 4],
+                                          [(10 + 11) / 4, (12 + 13) / 4, 14 / 4]])
+    with pytest.raises(ConfigError, match="grid_stride"):
+        cell_average(scores, 0)
+
+
+def test_confident_labels_average_scores_over_each_cell_before_the_argmax():
+    # First 4 x 4 cell: a quarter of the pixels hold 0.9, the rest 0.3. Averaged low-alpha scores:
+    # bg 0.25 * 0.1^4 + 0.75 * 0.7^4 = 0.180 < fg 0.25 * 0.9 + 0.75 * 0.3 = 0.45; high-alpha bg ~ 0 -> class.
+    cams = np.full((1, 4, 8), 0.3, np.float32)
+    cams[0, 2:, 2:4] = 0.9
+    cams[0, :, 4:] = 0.02  # second cell: background in both maps
+    labels = confident_labels(np.zeros((4, 8, 3), np.uint8), cams, np.array([6]), crf=identity_crf,
+                              grid_stride=4)
+    assert labels.shape == (4, 8)
+    assert (labels[:, :4] == 6).all() and (labels[:, 4:] == 0).all()
+    # a cell where the low-alpha average is background though a quarter of its pixels are confident
+    # foreground: the whole cell is ignored, where per-pixel labels would keep the quarter
+    cams = np.full((1, 4, 4), 0.05, np.float32)
+    cams[0, :2, :2] = 0.9
+    per_cell = confident_labels(np.zeros((4, 4, 3), np.uint8), cams, np.array([6]), crf=identity_crf,
+                                grid_stride=4)
+    per_pixel = confident_labels(np.zeros((4, 4, 3), np.uint8), cams, np.array([6]), crf=identity_crf,
+                                 grid_stride=1)
+    assert (per_cell == IGNORE).all()
+    assert (per_pixel[:2, :2] == 6).all() and (per_pixel[2:, 2:] == 0).all()
+
+
+def test_confident_labels_blocks_are_cropped_to_the_image():
+    cams = np.zeros((1, 5, 7), np.float32)
+    cams[0, :, :4] = 0.9
+    labels = confident_labels(np.zeros((5, 7, 3), np.uint8), cams, np.array([2]), crf=identity_crf,
+                              grid_stride=4)
+    assert labels.shape == (5, 7)
+    assert (labels[:, :4] == 2).all() and (labels[:, 4:] == 0).all()
 
 
 def test_confident_labels_without_classes_is_background():

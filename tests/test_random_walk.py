@@ -6,7 +6,17 @@ from torch.utils._pytree import tree_leaves
 
 from pipeline.affinity import pair_affinities, pair_indices, radius_offsets
 from pipeline.errors import ConfigError, DataError
-from pipeline.random_walk import background_channel, propagate_cam, random_walk, transition_matrix
+from pipeline.random_walk import (
+    background_channel,
+    grid_to_image,
+    input_fill,
+    irn_background,
+    pad_to_stride,
+    pool_to_grid,
+    propagate_cam,
+    random_walk,
+    transition_matrix,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -59,13 +69,27 @@ def test_walk_never_crosses_a_zero_affinity_wall_and_fills_its_region():
     assert walked.shape == (2, h, w) and walked.dtype == torch.float32
 
 
-def test_propagate_cam_keeps_classes_in_their_regions():
+def test_walk_keeps_probability_mass_per_cell():
+    # T is row-stochastic (T 1 = 1), so per-cell class distributions stay distributions under the walk
+    h, w, radius = 7, 9, 4
+    torch.manual_seed(1)
+    transition = transition_matrix(pair_affinities(torch.randn(6, h, w) * 0.5, radius), h, w, radius, beta=8)
+    scores = torch.rand(3, h, w)
+    scores = scores / scores.sum(dim=0, keepdim=True)
+    walked = random_walk(scores, transition, logt=5)
+    torch.testing.assert_close(walked.sum(dim=0), torch.ones(h, w))
+    assert bool((walked >= 0).all())
+
+
+@pytest.mark.parametrize("bg_mode", ["psa", "irn"])
+def test_propagate_cam_keeps_classes_in_their_regions(bg_mode):
     height, width, stride = 48, 80, 4
     features = walled_features(height // stride, width // stride, wall=10)  # wall at pixel column 40
     cams = np.zeros((2, height, width), np.float32)
     cams[0, 4:44, 4:36] = 0.8
     cams[1, 8:40, 46:76] = 0.7
-    labels, scores = propagate_cam(cams, np.array([5, 9]), features, bg_alpha=16, logt=6, radius=5)
+    labels, scores = propagate_cam(cams, np.array([5, 9]), features, bg_alpha=16, logt=6, radius=5,
+                                   bg_mode=bg_mode)
     assert labels.shape == (height, width) and labels.dtype == np.uint8
     assert scores.shape == (3, height, width) and scores.dtype == np.float32
     margin = stride  # bilinear upsampling blends one cell across the wall
@@ -73,28 +97,99 @@ def test_propagate_cam_keeps_classes_in_their_regions():
     assert set(np.unique(labels[:, 40 + margin :])) == {9}
 
 
-def test_propagate_cam_threshold_background_and_label_restriction():
+@pytest.mark.parametrize("bg_mode", ["psa", "irn"])
+def test_single_region_input_stays_in_its_region(bg_mode):
+    # one class over most of the left region only, on an image that is not a multiple of the stride:
+    # the right region stays background, the class keeps the left one
+    height, width, stride = 30, 46, 4
+    features = walled_features(-(-height // stride), -(-width // stride), wall=6)  # wall at pixel column 24
+    cams = np.zeros((1, height, width), np.float32)
+    cams[0, 2:28, 2:22] = 0.9
+    labels, scores = propagate_cam(cams, np.array([3]), features, logt=8, radius=5, bg_mode=bg_mode,
+                                   grid_stride=stride)
+    assert labels.shape == (height, width)
+    assert (labels[:, 24 + stride:] == 0).all()
+    assert (scores[1, :, 24 + stride:] == 0).all()
+    assert (labels[8:20, 6:18] == 3).all()
+
+
+def test_irn_background_known_answer():
+    # IRN divides by the one maximum over all classes and pixels (0.4), then prepends 0.25:
+    # pixel 0: (0.25, 0.5, 0.2) -> class 1; pixel 1: (0.25, 1.0, 0.1) -> class 1;
+    # pixel 2: (0.25, 0.0, 0.2) -> background, though class 2 is at its own maximum there
+    walked = torch.tensor([[[0.2, 0.4, 0.0]], [[0.08, 0.04, 0.08]]])
+    scores = irn_background(walked, 0.25)
+    torch.testing.assert_close(scores, torch.tensor([[[0.25, 0.25, 0.25]], [[0.5, 1.0, 0.0]],
+                                                     [[0.2, 0.1, 0.2]]]))
+    assert scores.argmax(dim=0).tolist() == [[1, 1, 0]]
+    torch.testing.assert_close(irn_background(torch.zeros(1, 1, 2), 0.3), torch.tensor([[[0.3, 0.3]], [[0.0, 0.0]]]))
+    with pytest.raises(ConfigError, match="bg_threshold"):
+        irn_background(walked, 1.5)
+
+
+def isolated_cells(h, w):
+    """Features whose cells all differ by >= 100: every affinity is 0, T is the identity."""
+    return (torch.arange(h * w, dtype=torch.float32) * 100).view(1, h, w).expand(3, h, w)
+
+
+def test_propagate_cam_irn_mode_known_answer():
+    # T = I: uniform cams 0.6 / 0.09 -> divided by 0.6 -> 1.0 / 0.15; bg 0.25
+    cams = np.stack([np.full((16, 16), 0.6), np.full((16, 16), 0.09)]).astype(np.float32)
+    labels, scores = propagate_cam(cams, [4, 8], isolated_cells(4, 4), logt=3, radius=3, bg_mode="irn",
+                                   bg_threshold=0.25)
+    np.testing.assert_allclose(scores[:, 5, 5], [0.25, 1.0, 0.15], rtol=1e-5)
+    assert (labels == 4).all()
+    cams[0] = 0.1  # now 0.1 / 0.1 = 1.0 and 0.09 / 0.1 = 0.9: both above 0.25, class 4 still wins
+    labels, _ = propagate_cam(cams, [4, 8], isolated_cells(4, 4), logt=3, radius=3, bg_mode="irn")
+    assert (labels == 4).all()
+
+
+def test_psa_mode_walks_the_power_background():
+    # T = I: scores are the cam with (1 - max)^alpha, pooled and upsampled back
     cams = np.zeros((1, 16, 16), np.float32)
-    cams[0, :, :8] = 0.9
-    features = torch.zeros(3, 4, 4)
-    features[:, :, 2:] = 60.0
-    labels, scores = propagate_cam(cams, [14], features, bg_alpha=None, bg_threshold=0.3, logt=3, radius=3)
-    assert set(np.unique(labels)) == {0, 14}
+    cams[0, :, :8] = 0.5
+    labels, scores = propagate_cam(cams, [14], isolated_cells(4, 4), bg_alpha=2, logt=3, radius=3)
+    np.testing.assert_allclose(scores[:, 0, 0], [0.25, 0.5], rtol=1e-5)
+    np.testing.assert_allclose(scores[:, 0, 15], [1.0, 0.0], atol=1e-6)
     assert (labels[:, :6] == 14).all() and (labels[:, 10:] == 0).all()
-    np.testing.assert_allclose(scores[0], 0.3, rtol=1e-5)  # a constant channel stays constant
-    empty, _ = propagate_cam(np.zeros((0, 16, 16)), [], features, radius=3, logt=2, image_size=(20, 24))
+    empty, _ = propagate_cam(np.zeros((0, 16, 16)), [], torch.zeros(3, 4, 4), radius=3, logt=2,
+                             image_size=(20, 24))
     assert empty.shape == (20, 24) and not empty.any()
+    empty, _ = propagate_cam(np.zeros((0, 16, 16)), [], torch.zeros(3, 4, 4), radius=3, logt=2, bg_mode="irn")
+    assert empty.shape == (16, 16) and not empty.any()
+
+
+def test_padding_pooling_and_cropping_as_psa():
+    scores = torch.arange(15, dtype=torch.float32).reshape(1, 3, 5)
+    padded = pad_to_stride(scores, 2)
+    assert padded.shape == (1, 4, 6) and padded[..., 3, :].abs().sum() == 0 and padded[..., :, 5].abs().sum() == 0
+    grid = pool_to_grid(scores, 2)
+    torch.testing.assert_close(grid[0], torch.tensor([[3.0, 5.0, 13 / 4], [21 / 4, 25 / 4, 14 / 4]]))
+    assert grid_to_image(grid, 2, (3, 5)).shape == (1, 3, 5)
+    image = torch.rand(3, 5, 7)
+    filled = pad_to_stride(image, 4, torch.tensor([0.1, 0.2, 0.3]))
+    assert filled.shape == (3, 8, 8)
+    torch.testing.assert_close(filled[:, :5, :7], image)
+    torch.testing.assert_close(filled[:, 7, 7], torch.tensor([0.1, 0.2, 0.3]))
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    fill = input_fill(lambda x: (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1))
+    torch.testing.assert_close(fill, mean)
+    torch.testing.assert_close(input_fill(lambda x: (x * 255.0 - 127.0) / 128.0), torch.full((3,), 127 / 255))
 
 
 def test_background_channel_and_parameter_errors():
     cams = torch.tensor([[[0.5, 1.0]], [[0.25, 0.0]]])
     torch.testing.assert_close(background_channel(cams, bg_alpha=2), torch.tensor([[[0.25, 0.0]]]))
-    with pytest.raises(ConfigError, match="exactly one"):
-        background_channel(cams, bg_alpha=2, bg_threshold=0.2)
+    with pytest.raises(ConfigError, match="bg_alpha"):
+        background_channel(cams, bg_alpha=0)
     with pytest.raises(ConfigError, match="logt"):
         random_walk(torch.zeros(1, 2, 2), transition_matrix(torch.ones(6), 2, 2, 2), logt=-1)
     with pytest.raises(DataError, match="cams"):
         propagate_cam(np.zeros((2, 8, 8)), [1], torch.zeros(2, 2, 2), radius=2)
+    with pytest.raises(ConfigError, match="bg_mode"):
+        propagate_cam(np.zeros((1, 8, 8)), [1], torch.zeros(2, 2, 2), radius=2, bg_mode="threshold")
+    with pytest.raises(DataError, match="grid"):
+        propagate_cam(np.zeros((1, 16, 16)), [1], torch.zeros(2, 3, 3), radius=2, grid_stride=4)
 
 
 class LargestAllocation(TorchDispatchMode):
