@@ -1,8 +1,16 @@
-"""Multi-scale + flip CAM read-out shared by every method (PSA/IRN inference protocol).
+"""Multi-scale + flip CAM read-out shared by every method.
 
 For each scale the image is resized, the method's raw CAM is computed for the image and its mirror,
 the mirror's CAM is flipped back, ReLU is applied and the maps are resized to the image size and summed
-over scales and flips. Each labelled class's map is then divided by its maximum, giving [0, 1].
+over scales and flips. Each labelled class's map is then normalised to [0, 1] in one of two ways:
+
+- ``"max"``: divided by its maximum, as PSA's and IRN's CAM inference (plain CAM and PPL use this);
+- ``"minmax"``: ``(x - min) / (max - min)``, values at the minimum set to 0, as SEAM's ``infer_SEAM.py``
+  and CPN's ``infer_cam.py``. A PCM/PRCM output is a weighted average of the seed, so it keeps a floor
+  above zero that one global background threshold cannot remove; min-max removes it.
+
+By default each method's own (``CamMethod.readout_norm``) is used. The references sum the raw maps and
+clip at zero once; the per-scale ReLU here is the same for their refined maps, which are non-negative.
 """
 from __future__ import annotations
 
@@ -12,7 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import ConfigError
 from pipeline.methods.base import CamMethod
+
+READOUT_NORMS = ("max", "minmax")
 
 
 def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -22,6 +33,17 @@ def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return cams / (peak + eps)
 
 
+def minmax_normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """ReLU, then ``(x - min - eps) / (max - min + eps)`` per (.., H, W) map with values below
+    ``min + eps`` set to 0 (SEAM's/CPN's inference): the floor of each map goes to 0, its peak to ~1.
+    (Their code leaves those floor values slightly negative; any threshold >= 0 treats both alike.)"""
+    cams = F.relu(cams)
+    flat = cams.flatten(-2)
+    low = flat.amin(-1)[..., None, None]
+    high = flat.amax(-1)[..., None, None]
+    return F.relu(cams - low - eps) / (high - low + eps)
+
+
 @torch.no_grad()
 def multiscale_cam(
     method: CamMethod,
@@ -29,9 +51,14 @@ def multiscale_cam(
     class_indices: Sequence[int],
     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
     flip: bool = True,
+    normalize: str | None = None,
 ) -> torch.Tensor:
     """CAMs in [0, 1] of shape (K, H, W) for the K foreground classes ``class_indices`` (0-based over
-    the method's foreground classes) of one image (3, H, W) in [0, 1]. K = 0 returns an empty tensor."""
+    the method's foreground classes) of one image (3, H, W) in [0, 1]. K = 0 returns an empty tensor.
+    ``normalize``: "max", "minmax", or None for the method's own ``readout_norm``."""
+    normalize = normalize or getattr(method, "readout_norm", "max")
+    if normalize not in READOUT_NORMS:
+        raise ConfigError(f"cam.normalize: unknown {normalize!r}; choose one of auto, {', '.join(READOUT_NORMS)}")
     height, width = image.shape[-2:]
     class_indices = torch.as_tensor(list(class_indices), dtype=torch.long, device=image.device)
     if class_indices.numel() == 0:
@@ -47,7 +74,7 @@ def multiscale_cam(
         total += cams[0]
         if flip:
             total += cams[1].flip(-1)
-    return normalize_cams(total)
+    return minmax_normalize_cams(total) if normalize == "minmax" else normalize_cams(total)
 
 
 def labels_to_indices(labels: np.ndarray) -> np.ndarray:

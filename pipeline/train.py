@@ -2,6 +2,8 @@
 
 SGD with momentum, polynomial learning-rate decay (power 0.9, as PSA/SEAM), the backbone at ``lr`` and
 the new layers at ``head_lr_mult * lr``; CUDA with automatic mixed precision when the device is CUDA.
+Optionally the backbone's batch norm is frozen (:func:`freeze_batchnorm`), as PSA's, SEAM's and CPN's
+ResNet-38 (``resnet38d.Net.train``) does: running statistics from pretraining, affine parameters fixed.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.methods.base import CamMethod
 
@@ -35,6 +38,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Put every batch-norm layer of ``module`` in eval mode (running statistics are used, not updated)
+    and stop its affine parameters' gradients. Call after ``.train()``, which would undo the first part.
+    Returns the number of layers frozen."""
+    frozen = 0
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+            for param in layer.parameters(recurse=False):
+                param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def poly_lr_factor(step: int, max_steps: int, power: float = 0.9) -> float:
     return (1.0 - min(step, max_steps) / max(max_steps, 1)) ** power
 
@@ -50,11 +67,15 @@ def train_method(
     device: torch.device = torch.device("cpu"),
     amp: bool = True,
     on_step: Callable[[int, int], None] | None = None,
+    freeze_bn: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``method`` on batches of (images (B,3,H,W) in [0,1], targets) and return one dict of mean loss
     terms per epoch. Any module with ``training_step(images, targets)`` and ``param_groups(lr, mult)``
-    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress)."""
+    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress). ``freeze_bn``: :func:`freeze_batchnorm` on
+    ``method.backbone`` (frozen layers stay frozen afterwards)."""
     method.to(device).train()
+    if freeze_bn:
+        freeze_batchnorm(method.backbone)
     groups = method.param_groups(lr, head_lr_mult)
     for group in groups:
         group["initial_lr"] = group["lr"]

@@ -1,5 +1,6 @@
 """Stage ``cam``: multi-scale + flip CAMs of the labelled classes of every train image.
 
+Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam`).
 Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
 one directory per method so that all methods' CAMs can exist side by side.
 """
@@ -21,10 +22,11 @@ def run(params: Params) -> int:
     method, _ = load_method(stage_dir(params, "train_cls", params.method) / "model.pt", device)
     dataset, index = open_split(params, params.data.train_split)
     labels = index["splits"][params.data.train_split]["labels"]
+    norm = params.cam.norm_for(method.readout_norm)
     with atomic_dir(stage_dir(params, "cam", params.method)) as out:
         for image_id in track(dataset.ids, len(dataset.ids), f"cam [{params.method}]"):
             keys = np.asarray(labels[image_id], dtype=np.int64)
             image = to_image_tensor(dataset.load_image(image_id)).to(device)
-            cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip)
+            cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip, norm)
             save_cam(out / f"{image_id}.npz", cams.cpu().numpy(), keys)
     return len(dataset.ids)

@@ -96,11 +96,23 @@ class TrainingParams(Section):
 
 class TrainClsParams(TrainingParams):
     epochs: int = Field(15, ge=1)
+    freeze_bn: bool | Literal["auto"] = "auto"
+
+    def freezes_bn(self, pretrained: str | None) -> bool:
+        """``auto``: freeze the backbone's batch norm when it starts from pretrained weights."""
+        if self.freeze_bn == "auto":
+            return pretrained not in (None, "none")
+        return self.freeze_bn
 
 
 class CamParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
     flip: bool = True
+    normalize: Literal["auto", "max", "minmax"] = "auto"
+
+    def norm_for(self, method_norm: str) -> str:
+        """The read-out normalisation: ``auto`` = the method's own (max: cam, ppl; minmax: seam, cpn)."""
+        return method_norm if self.normalize == "auto" else self.normalize
 
     @field_validator("scales")
     @classmethod

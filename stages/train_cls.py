@@ -42,6 +42,7 @@ def run(params: Params) -> dict:
             method, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
             on_step=lambda step, total: bar.update(task, completed=step),
+            freeze_bn=cfg.freezes_bn(params.backbone.pretrained),
         )
     seconds = time.perf_counter() - start
     metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"train_seconds": round(seconds, 2)}

@@ -1,8 +1,12 @@
+import pytest
 import torch
 
-from pipeline.cam import multiscale_cam, normalize_cams
+from pipeline.cam import minmax_normalize_cams, multiscale_cam, normalize_cams
+from pipeline.errors import ConfigError
+from pipeline.methods import METHODS
 from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.tiny import TinyBackbone
+from stages.config import load_params
 
 
 class ColumnCAM(CamMethod):
@@ -35,3 +39,53 @@ def test_multiscale_cam_shape_range_and_class_selection():
     # class 2 is class 0 scaled: the same after max-normalisation
     assert torch.allclose(cams[0], cams[1], atol=1e-4)
     assert multiscale_cam(method, image, [], scales=(1.0,)).shape == (0, 40, 56)
+
+
+class FloorCAM(CamMethod):
+    """A fake refined CAM: a floor of 0.5 everywhere (like a PCM average) plus 1.0 on the right half."""
+
+    name = "floor"
+
+    def cam(self, images):
+        right = (torch.arange(images.shape[-1]) >= images.shape[-1] // 2).to(images.dtype)
+        return (0.5 + right).expand(images.shape[0], 1, images.shape[-2], images.shape[-1]).clone()
+
+
+def test_minmax_readout_removes_the_floor_that_max_keeps():
+    image = torch.zeros(3, 8, 8)
+    method = FloorCAM(TinyBackbone(), num_classes=1).eval()
+    by_max = multiscale_cam(method, image, [0], scales=(1.0,), flip=False, normalize="max")
+    by_minmax = multiscale_cam(method, image, [0], scales=(1.0,), flip=False, normalize="minmax")
+    # max: the floor stays at 0.5 / 1.5 = 1/3 -> above a threshold of 0.3 the whole image is foreground
+    torch.testing.assert_close(by_max[0, :, 0], torch.full((8,), 1 / 3), atol=1e-4, rtol=0)
+    # min-max: floor 0, peak 1
+    torch.testing.assert_close(by_minmax[0, :, 0], torch.zeros(8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(by_minmax[0, :, -1], torch.ones(8), atol=1e-4, rtol=0)
+    # only the known answer: (x - min - eps) / (max - min + eps)
+    torch.testing.assert_close(minmax_normalize_cams(torch.tensor([[[1.0, 2.0, 3.0]]])),
+                               torch.tensor([[[0.0, 0.5, 1.0]]]), atol=1e-4, rtol=0)
+
+
+def test_readout_defaults_to_the_methods_own_normalisation():
+    image = torch.zeros(3, 8, 8)
+    method = FloorCAM(TinyBackbone(), num_classes=1).eval()
+    assert method.readout_norm == "max"
+    default = multiscale_cam(method, image, [0], scales=(1.0,), flip=False)
+    torch.testing.assert_close(default, multiscale_cam(method, image, [0], (1.0,), False, "max"))
+    method.readout_norm = "minmax"
+    default = multiscale_cam(method, image, [0], scales=(1.0,), flip=False)
+    torch.testing.assert_close(default, multiscale_cam(method, image, [0], (1.0,), False, "minmax"))
+    with pytest.raises(ConfigError, match="cam.normalize"):
+        multiscale_cam(method, image, [0], (1.0,), False, "mean")
+
+
+def test_method_readouts_and_the_cam_normalize_param(tmp_path):
+    assert METHODS["cam"].readout_norm == "max" and METHODS["ppl"].readout_norm == "max"
+    assert METHODS["seam"].readout_norm == "minmax" and METHODS["cpn"].readout_norm == "minmax"
+    path = tmp_path / "p.yaml"
+    path.write_text("cam:\n  normalize: auto\n")
+    params = load_params(path)
+    assert params.cam.norm_for("minmax") == "minmax" and params.cam.norm_for("max") == "max"
+    assert load_params(path, ["cam.normalize=max"]).cam.norm_for("minmax") == "max"
+    with pytest.raises(ConfigError, match="cam.normalize"):
+        load_params(path, ["cam.normalize=mean"])

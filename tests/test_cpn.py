@@ -9,12 +9,22 @@ import torch
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.methods import build_method
-from pipeline.methods.cpn import CPN, complementary_loss, complementary_masks, neutral_colour
+from pipeline.methods.cpn import (
+    CPN,
+    complementary_loss,
+    complementary_masks,
+    cross_target,
+    kept_fraction,
+    neutral_colour,
+)
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.correlation import (
     PixelRegionCorrelationModule,
-    pixel_region_correlation,
-    region_prototypes,
+    add_background,
+    correlation_seed,
+    pcm_propagate,
+    region_attention,
+    spatial_gather,
 )
 
 from conftest import coloured_squares
@@ -93,17 +103,45 @@ def test_mask_errors():
         complementary_masks(8, 8, rng, "slic")
 
 
-def test_complementary_loss_zero_for_additive_halves_positive_otherwise():
-    cam = torch.rand(2, 3, 6, 6)
-    cam[..., 0, 0] = 2.0  # the maximum appears in both halves,
-    cam[..., 5, 5] = 2.0  # so each half normalises like the whole
-    left = torch.zeros(1, 1, 6, 6)
-    left[..., :3] = 1.0
-    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    assert complementary_loss(cam, cam * left, cam * (1 - left), labels).item() < 1e-6
-    assert complementary_loss(cam, cam, cam, labels).item() > 0.1
-    no_labels = torch.zeros(2, 3)
-    assert complementary_loss(cam, cam, cam, no_labels).item() == 0.0
+def test_complementary_loss_weights_each_half_by_the_pixels_it_keeps():
+    keep1 = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])  # I1 keeps 3 of 4 pixels, I2 the other one
+    w1 = kept_fraction(keep1)
+    torch.testing.assert_close(w1, torch.full((1, 1, 1, 1), 0.75))
+    w2 = kept_fraction(1 - keep1)
+    # two classes; class 1 absent (all zero): it still counts in the mean, as the authors' torch.mean
+    full = torch.zeros(1, 2, 2, 2)
+    full[0, 0] = torch.tensor([[1.0, 0.5], [0.5, 0.0]])
+    half1 = torch.zeros(1, 2, 2, 2)
+    half1[0, 0] = torch.tensor([[1.0, 0.6], [0.2, 0.0]])
+    half2 = torch.zeros(1, 2, 2, 2)
+    half2[0, 0] = torch.tensor([[1.0, 0.2], [0.6, 0.8]])
+    # target 0.75 * half1 + 0.25 * half2 = [[1, 0.5], [0.3, 0.2]]; |gap| = [[0, 0], [0.2, 0.2]]
+    loss = complementary_loss(full, w1 * half1, w2 * half2)
+    torch.testing.assert_close(loss, torch.tensor(0.4 / 8))
+    # the same halves un-weighted sum to values up to 2: the old, much larger gap
+    assert complementary_loss(full, half1, half2) > 5 * loss
+    # a half equal to the full map with both weights summing to 1 is a perfect target
+    torch.testing.assert_close(complementary_loss(full, w1 * full, w2 * full), torch.tensor(0.0))
+
+
+def test_cross_target_keeps_the_maximal_channel_of_the_raw_difference():
+    # 2x2 image, background + 2 classes; background = 1 - max fg in both maps
+    full_fg = torch.tensor([[[[0.9, 0.2], [0.0, 0.5]], [[0.1, 0.6], [0.0, 0.4]]]])
+    half_fg = torch.tensor([[[[0.3, 0.2], [0.0, 0.5]], [[0.1, 0.9], [0.0, 0.1]]]])
+    full, half = add_background(full_fg), add_background(half_fg)
+    # differences: bg [[0.6-0.9?]] -> bg_full = [[0.1, 0.4], [1, 0.5]], bg_half = [[0.7, 0.1], [1, 0.5]]
+    # bg diff [[-0.6, 0.3], [0, 0]]; class0 [[0.6, 0], [0, 0]]; class1 [[0, -0.3], [0, 0.3]]
+    expected = torch.tensor([[
+        [[0.0, 0.3], [0.0, 0.0]],   # background wins at (0, 1)
+        [[0.6, 0.0], [0.0, 0.0]],   # class 0 at (0, 0)
+        [[0.0, 0.0], [0.0, 0.3]],   # class 1 at (1, 1)
+    ]])
+    target = cross_target(full, half)
+    # (1, 0): all three differences are 0, a tie: every channel keeps its (zero) value
+    torch.testing.assert_close(target, expected, atol=1e-6, rtol=0)
+    # a pixel where every difference is negative keeps its (negative) maximum, as max_onehot
+    negative = cross_target(torch.zeros(1, 2, 1, 1), torch.tensor([[[[0.5]], [[0.2]]]]))
+    torch.testing.assert_close(negative, torch.tensor([[[[0.0]], [[-0.2]]]]))
 
 
 def test_neutral_colour_is_the_normalisation_mean():
@@ -111,29 +149,43 @@ def test_neutral_colour_is_the_normalisation_mean():
     torch.testing.assert_close(neutral_colour(backbone).flatten(), torch.tensor([0.485, 0.456, 0.406]))
 
 
-def test_region_prototypes_and_correlation():
-    embedding = torch.randn(2, 5, 4, 4)
-    cams = torch.zeros(2, 2, 4, 4)
-    cams[:, 0, :2] = 1.0
-    cams[:, 1, 2:] = 1.0
-    prototypes = region_prototypes(cams, embedding)
-    assert prototypes.shape == (2, 2, 5)
-    torch.testing.assert_close(prototypes[:, 0], embedding[:, :, :2].mean(dim=(2, 3)))
-    refined = pixel_region_correlation(embedding, prototypes)
-    assert refined.shape == (2, 2, 4, 4) and (refined >= 0).all()
-    sums = refined.sum(dim=1)
-    assert torch.all(((sums - 1).abs() < 1e-4) | (sums == 0))
+def test_spatial_gather_and_region_attention():
+    features = torch.randn(2, 5, 3, 4)
+    flat_seed = torch.zeros(2, 3, 3, 4)  # softmax of a constant is uniform: the plain mean
+    context = spatial_gather(features, flat_seed)
+    assert context.shape == (2, 3, 5)
+    torch.testing.assert_close(context[:, 0], features.mean(dim=(2, 3)))
+    peaked = torch.zeros(2, 3, 3, 4)
+    peaked[:, 1, 0, 0] = 1.0  # weight e at one pixel, 1 elsewhere
+    weights = torch.ones(12)
+    weights[0] = torch.e
+    expected = (features.flatten(2) * weights).sum(-1) / weights.sum()
+    torch.testing.assert_close(spatial_gather(features, peaked)[:, 1], expected)
+
+    keys = torch.randn(2, 3, 6)
+    pixels = torch.randn(2, 6, 3, 4)
+    attention = region_attention(pixels, keys)
+    assert attention.shape == (2, 3, 3, 4) and (attention >= 0).all()
+    torch.testing.assert_close(attention.sum(dim=(2, 3)), torch.ones(2, 3))  # softmax over pixels
+    logits = (keys @ pixels.flatten(2)) / 3 ** 0.5
+    torch.testing.assert_close(attention.flatten(2), torch.softmax(logits, dim=-1))
 
 
-def test_prcm_module_shapes():
+def test_prcm_is_pcm_plus_region_term_times_the_seed():
+    torch.manual_seed(0)
     backbone = TinyBackbone()
-    prcm = PixelRegionCorrelationModule(backbone.stage_channels, (8, 16), 12)
+    prcm = PixelRegionCorrelationModule(backbone.stage_channels, (-3, -2), (8, 16), 12)
     images = torch.rand(2, 3, 64, 64)
     features = backbone(images)
-    cams = torch.rand(2, 4, *features[-1].shape[-2:])
-    assert prcm(cams, features, images).shape == cams.shape
-    coarse = torch.rand(2, 4, 2, 2)  # resized to the feature grid
-    assert prcm(coarse, features, images).shape == cams.shape
+    seed = correlation_seed(torch.randn(2, 3, *features[-1].shape[-2:]))
+    out = prcm(seed, features, images)
+    assert out.shape == seed.shape and (out >= 0).all()
+    f = prcm.features(features, images)
+    embedding = prcm.embed(f)
+    keys = torch.relu(prcm.key(spatial_gather(f, seed)))
+    expected = pcm_propagate(seed, embedding) + region_attention(torch.relu(embedding), keys) * seed
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(prcm(torch.zeros_like(seed), features, images), torch.zeros_like(seed))
 
 
 def test_training_step_terms_and_cam_shapes():
@@ -146,30 +198,34 @@ def test_training_step_terms_and_cam_shapes():
     out["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.prcm.parameters())
     refined = method.cam(images)
-    assert refined.shape == (4, 3, 4, 4) and (refined >= 0).all() and (refined <= 1 + 1e-5).all()
+    # PCM output (a convex combination of seed values in [0, 1]) + softmax weight x seed: in [0, 2]
+    assert refined.shape == (4, 3, 4, 4) and (refined >= 0).all() and (refined <= 2 + 1e-5).all()
     raw = CPN(TinyBackbone(), 3, cam_source="raw")
     assert raw.cam(images).shape == (4, 3, 4, 4)
     with pytest.raises(ConfigError, match="cpn.cam_source"):
         CPN(TinyBackbone(), 3, cam_source="both")
 
 
-def test_cp_loss_moves_only_the_full_image_cam():
-    """The halves' sum is a fixed target: with only L_CP on, the half images' CAMs get no gradient
-    through the raw term, so a classifier gradient exists only via the full image."""
+@pytest.mark.parametrize("separate", [True, False])
+def test_cp_loss_moves_only_the_full_image_cam(separate):
+    """The weighted halves are a fixed target: with only L_CP on, the half images' raw CAMs get no
+    gradient (the refined term reaches them only through the detached seed)."""
     torch.manual_seed(0)
     images, labels = coloured_squares()
-    method = CPN(TinyBackbone(), 3, cls_weight=0.0, prcm_weight=0.0)
-    seen = []
+    method = CPN(TinyBackbone(), 3, cls_weight=0.0, prcm_weight=0.0, separate_forward=separate)
+    outputs = []
 
-    def keep_grad(module, inputs, output):
-        output.register_hook(seen.append)
+    def keep_output(module, inputs, output):
+        output.retain_grad()
+        outputs.append(output)
 
-    method.classifier.register_forward_hook(keep_grad)
+    method.classifier.register_forward_hook(keep_output)
     method.training_step(images, labels)["loss"].backward()
-    grad = seen[0]  # w.r.t. the classifier output of the triplet (I, I1, I2)
+    grads = torch.cat([o.grad for o in outputs])  # classifier outputs of I, I1, I2 in forward order
     b = images.shape[0]
-    assert grad[:b].abs().sum() > 0
-    assert grad[b:].abs().sum() == 0
+    assert len(outputs) == (3 if separate else 1)
+    assert grads[:b].abs().sum() > 0
+    assert grads[b:].abs().sum() == 0
 
 
 @pytest.mark.parametrize("options", [{}, {"patch_mode": "slic", "n_segments": 50}])
@@ -192,20 +248,20 @@ def test_short_training_reduces_the_classification_loss(options):
 
 
 def test_prcm_training_reduces_the_correlation_losses():
-    """Backbone and classifier frozen, one fixed complementary pair: the PRCM embedding alone learns to
-    meet the cross-regularisation and complementary targets, so the total loss falls."""
+    """Backbone and classifier frozen, one fixed complementary pair: the correlation layers alone learn to
+    meet the cross-regularisation, complementary and low-activation targets, so those terms fall."""
     torch.manual_seed(0)
     method = CPN(TinyBackbone(), 3)
     for p in [*method.backbone.parameters(), *method.classifier.parameters()]:
         p.requires_grad_(False)
-    optimizer = torch.optim.SGD(method.prcm.parameters(), lr=0.1, momentum=0.9)
+    optimizer = torch.optim.SGD(method.prcm.parameters(), lr=1.0, momentum=0.9)
     images, labels = coloured_squares()
     losses = []
     for _ in range(20):
         torch.manual_seed(1)  # the same complementary pair every step
         optimizer.zero_grad()
-        loss = method.training_step(images, labels)["loss"]
-        loss.backward()
+        out = method.training_step(images, labels)
+        out["loss"].backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert sum(losses[-3:]) < 0.7 * sum(losses[:3])
+        losses.append((out["cr"] + out["cp"] + out["min"]).item())
+    assert sum(losses[-3:]) < 0.9 * sum(losses[:3])

@@ -7,11 +7,14 @@ import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 from pipeline.methods import build_method
-from pipeline.methods.seam import SEAM, equivariant_l1, pcm_seed
+from pipeline.methods.seam import SEAM, equivariant_l1
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.correlation import (
+    CorrelationFeatures,
     PixelCorrelationModule,
+    correlation_seed,
     low_activation_loss,
+    minmax_normalise,
     ohem_l1,
     pcm_propagate,
     pixel_affinity,
@@ -66,16 +69,50 @@ def test_pcm_identical_embeddings_average_the_cam():
 
 def test_pcm_module_shapes():
     backbone = TinyBackbone()
-    pcm = PixelCorrelationModule(backbone.stage_channels, (8, 16), 12)
+    pcm = PixelCorrelationModule(backbone.stage_channels, (-3, -2), (8, 16), 12)
     images = torch.rand(2, 3, 64, 64)
     features = backbone(images)
     cams = torch.rand(2, 4, *features[-1].shape[-2:])
     assert pcm(cams, features, images).shape == cams.shape
 
 
+def test_correlation_features_see_mid_level_stages_not_the_classifier_input():
+    backbone = TinyBackbone()  # stages: w, 2w, 4w, 8w; the last feeds the classifier
+    module = CorrelationFeatures(backbone.stage_channels)  # default (-3, -2)
+    assert module.stages == (1, 2)
+    assert [p.in_channels for p in module.stage_proj] == list(backbone.stage_channels[1:3])
+    features = backbone(torch.rand(1, 3, 64, 64))
+    image = torch.rand(1, 3, 64, 64)
+    out = module(features, image)
+    assert out.shape == (1, 3 + 64 + 128, *features[-1].shape[-2:])
+    changed_last = features[:-1] + [torch.randn_like(features[-1])]
+    torch.testing.assert_close(module(changed_last, image), out)  # the classifier's input plays no part
+    changed_mid = list(features)
+    changed_mid[1] = torch.randn_like(features[1])
+    assert not torch.allclose(module(changed_mid, image), out)
+
+
+def test_correlation_stage_options_are_validated():
+    channels = TinyBackbone().stage_channels
+    with pytest.raises(ConfigError, match="pcm_stages: stage index 4 out of range"):
+        CorrelationFeatures(channels, (-2, 4), (8, 8))
+    with pytest.raises(ConfigError, match="pcm_stage_dims: needs one size per entry"):
+        CorrelationFeatures(channels, (-3, -2), (8,))
+    with pytest.raises(ConfigError, match="prcm_stages: repeated"):
+        CorrelationFeatures(channels, (2, -2), (8, 8), option="prcm")
+
+
+def test_minmax_normalise_removes_the_floor():
+    x = torch.tensor([[[[0.3, 0.4], [0.5, 1.3]]]])  # a map with a floor of 0.3
+    expected = torch.tensor([[[[0.0, 0.1], [0.2, 1.0]]]])
+    torch.testing.assert_close(minmax_normalise(x), expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(minmax_normalise(x + 5.0), minmax_normalise(x), atol=1e-4, rtol=0)
+    assert minmax_normalise(-x).abs().max() == 0  # ReLU first: a negative map is all zero
+
+
 def test_pcm_seed_background_and_max_only():
     raw = torch.tensor([[[[2.0, 0.0]], [[1.0, 4.0]]]])  # (1, 2 classes, 1, 2)
-    seed = pcm_seed(raw)
+    seed = correlation_seed(raw)
     # normalised fg: class0 [1, 0], class1 [0.25, 1]; bg = 1 - max = [0, 0]; non-max fg zeroed
     torch.testing.assert_close(seed, torch.tensor([[[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]]]), atol=1e-4, rtol=0)
 
@@ -93,6 +130,8 @@ def test_bad_options_raise_config_error():
         SEAM(TinyBackbone(), 3, scale=0.0)
     with pytest.raises(ConfigError, match="pcm_stage_dims"):
         SEAM(TinyBackbone(), 3, pcm_stage_dims=(1, 2, 3, 4, 5))
+    with pytest.raises(ConfigError, match="pcm_stages"):
+        SEAM(TinyBackbone(), 3, pcm_stages=(-5, -2))
 
 
 def test_training_step_terms_and_cam_shape():

@@ -2,6 +2,10 @@
 
 Random rescale (scale jitter around the crop size), horizontal flip, colour jitter (image only) and a
 random crop padded to ``crop_size`` (image padding 0, mask padding 255 = ignore).
+
+The rescale is PSA's/SEAM's/CPN's ``RandomResizeLong`` expressed relative to the crop: the image's long
+side becomes ``crop_size * s`` with ``s`` uniform in ``[scale_min, scale_max]`` (torchvision's
+ScaleJitter on a square target), aspect ratio kept. Their 448..768 for crop 448 is ``(1.0, 1.71)``.
 """
 from __future__ import annotations
 

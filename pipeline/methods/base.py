@@ -19,6 +19,9 @@ class CamMethod(nn.Module):
     """
 
     name: str = ""
+    #: How the multi-scale read-out normalises each class map (:func:`pipeline.cam.multiscale_cam`):
+    #: "max" (PSA/IRN's CAM: divide by the maximum) or "minmax" (SEAM/CPN's inference).
+    readout_norm: str = "max"
 
     def __init__(self, backbone: Backbone, num_classes: int):
         super().__init__()
@@ -32,7 +35,7 @@ class CamMethod(nn.Module):
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         """Raw class activation maps (B, num_classes, h, w) at feature resolution, foreground classes only.
-        The read-out applies ReLU, resizes, fuses scales and flips, and max-normalises."""
+        The read-out applies ReLU, resizes, fuses scales and flips, and normalises (``readout_norm``)."""
         raise NotImplementedError
 
     def set_progress(self, epoch: int, num_epochs: int) -> None:

@@ -1,34 +1,48 @@
-"""CPN: complementary patch network (Zhang et al., ICCV 2021).
+"""CPN: complementary patch network (Zhang et al., ICCV 2021), as the authors' code builds it
+(Ferenas/CPN: network/resnet38_CPN.py, train_cpn.py, infer_cam.py; CPN extends SEAM's code).
 
 Each training image I gets a complementary patch pair: I1 hides a random half of the image's patches
 (grid cells, or SLIC superpixels as in the paper's best setting, n = 300) and I2 hides exactly the other
 half (:func:`complementary_masks`). Hidden pixels take the backbone's neutral colour (the colour its input
-normalisation maps to zero, i.e. the dataset mean, as when a normalised image is multiplied by a 0/1 mask).
-One shared-weight forward over the triplet (I, I1, I2).
+normalisation maps to zero, i.e. the dataset mean, as the authors multiply the normalised image by a 0/1
+mask). The triplet (I, I1, I2) goes through the shared-weight network in three separate forwards
+(``separate_forward``, as the authors), so half-grey images never share batch-norm statistics with I.
 
-Per image of the triplet: the raw CAM from a bias-free 1x1 classifier, and its refinement by the
-Pixel-Region Correlation Module (PRCM), which gets the detached max-normalised CAM of the labelled classes
-with the background ``1 - max fg``. Below, N(.) is ReLU + per-map max normalisation times the label mask,
-and every refined map gets its background channel recomputed as ``1 - max fg`` (as in the authors' code,
-which CPN builds on SEAM's).
+Per image: the raw CAM from a bias-free 1x1 classifier, and its refinement
+(:class:`~pipeline.models.correlation.PixelRegionCorrelationModule`): SEAM's pixel-to-pixel PCM of the
+seed **plus** the region term (softmax over pixels of ReLU'd embeddings against per-class context vectors)
+times the seed. The seed (:func:`~pipeline.models.correlation.correlation_seed`) is the detached
+max-normalised CAM of every class, each pixel keeping only its maximal foreground class, background
+``1 - max fg`` first: no label mask, in training as in inference. The correlation layers see mid-level
+backbone stages (``prcm_stages``, default ``(-3, -2)``: ResNet-38's b4 + b5 and their equivalents).
 
+Below, N(.) is SEAM's ``max_norm`` (:func:`~pipeline.models.correlation.minmax_normalise`) times the label
+mask (background on), and w1, w2 = 1 - w1 are the fractions of pixels I1 and I2 keep (:func:`kept_fraction`).
 Loss = ``cls_weight * (L_cls + min_pool_weight * L_min) + cp_weight * L_CP + prcm_weight * L_CR``:
 
 - ``L_cls``: multilabel soft margin on the averaged raw CAM of each of I, I1, I2 (mean of the three).
-- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of the refined maps (mean of the
-  three; from the authors' SEAM/CPN code).
-- ``L_CP`` (eq. 2), on raw and on refined maps: ``|sg(N(CAM(I1)) + N(CAM(I2))) - N(CAM(I))|`` (the
-  halves' sum is the target: only the full-image CAM is pulled towards what the two halves find on their
-  own, so it covers the less discriminative parts; letting gradient into the halves instead lets them
-  follow a peaked full-image CAM, which collapsed CAMs to peaks in our runs) plus
-  ``|N(R(I)) - N(R(I1)) - N(R(I2))|`` on the refined maps R (trains the PRCM embedding). Both averaged
-  over the labelled (image, class) maps and pixels.
-- ``L_CR``, complementary cross regularisation with OHEM (top ``ohem_ratio``, 20%): what the full image
-  finds that I1 does not, ``ReLU(N(CAM(I)) - N(CAM(I1)))``, reduced to its per-pixel maximal channel,
-  with background, and detached, is the target of the refined map of I2, and symmetrically for I1.
+- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of the refined maps (labelled
+  foreground; mean of the three).
+- ``L_CP`` (eq. 2, :func:`complementary_loss`): ``mean |sg(w1 N(CAM(I1)) + w2 N(CAM(I2))) - N(CAM(I))|``
+  plus ``mean |N(R(I)) - w1 N(R(I1)) - w2 N(R(I2))|`` on the refined maps R, each averaged over all
+  foreground channels (absent classes are zero and count) and pixels. The target is a weighted average
+  of the halves, not their sum; only the raw halves are detached, as the authors.
+- ``L_CR``, complementary cross regularisation with OHEM (top ``ohem_ratio``, 20%): with every map's
+  background set to ``1 - max fg``, the target for I2's refined map is ``max_onehot(N(CAM(I)) -
+  w1 N(CAM(I1)))`` over all channels, background included (:func:`cross_target`), detached; symmetrically
+  for I1. Predictions are ``w N(R)`` with background ``1 - max fg``.
 
-``cam()`` returns the PRCM-refined foreground channels (``cam_source="refined"``, default, as the
-authors' inference does; computed over all classes) or the raw CAM (``cam_source="raw"``).
+``cam()`` returns the refined foreground channels (``cam_source="refined"``, default, as the authors'
+inference) or the raw CAM (``cam_source="raw"``); the read-out is min-max normalised as infer_cam.py.
+
+Departures from the authors' code, kept on purpose:
+
+- Exactly half of the patches are hidden (the paper's 50%); their code draws ``floor(n / 2)`` patch ids
+  with replacement, so fewer are hidden on average. The w1/w2 weighting covers either.
+- No classifier output for the background, no Dropout2d before the classifier, normalisation on the
+  feature grid, ``align_corners=False``: as in :mod:`pipeline.methods.seam`, for the same reasons.
+- Their read-out halves the normalised CAM ("saves time for the best background searching"); not done
+  here: it only moves the best threshold.
 """
 from __future__ import annotations
 
@@ -45,9 +59,10 @@ from pipeline.models.backbones.base import Backbone
 from pipeline.models.correlation import (
     PixelRegionCorrelationModule,
     add_background,
+    correlation_seed,
     keep_max_only,
     low_activation_loss,
-    max_normalise,
+    minmax_normalise,
     ohem_l1,
 )
 
@@ -96,15 +111,24 @@ def complementary_masks(
     return keep1, ~keep1
 
 
-def complementary_loss(
-    cam: torch.Tensor, cam1: torch.Tensor, cam2: torch.Tensor, labels: torch.Tensor
-) -> torch.Tensor:
-    """CPN's L_CP on CAMs (B, C, h, w): ``|N(cam) - N(cam1) - N(cam2)|`` with N = ReLU + per-map max
-    normalisation, averaged over the labelled (image, class) maps and their pixels. Pass detached halves
-    to make their sum a fixed target."""
-    gap = (max_normalise(cam) - max_normalise(cam1) - max_normalise(cam2)).abs() * labels[:, :, None, None]
-    pixels = cam.shape[-1] * cam.shape[-2]
-    return gap.sum() / (labels.sum().clamp_min(1.0) * pixels)
+def kept_fraction(keep: torch.Tensor) -> torch.Tensor:
+    """Per-image fraction (B, 1, 1, 1) of the pixels a keep-mask (B, 1, H, W) keeps: the weight of that
+    half's CAM in CPN's complementary target (the authors' ``contri_rate``)."""
+    return keep.mean(dim=(1, 2, 3), keepdim=True)
+
+
+def complementary_loss(full: torch.Tensor, half1: torch.Tensor, half2: torch.Tensor) -> torch.Tensor:
+    """CPN's L_CP: ``mean |full - half1 - half2|`` over images, channels and pixels, for normalised maps
+    whose halves are already weighted by :func:`kept_fraction` (so their sum is a weighted average).
+    Pass detached halves to make them a fixed target."""
+    return (full - half1 - half2).abs().mean()
+
+
+def cross_target(full: torch.Tensor, half: torch.Tensor) -> torch.Tensor:
+    """CPN's cross-regularisation target: ``max_onehot(full - half)``: the raw difference of two maps
+    (B, C + 1, h, w) with their background channels, each pixel keeping only its maximal channel over all
+    channels, background included (others 0; the kept value may be negative)."""
+    return keep_max_only(full - half)
 
 
 def neutral_colour(backbone: Backbone) -> torch.Tensor:
@@ -117,6 +141,7 @@ def neutral_colour(backbone: Backbone) -> torch.Tensor:
 
 class CPN(CamMethod):
     name = "cpn"
+    readout_norm = "minmax"
 
     def __init__(
         self,
@@ -131,10 +156,12 @@ class CPN(CamMethod):
         prcm_weight: float = 1.0,
         ohem_ratio: float = 0.2,
         min_pool_weight: float = 1.0,
+        prcm_stages: Sequence[int] = (-3, -2),
         prcm_stage_dims: Sequence[int] = (64, 128),
         prcm_embed_dim: int = 192,
         prcm_use_image: bool = True,
         cam_source: str = "refined",
+        separate_forward: bool = True,
     ):
         super().__init__(backbone, num_classes)
         if patch_mode not in PATCH_MODES:
@@ -152,9 +179,11 @@ class CPN(CamMethod):
         self.cls_weight, self.cp_weight, self.prcm_weight = cls_weight, cp_weight, prcm_weight
         self.ohem_ratio, self.cam_source = ohem_ratio, cam_source
         self.min_pool_weight = min_pool_weight
+        self.separate_forward = separate_forward
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
+        nn.init.xavier_uniform_(self.classifier.weight)  # the authors' fc8
         self.prcm = PixelRegionCorrelationModule(
-            backbone.stage_channels, prcm_stage_dims, prcm_embed_dim, prcm_use_image
+            backbone.stage_channels, prcm_stages, prcm_stage_dims, prcm_embed_dim, prcm_use_image
         )
         self.register_buffer("neutral", neutral_colour(backbone), persistent=False)
 
@@ -171,47 +200,47 @@ class CPN(CamMethod):
         keep1 = torch.from_numpy(np.stack([p[0] for p in pairs]))[:, None].to(images.device, images.dtype)
         return keep1, 1.0 - keep1
 
-    def _refine(self, raw: torch.Tensor, features: list[torch.Tensor], images: torch.Tensor,
-                fg_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """PRCM refinement (B, C + 1, h, w) of the detached normalised CAM (with background)."""
-        fg = max_normalise(raw.detach())
-        if fg_mask is not None:
-            fg = fg * fg_mask
-        return self.prcm(add_background(fg), features, self.backbone.normalize(images))
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw fg CAM (B, C, h, w) and refined CAM with background (B, C + 1, h, w)."""
+        features = self.backbone(images)
+        raw = self.classifier(features[-1])
+        refined = self.prcm(correlation_seed(raw), features, self.backbone.normalize(images))
+        return raw, refined
+
+    def _triplet(self, images: torch.Tensor, hidden1: torch.Tensor, hidden2: torch.Tensor):
+        if self.separate_forward:
+            return [self._forward(x) for x in (images, hidden1, hidden2)]
+        raw, refined = self._forward(torch.cat([images, hidden1, hidden2]))
+        return list(zip(raw.split(images.shape[0]), refined.split(images.shape[0])))
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        b = images.shape[0]
         keep1, keep2 = self._masks(images)
         hidden1 = images * keep1 + self.neutral * keep2
         hidden2 = images * keep2 + self.neutral * keep1
-        triplet = torch.cat([images, hidden1, hidden2])
-        features = self.backbone(triplet)
-        raw_all = self.classifier(features[-1])
-        raw, raw1, raw2 = raw_all.split(b)
-        fg_mask = labels[:, :, None, None]
-        refined_all = self._refine(raw_all, features, triplet, fg_mask.repeat(3, 1, 1, 1))
-        refined, refined1, refined2 = refined_all[:, 1:].split(b)
+        (raw, refined), (raw1, refined1), (raw2, refined2) = self._triplet(images, hidden1, hidden2)
+        w1 = kept_fraction(keep1)
+        w2 = 1.0 - w1
 
+        fg_mask = labels[:, :, None, None]
+        bg_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
         cls = torch.stack([
             F.multilabel_soft_margin_loss(x.mean(dim=(2, 3)), labels) for x in (raw, raw1, raw2)
         ]).mean()
-        low = torch.stack([low_activation_loss(r * fg_mask) for r in (refined, refined1, refined2)]).mean()
-        cp = complementary_loss(raw, raw1.detach(), raw2.detach(), labels) + complementary_loss(
-            refined, refined1, refined2, labels
-        )
+        low = torch.stack([low_activation_loss(r[:, 1:] * fg_mask) for r in (refined, refined1, refined2)]).mean()
 
-        n, n1, n2 = (max_normalise(x.detach()) * fg_mask for x in (raw, raw1, raw2))
-        target1 = add_background(keep_max_only(F.relu(n - n2)))
-        target2 = add_background(keep_max_only(F.relu(n - n1)))
-        r1, r2 = (add_background(max_normalise(x) * fg_mask) for x in (refined1, refined2))
-        cross = ohem_l1(r1, target1, self.ohem_ratio) + ohem_l1(r2, target2, self.ohem_ratio)
+        n, n1, n2 = (w * minmax_normalise(x) * fg_mask for w, x in ((1.0, raw), (w1, raw1), (w2, raw2)))
+        r, r1, r2 = (w * minmax_normalise(x) * bg_mask for w, x in ((1.0, refined), (w1, refined1), (w2, refined2)))
+        cp = complementary_loss(n, n1.detach(), n2.detach()) + complementary_loss(r[:, 1:], r1[:, 1:], r2[:, 1:])
+
+        c, c1, c2 = (add_background(x.detach()) for x in (n, n1, n2))
+        target_for_2, target_for_1 = cross_target(c, c1), cross_target(c, c2)
+        pred1, pred2 = add_background(r1[:, 1:]), add_background(r2[:, 1:])
+        cross = ohem_l1(pred2, target_for_2, self.ohem_ratio) + ohem_l1(pred1, target_for_1, self.ohem_ratio)
 
         loss = self.cls_weight * (cls + self.min_pool_weight * low) + self.cp_weight * cp + self.prcm_weight * cross
         return {"loss": loss, "cls": cls.detach(), "min": low.detach(), "cp": cp.detach(), "cr": cross.detach()}
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images)
-        raw = self.classifier(features[-1])
         if self.cam_source == "raw":
-            return raw
-        return self._refine(raw, features, images)[:, 1:]
+            return self.classifier(self.backbone(images)[-1])
+        return self._forward(images)[1][:, 1:]

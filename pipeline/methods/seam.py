@@ -1,27 +1,42 @@
 """SEAM: self-supervised equivariant attention mechanism (Wang et al., CVPR 2020).
 
 A siamese network with shared weights sees the image I and a rescaled copy A(I) (A = bilinear resize by
-``scale``, 0.3 in the paper). Per branch: a bias-free 1x1 classifier gives the foreground CAM; the
-Pixel Correlation Module (:class:`~pipeline.models.correlation.PixelCorrelationModule`) refines it.
+``scale``, 0.3 in the paper); the two branches are separate forwards (as the authors' code does), so each
+batch-norm pass sees one kind of image. Per branch: a bias-free 1x1 classifier gives the foreground CAM;
+the Pixel Correlation Module (:class:`~pipeline.models.correlation.PixelCorrelationModule`) refines the
+detached seed (:func:`~pipeline.models.correlation.correlation_seed`: max-normalised CAM of every class,
+non-maximal foreground channels zeroed, background ``1 - max fg`` first) using mid-level backbone stages
+(``pcm_stages``, default ``(-3, -2)``: ResNet-38's b4 + b5 and their equivalents, see
+:mod:`pipeline.models.correlation`) and the image.
 
-Background channel: ``bg = 1 - max_c(normalised fg_c)``, computed, not learned. (SEAM's classifier has a
-background output, but the authors' code overwrites it with exactly this value before PCM and in every
-loss, so the learned channel would never be used.)
+Below, N(.) is SEAM's training normalisation ``max_norm``
+(:func:`~pipeline.models.correlation.minmax_normalise`: ReLU, subtract the map's minimum, divide by the
+range), times the label mask (background always on). Loss (eq. 8):
+``L = cls_weight * (L_cls + min_pool_weight * L_min) + er_weight * L_ER + ecr_weight * L_ECR`` (1:1:1):
 
-Loss (eq. 8): ``L = L_cls + L_ER + L_ECR`` with weights ``cls_weight : er_weight : ecr_weight`` (1:1:1):
+- ``L_cls``: multilabel soft margin on the globally average-pooled CAM, averaged over both branches.
+- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of each branch's PCM output
+  (labelled foreground), averaged; the authors' code adds it to L_cls.
+- ``L_ER`` (eq. 3): ``mean |A(N(CAM(I))) - N(CAM(A(I)))|`` over all foreground channels (absent classes
+  zeroed), at the resolution of A(I).
+- ``L_ECR`` (eq. 7): ``|A(N(PCM(I))) - T(A(I))| + |N(PCM(A(I))) - T(I)|``, OHEM keeping the top
+  ``ohem_ratio`` (20%) of the (channels x pixels) element losses per image. The target T is the other
+  branch's N(CAM) with background ``1 - max fg`` and only the per-pixel maximal foreground channel kept
+  (``max_onehot``), detached; the PCM output's own (refined) background channel is compared with it.
 
-- ``L_cls``: multilabel soft margin on the globally average-pooled CAM, averaged over both branches,
-  plus ``min_pool_weight`` times :func:`~pipeline.models.correlation.low_activation_loss` of each
-  branch's PCM-refined foreground (labelled classes), as the authors' code adds to it.
-- ``L_ER`` (eq. 3): ``mean |A(CAM(I)) - CAM(A(I))|`` over the max-normalised foreground CAMs of the
-  labelled classes (absent classes zeroed), compared at the resolution of A(I).
-- ``L_ECR`` (eq. 7): ``|A(PCM(I)) - CAM(A(I))| + |A(CAM(I)) - PCM(A(I))|`` with the background channel,
-  OHEM keeping the top ``ohem_ratio`` (20%) of element losses. As in the authors' implementation the raw
-  CAM target keeps only its per-pixel maximal channel and is detached, and PCM gets a detached CAM, with
-  the same suppression of non-maximal foreground channels, so L_ECR trains the PCM embedding.
+``cam()`` returns the PCM-refined foreground (SEAM's inference); its read-out is min-max normalised
+(``readout_norm = "minmax"``, as infer_SEAM.py). PCM memory: see :mod:`pipeline.models.correlation`.
 
-``cam()`` returns the PCM-refined foreground CAM (what SEAM's inference uses). PCM memory: see
-:mod:`pipeline.models.correlation` ((h*w)^2 per image on the feature grid).
+Departures from the authors' code (YudeWang/SEAM), kept on purpose:
+
+- No classifier output for the background: theirs is overwritten by ``1 - max fg`` before PCM and in
+  every loss, so it is never used.
+- No Dropout2d(0.5) before the classifier: it belongs to their ResNet-38 head (b7); the backbones here
+  end in their own head, and plain CAM here has none either, so the comparison stays like for like.
+- Normalisation happens on the feature grid, then maps are resized; theirs upsamples to the input first.
+  Bilinear upsampling keeps a map's minimum and maximum, so the normalised values agree.
+- Resizes use ``align_corners=False`` (theirs: True): immaterial at these factors.
+- One learning rate for all new layers (theirs gives biases 2x; these layers have none).
 """
 from __future__ import annotations
 
@@ -37,9 +52,10 @@ from pipeline.models.backbones.base import Backbone
 from pipeline.models.correlation import (
     PixelCorrelationModule,
     add_background,
+    correlation_seed,
     keep_max_only,
     low_activation_loss,
-    max_normalise,
+    minmax_normalise,
     ohem_l1,
 )
 
@@ -49,17 +65,9 @@ def equivariant_l1(transformed_cam: torch.Tensor, cam_of_transformed: torch.Tens
     return (transformed_cam - cam_of_transformed).abs().mean()
 
 
-def pcm_seed(raw_cam: torch.Tensor) -> torch.Tensor:
-    """The detached CAM that PCM propagates: max-normalised fg with non-maximal fg channels zeroed at each
-    pixel, and the background channel ``1 - max fg`` first: (B, C + 1, h, w)."""
-    with torch.no_grad():
-        fg = max_normalise(raw_cam.detach())
-        background = (1.0 - fg.amax(dim=1, keepdim=True)).clamp_min(0.0)
-        return torch.cat([background, keep_max_only(fg)], dim=1)
-
-
 class SEAM(CamMethod):
     name = "seam"
+    readout_norm = "minmax"
 
     def __init__(
         self,
@@ -71,6 +79,7 @@ class SEAM(CamMethod):
         ecr_weight: float = 1.0,
         ohem_ratio: float = 0.2,
         min_pool_weight: float = 1.0,
+        pcm_stages: Sequence[int] = (-3, -2),
         pcm_stage_dims: Sequence[int] = (64, 128),
         pcm_embed_dim: int = 192,
         pcm_use_image: bool = True,
@@ -87,13 +96,16 @@ class SEAM(CamMethod):
         self.ohem_ratio = ohem_ratio
         self.min_pool_weight = min_pool_weight
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
-        self.pcm = PixelCorrelationModule(backbone.stage_channels, pcm_stage_dims, pcm_embed_dim, pcm_use_image)
+        nn.init.xavier_uniform_(self.classifier.weight)  # SEAM's fc8
+        self.pcm = PixelCorrelationModule(
+            backbone.stage_channels, pcm_stages, pcm_stage_dims, pcm_embed_dim, pcm_use_image
+        )
 
     def _branch(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw fg CAM (B, C, h, w) and PCM-refined CAM with background (B, C + 1, h, w)."""
         features = self.backbone(images)
         raw = self.classifier(features[-1])
-        refined = self.pcm(pcm_seed(raw), features, self.backbone.normalize(images))
+        refined = self.pcm(correlation_seed(raw), features, self.backbone.normalize(images))
         return raw, refined
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,13 +125,13 @@ class SEAM(CamMethod):
         def at_size(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
-        cam_a = at_size(max_normalise(raw)) * fg_mask  # A(CAM(I))
-        cam_b = at_size(max_normalise(raw_t)) * fg_mask  # CAM(A(I))
+        cam_a = at_size(minmax_normalise(raw)) * fg_mask  # A(CAM(I))
+        cam_b = at_size(minmax_normalise(raw_t)) * fg_mask  # CAM(A(I))
         er = equivariant_l1(cam_a, cam_b)
 
         bg_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
-        pcm_a = at_size(max_normalise(refined)) * bg_mask  # A(PCM(I))
-        pcm_b = at_size(max_normalise(refined_t)) * bg_mask  # PCM(A(I))
+        pcm_a = at_size(minmax_normalise(refined)) * bg_mask  # A(PCM(I))
+        pcm_b = at_size(minmax_normalise(refined_t)) * bg_mask  # PCM(A(I))
         target_a = add_background(keep_max_only(cam_a)).detach()
         target_b = add_background(keep_max_only(cam_b)).detach()
         ecr = ohem_l1(pcm_a, target_b, self.ohem_ratio) + ohem_l1(pcm_b, target_a, self.ohem_ratio)

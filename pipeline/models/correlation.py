@@ -1,17 +1,38 @@
 """Correlation modules that refine a CAM with learned feature similarity, and the CAM utilities they share.
 
 - :class:`PixelCorrelationModule` (PCM): SEAM (Wang et al., CVPR 2020, Sec. 3.3, eq. 6). Pixel-to-pixel
-  affinity ``ReLU(cos(theta_i, theta_j))`` normalised over ``j``; ``refined_i = sum_j a_ij * cam_j``.
+  affinity ``ReLU(cos(theta_i, theta_j))`` normalised over ``j``; ``refined_i = sum_j a_ij * seed_j``.
   The affinity is (h*w) x (h*w) on the feature grid: inherent to PCM. At a 448 crop and stride 8 that is
   3136^2 (~39 MB a float32 map per image); at stride 16 784^2 (~2.5 MB). :func:`pcm_propagate` works in
   blocks of query pixels, so without autograd (CAM read-out) it never holds the whole matrix; in training
   autograd keeps every block, i.e. the full matrix per image.
-- :class:`PixelRegionCorrelationModule` (PRCM): CPN (Zhang et al., ICCV 2021, Sec. 3.3). One region
-  feature per class, pooled under that class's CAM; pixel-to-region similarity ``ReLU(cos(theta_i, r_k))``
-  normalised over regions is the refined CAM. Pixel x region is (h*w) x K: no pixel-pixel matrix.
+- :class:`PixelRegionCorrelationModule`: CPN (Zhang et al., ICCV 2021, Sec. 3.3) as the authors' code
+  builds it (Ferenas/CPN, network/resnet38_CPN.py): SEAM's PCM **plus** a region term. Region context
+  vectors are the features averaged under a softmax over pixels of each seed channel (their
+  SpatialGather); each pixel's ReLU'd embedding is compared with the ReLU'd projection of every context
+  vector, scaled by ``K^-1/2`` and soft-maxed over pixels; that map, times the seed, is added to the PCM
+  output. Pixel x region is (h*w) x K: no second pixel-pixel matrix.
 
-Both embed the detached deeper backbone stages (each through a 1x1 conv + ReLU, resized to the last
-stage's grid) and the downsampled normalised image, then a bias-free 1x1 conv (SEAM's f8_3/f8_4/f9).
+Inputs, as in SEAM's and CPN's resnet38 networks: the detached **mid-level** backbone stages (ResNet-38 b4
+and b5, 512 and 1024 channels, each through a bias-free 1x1 conv + ReLU: ``f8_3``, ``f8_4``) and the
+downsampled normalised image, concatenated (``f``); a bias-free 1x1 conv ``f9`` gives the PCM embedding.
+The stages are chosen by index into the backbone's feature list (``stages``, default ``(-3, -2)``), never
+by default the last stage, which is the classifier's own input (an affinity built on it copies the CAM's
+own peaks). ``(-3, -2)`` is the b4 + b5 equivalent of every backbone here (``stage_channels``):
+
+==================  ==========================================  =====================================
+backbone            stages (shallow -> deep)                    ``(-3, -2)``
+==================  ==========================================  =====================================
+resnet38            b3 256, b4 512, b5 1024, b7 4096             b4 512 + b5 1024 (the reference)
+resnet50/101        layer1 256, layer2 512, layer3 1024, l4 2048 layer2 512 + layer3 1024
+efficientnet_lite   stride-4 block, stride-8 (40), stride-16     stride-8 block + stride-16 block
+                    (112), 1280 head                             (40 + 112 on Lite0)
+tiny (tests)        w, 2w, 4w, 8w                                2w + 4w
+==================  ==========================================  =====================================
+
+Stages on a finer grid than the CAM (e.g. stride 8 with output stride 16) are resized to the CAM grid
+(bilinear) after their 1x1 projection. Weight init as the references: Kaiming-normal for the stage
+projections, Xavier-uniform with gain 4 for ``f9`` (and CPN's ``f10``).
 """
 from __future__ import annotations
 
@@ -27,21 +48,43 @@ EPS = 1e-5
 
 
 def max_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """ReLU, then divide every (image, channel) map by its spatial maximum: values in [0, 1)."""
+    """ReLU, then divide every (image, channel) map by its spatial maximum: values in [0, 1). This is how
+    SEAM and CPN normalise the CAM they feed to PCM / PRCM (the seed)."""
     cams = F.relu(cams)
     return cams / (cams.amax(dim=(2, 3), keepdim=True) + eps)
 
 
+def minmax_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses: ReLU, then per (image,
+    channel) map ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1.
+    A map's floor (a PCM output is a weighted average, so it rarely reaches 0) is removed."""
+    cams = F.relu(cams)
+    low = cams.amin(dim=(2, 3), keepdim=True)
+    high = cams.amax(dim=(2, 3), keepdim=True)
+    return F.relu(cams - low - eps) / (high - low + eps)
+
+
 def add_background(fg: torch.Tensor) -> torch.Tensor:
-    """Prepend a background channel ``1 - max_c fg_c`` to max-normalised foreground CAMs (B, C, h, w)."""
+    """Prepend a background channel ``1 - max_c fg_c`` to normalised foreground CAMs (B, C, h, w)."""
     background = (1.0 - fg.amax(dim=1, keepdim=True)).clamp_min(0.0)
     return torch.cat([background, fg], dim=1)
 
 
 def keep_max_only(cams: torch.Tensor) -> torch.Tensor:
-    """Zero every channel that is not the per-pixel maximum (ties keep all). Applied to foreground CAMs
-    before :func:`add_background` it is SEAM's ``max_onehot``, which leaves the background alone."""
+    """Zero every channel that is not the per-pixel maximum (ties keep all; a negative maximum stays).
+    On foreground CAMs before :func:`add_background` it is SEAM's ``max_onehot``; on all channels it is
+    CPN's ``max_onehot``."""
     return cams * (cams >= cams.amax(dim=1, keepdim=True)).to(cams.dtype)
+
+
+def correlation_seed(raw_cam: torch.Tensor) -> torch.Tensor:
+    """The detached CAM that SEAM's PCM and CPN's modules refine, as both networks build it: max-normalised
+    foreground of **every** class (no label mask, in training as in inference), background ``1 - max fg``
+    first, then every foreground channel but the per-pixel maximal one zeroed: (B, C + 1, h, w)."""
+    with torch.no_grad():
+        fg = max_normalise(raw_cam.detach())
+        background = (1.0 - fg.amax(dim=1, keepdim=True)).clamp_min(0.0)
+        return torch.cat([background, keep_max_only(fg)], dim=1)
 
 
 def ohem_l1(prediction: torch.Tensor, target: torch.Tensor, top_ratio: float = 0.2) -> torch.Tensor:
@@ -64,53 +107,74 @@ def low_activation_loss(refined_fg: torch.Tensor, fraction: float = 0.25) -> tor
     return F.relu(strongest.topk(k, dim=1, largest=False).values).mean()
 
 
-class CorrelationEmbedding(nn.Module):
-    """Per-pixel embedding theta from the last ``len(stage_dims)`` backbone stages (+ the image).
+def resolve_stages(stages: Sequence[int], num_stages: int, option: str) -> tuple[int, ...]:
+    """Validate backbone stage indices (negative counts from the deepest) -> non-negative indices."""
+    stages = tuple(stages)
+    if not stages:
+        raise ConfigError(f"{option}: needs at least one backbone stage index")
+    bad = [s for s in stages if not -num_stages <= s < num_stages]
+    if bad:
+        raise ConfigError(f"{option}: stage index {bad[0]} out of range for a {num_stages}-stage backbone")
+    resolved = tuple(s % num_stages for s in stages)
+    if len(set(resolved)) != len(resolved):
+        raise ConfigError(f"{option}: repeated stage in {list(stages)}")
+    return resolved
 
-    Backbone features are detached (as in SEAM's implementation): the correlation loss trains the
-    embedding only, the backbone is trained by the classification and equivariance/complementarity losses.
+
+class CorrelationFeatures(nn.Module):
+    """SEAM's / CPN's ``f``: ``[image, ReLU(conv(stage_a)), ReLU(conv(stage_b)), ...]`` on the CAM grid.
+
+    Backbone features are detached (as in the references): the correlation losses train these layers
+    only; the backbone is trained by the classification and equivariance/complementarity losses.
     """
 
     def __init__(
         self,
         stage_channels: Sequence[int],
-        stage_dims: Sequence[int],
-        embed_dim: int,
+        stages: Sequence[int] = (-3, -2),
+        stage_dims: Sequence[int] = (64, 128),
         use_image: bool = True,
-        detach_features: bool = True,
+        option: str = "pcm",
     ):
         super().__init__()
-        if len(stage_dims) < 1 or len(stage_dims) > len(stage_channels):
+        self.stages = resolve_stages(stages, len(stage_channels), f"{option}_stages")
+        if len(stage_dims) != len(self.stages):
             raise ConfigError(
-                f"pcm_stage_dims: needs 1..{len(stage_channels)} entries (one per deep stage), "
-                f"got {list(stage_dims)}"
+                f"{option}_stage_dims: needs one size per entry of {option}_stages "
+                f"({len(self.stages)}), got {list(stage_dims)}"
             )
-        if min(stage_dims) < 1 or embed_dim < 1:
-            raise ConfigError("pcm_stage_dims/pcm_embed_dim: embedding sizes must be positive")
-        in_channels = list(stage_channels)[-len(stage_dims):]
-        self.num_stages = len(stage_dims)
+        if min(stage_dims) < 1:
+            raise ConfigError(f"{option}_stage_dims: embedding sizes must be positive, got {list(stage_dims)}")
         self.use_image = use_image
-        self.detach_features = detach_features
         self.stage_proj = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.ReLU(inplace=True))
-            for c_in, c_out in zip(in_channels, stage_dims)
+            nn.Conv2d(stage_channels[s], dim, 1, bias=False) for s, dim in zip(self.stages, stage_dims)
         )
-        fused = sum(stage_dims) + (3 if use_image else 0)
-        self.fuse = nn.Conv2d(fused, embed_dim, 1, bias=False)
+        for proj in self.stage_proj:
+            nn.init.kaiming_normal_(proj.weight)
+        self.out_channels = sum(stage_dims) + (3 if use_image else 0)
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor | None = None) -> torch.Tensor:
         grid = features[-1].shape[-2:]
         parts = []
         if self.use_image:
             if image is None:
-                raise ValueError("CorrelationEmbedding(use_image=True) needs the (normalised) image")
+                raise ValueError("CorrelationFeatures(use_image=True) needs the (normalised) image")
             parts.append(F.interpolate(image, size=grid, mode="bilinear", align_corners=False))
-        for proj, feat in zip(self.stage_proj, features[-self.num_stages:]):
-            feat = feat.detach() if self.detach_features else feat
-            if feat.shape[-2:] != grid:
-                feat = F.interpolate(feat, size=grid, mode="bilinear", align_corners=False)
-            parts.append(proj(feat))
-        return self.fuse(torch.cat(parts, dim=1))
+        for proj, index in zip(self.stage_proj, self.stages):
+            projected = proj(features[index].detach())  # a 1x1 conv commutes with the resize below
+            if projected.shape[-2:] != grid:
+                projected = F.interpolate(projected, size=grid, mode="bilinear", align_corners=False)
+            parts.append(F.relu(projected))
+        return torch.cat(parts, dim=1)
+
+
+def embedding_conv(in_channels: int, embed_dim: int) -> nn.Conv2d:
+    """SEAM's ``f9``: a bias-free 1x1 conv, Xavier-uniform init with gain 4."""
+    if embed_dim < 1:
+        raise ConfigError(f"embed_dim: must be positive, got {embed_dim}")
+    conv = nn.Conv2d(in_channels, embed_dim, 1, bias=False)
+    nn.init.xavier_uniform_(conv.weight, gain=4.0)
+    return conv
 
 
 def pixel_affinity(embedding: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -141,49 +205,53 @@ def pcm_propagate(
 
 
 class PixelCorrelationModule(nn.Module):
-    """SEAM's PCM: learned embedding + affinity propagation of the CAM (with its background channel)."""
+    """SEAM's PCM: ``f`` -> ``f9`` embedding -> affinity propagation of the seed (background first)."""
 
-    def __init__(self, stage_channels: Sequence[int], stage_dims: Sequence[int] = (64, 128),
-                 embed_dim: int = 192, use_image: bool = True):
+    def __init__(self, stage_channels: Sequence[int], stages: Sequence[int] = (-3, -2),
+                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True):
         super().__init__()
-        self.embedding = CorrelationEmbedding(stage_channels, stage_dims, embed_dim, use_image)
+        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "pcm")
+        self.embed = embedding_conv(self.features.out_channels, embed_dim)
 
-    def forward(self, cams: torch.Tensor, features: Sequence[torch.Tensor],
+    def forward(self, seed: torch.Tensor, features: Sequence[torch.Tensor],
                 image: torch.Tensor | None = None) -> torch.Tensor:
-        """``cams`` (B, K, h, w) on the last stage's grid -> refined (B, K, h, w)."""
-        return pcm_propagate(cams, self.embedding(features, image))
+        """``seed`` (B, K, h, w) on the last stage's grid -> refined (B, K, h, w)."""
+        return pcm_propagate(seed, self.embed(self.features(features, image)))
 
 
-def region_prototypes(cams: torch.Tensor, embedding: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Region features (B, K, D): the embedding averaged under each non-negative CAM channel's weights."""
-    weights = cams.flatten(2)  # (B, K, N)
-    pooled = weights @ embedding.flatten(2).transpose(1, 2)  # (B, K, D)
-    return pooled / weights.sum(dim=-1, keepdim=True).clamp_min(eps)
+def spatial_gather(features: torch.Tensor, seed: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """CPN's SpatialGather (from OCR): one context vector per seed channel, the features (B, D, h, w)
+    averaged under ``softmax over pixels (scale * seed_k)`` -> (B, K, D)."""
+    weights = torch.softmax(scale * seed.flatten(2), dim=-1)  # (B, K, N)
+    return weights @ features.flatten(2).transpose(1, 2)
 
 
-def pixel_region_correlation(embedding: torch.Tensor, prototypes: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """ReLU(cosine) between every pixel (B, D, h, w) and region (B, K, D), normalised over regions:
-    (B, K, h, w), each pixel's weights non-negative and summing to 1 (0 where no region is similar)."""
-    b, _, h, w = embedding.shape
-    pixels = F.normalize(embedding.flatten(2), dim=1, eps=eps)
-    regions = F.normalize(prototypes, dim=2, eps=eps)
-    similarity = F.relu(regions @ pixels)  # (B, K, N)
-    similarity = similarity / similarity.sum(dim=1, keepdim=True).clamp_min(eps)
-    return similarity.view(b, -1, h, w)
+def region_attention(pixels: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """CPN's PRCM map: ``softmax over pixels (keys . pixels / sqrt(K))`` for pixel embeddings (B, E, h, w)
+    and per-region keys (B, K, E) -> (B, K, h, w); every channel sums to 1 over the pixels."""
+    b, _, h, w = pixels.shape
+    similarity = (keys @ pixels.flatten(2)) * keys.shape[1] ** -0.5  # (B, K, N)
+    return torch.softmax(similarity, dim=-1).view(b, -1, h, w)
 
 
 class PixelRegionCorrelationModule(nn.Module):
-    """CPN's PRCM: region features pooled under each class's CAM; pixel-to-region similarity is the
-    refined CAM. ``cams`` are non-negative, max-normalised, with the background channel first."""
+    """CPN's refinement as the authors' network computes it:
+    ``PCM(seed) + seed * softmax_pixels(ReLU(f10(context)) . ReLU(f9(f)) / sqrt(K))``, where the context
+    vectors are :func:`spatial_gather` of ``f`` under the seed, and ``f9`` is shared with the PCM term."""
 
-    def __init__(self, stage_channels: Sequence[int], stage_dims: Sequence[int] = (64, 128),
-                 embed_dim: int = 192, use_image: bool = True):
+    def __init__(self, stage_channels: Sequence[int], stages: Sequence[int] = (-3, -2),
+                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True):
         super().__init__()
-        self.embedding = CorrelationEmbedding(stage_channels, stage_dims, embed_dim, use_image)
+        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "prcm")
+        self.embed = embedding_conv(self.features.out_channels, embed_dim)  # f9
+        self.key = nn.Linear(self.features.out_channels, embed_dim, bias=False)  # f10 on (B, K, D)
+        nn.init.xavier_uniform_(self.key.weight, gain=4.0)
 
-    def forward(self, cams: torch.Tensor, features: Sequence[torch.Tensor],
+    def forward(self, seed: torch.Tensor, features: Sequence[torch.Tensor],
                 image: torch.Tensor | None = None) -> torch.Tensor:
-        embedding = self.embedding(features, image)
-        if cams.shape[-2:] != embedding.shape[-2:]:
-            cams = F.interpolate(cams, size=embedding.shape[-2:], mode="bilinear", align_corners=False)
-        return pixel_region_correlation(embedding, region_prototypes(cams, embedding))
+        """``seed`` (B, K, h, w) from :func:`correlation_seed` -> refined (B, K, h, w)."""
+        f = self.features(features, image)
+        embedding = self.embed(f)
+        keys = F.relu(self.key(spatial_gather(f, seed)))
+        region = region_attention(F.relu(embedding), keys)
+        return pcm_propagate(seed, embedding) + region * seed
