@@ -71,7 +71,9 @@ def train_method(
 ) -> list[dict[str, float]]:
     """Train ``method`` on batches of (images (B,3,H,W) in [0,1], targets) and return one dict of mean loss
     terms per epoch. Any module with ``training_step(images, targets)`` and ``param_groups(lr, mult)``
-    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress). ``freeze_bn``: :func:`freeze_batchnorm` on
+    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress). Methods
+    trained in stages (``stage_span(epoch, epochs)`` -> the epochs of the current stage) get a poly schedule
+    per stage. ``freeze_bn``: :func:`freeze_batchnorm` on
     ``method.backbone`` (frozen layers stay frozen afterwards)."""
     method.to(device).train()
     if freeze_bn:
@@ -89,12 +91,15 @@ def train_method(
     for epoch in range(epochs):
         if hasattr(method, "set_progress"):
             method.set_progress(epoch, epochs)
+        # the poly decay runs over the whole training, or restarts with each stage of a method trained in
+        # stages with a schedule each (PPL's progressive stages: ``stage_span``)
+        span = method.stage_span(epoch, epochs) if hasattr(method, "stage_span") else range(epochs)
         sums: dict[str, float] = {}
         count = 0
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            factor = poly_lr_factor(step, total_steps)
+            factor = poly_lr_factor(step - span.start * steps_per_epoch, len(span) * steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             with torch.autocast(device.type, enabled=use_amp):

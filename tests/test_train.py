@@ -76,3 +76,34 @@ def test_scale_augmentation_resizes_the_long_side_relative_to_the_crop(height, w
     long_extent, short_extent = (cols, rows) if width >= height else (rows, cols)
     assert long_extent == 16
     assert abs(short_extent - 16 * min(height, width) / max(height, width)) < 1
+
+
+
+def test_progressive_stages_restart_the_poly_schedule(monkeypatch):
+    from pipeline.methods.ppl import PPL
+
+    built = []
+    real_sgd = torch.optim.SGD
+
+    def capture(*args, **kwargs):
+        built.append(real_sgd(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(torch.optim, "SGD", capture)
+    torch.manual_seed(0)
+    method = PPL(TinyBackbone(output_stride=8), 2, granularities=(1, 2), split_stages=(-2,))
+    batches = [(torch.rand(2, 3, 32, 32), torch.tensor([[1.0, 0.0], [0.0, 1.0]]))] * 2
+
+    def lrs_of_a_run():
+        seen = []
+        train_method(method, batches, epochs=4, lr=0.1, head_lr_mult=1.0, amp=False,
+                     on_step=lambda step, total: seen.append(built[-1].param_groups[0]["lr"]))
+        return seen
+
+    restarted = lrs_of_a_run()
+    method.restart_schedule = False
+    single = lrs_of_a_run()
+    # two stages of 2 epochs x 2 steps: the decay starts again at step 4
+    assert restarted[0] == pytest.approx(0.1) and restarted[4] == pytest.approx(0.1)
+    assert restarted[3] < restarted[2] < restarted[1] < 0.1
+    assert single[0] == pytest.approx(0.1) and single[4] < single[3] < 0.1

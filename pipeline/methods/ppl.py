@@ -31,8 +31,8 @@ Our choices where the abstract is silent:
   receives gradient).
 - Progressive schedule: ``granularities`` (e.g. [1, 2, 4]) split the training epochs into equal stages
   (:func:`stage_epochs`); each stage continues from the previous weights. The paper gives each stage its
-  own optimisation schedule; the shared trainer runs one poly schedule over all epochs, and
-  :meth:`PPL.stage_span` gives the epoch range of the current stage for a trainer that restarts it.
+  own optimisation schedule: with ``restart_schedule`` (default) the trainer restarts its poly lr decay at
+  every stage (:meth:`PPL.stage_span`); without it one poly schedule spans all epochs.
 - ``cam()`` is the unsplit forward of the whole image (the paper's inference on the whole image).
 
 Explicit fusion (``fusion=True``, one split stage only): all granularities at once in one model. For each
@@ -152,6 +152,7 @@ class PPL(CamMethod):
         lse_r: float = 1.0,
         fusion: bool = False,
         fusion_dim: int = 256,
+        restart_schedule: bool = True,
     ):
         super().__init__(backbone, num_classes)
         granularities = [int(g) for g in granularities]
@@ -176,6 +177,7 @@ class PPL(CamMethod):
         self.split_stages = sorted({s % num_stages for s in split_stages})
         self.aggregation, self.lse_r = aggregation, float(lse_r)
         self.fusion = fusion
+        self.restart_schedule = restart_schedule
         self.current = granularities[0]
         channels = backbone.out_channels
         if fusion:
@@ -188,7 +190,10 @@ class PPL(CamMethod):
             self.classifier = nn.Conv2d(channels, num_classes, 1, bias=False)
 
     def stage_span(self, epoch: int, num_epochs: int) -> range:
-        """The epochs of the progressive stage that ``epoch`` belongs to (for a per-stage lr schedule)."""
+        """The epochs of the progressive stage that ``epoch`` belongs to: the trainer restarts its poly lr
+        schedule over them (``restart_schedule``; otherwise one schedule spans all epochs)."""
+        if not self.restart_schedule or self.fusion:  # fusion trains every granularity at once
+            return range(num_epochs)
         spans = stage_epochs(len(self.granularities), num_epochs)
         return next((span for span in spans if epoch in span), spans[-1])
 
