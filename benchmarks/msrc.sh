@@ -16,6 +16,8 @@
 #                                          # SEG_STEPS (1,200) steps, batch 8, crop 160, trained identically;
 #                                          # the training variants of the DeepLab table (ONLY="name ..." runs
 #                                          # a subset; makes the CRF pseudo masks first if missing)
+#   bash benchmarks/msrc.sh deeplab-crops  # what train_seg's crops show the network (resize factor, padding)
+#                                          # per train_seg.scale_reference; seconds, no training
 #   bash benchmarks/msrc.sh deeplab-eval   # the last DeepLab trained on LABELS (pseudo | gt) on MSRC train
 #                                          # (single scale, against the real masks) and on val with the CRF
 #
@@ -93,8 +95,9 @@ case "${1:-}" in
     ;;
   deeplab)
     steps=${SEG_STEPS:-1200}
-    [[ -d "$OUT/msrc/crf/cam" ]] || run --out "$OUT/msrc" --summary benchmarks/results/deeplab.jsonl \
-        --stages crf eval_pseudo
+    if [[ -z "${ONLY:-}" || " $ONLY " == *" weak_"* ]] && [[ ! -d "$OUT/msrc/crf/cam" ]]; then
+      run --out "$OUT/msrc" --summary benchmarks/results/deeplab.jsonl --stages crf eval_pseudo
+    fi
     seg() {
       name=$1; shift
       [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || return 0
@@ -110,6 +113,9 @@ case "${1:-}" in
         --set train_seg.freeze_backbone_bn=true
     seg weak_image_lr1e-3 --set train_seg.scale_reference=image --set train_seg.lr=0.001
     ;;
+  deeplab-crops)
+    python benchmarks/seg_crop_stats.py --root "$DATA" --crop 160
+    ;;
   deeplab-eval)
     labels=${LABELS:-pseudo}
     run --out "$OUT/msrc" --set train_seg.labels="$labels" --set data.val_split=train --set 'eval_seg.scales=[1.0]' \
@@ -117,6 +123,6 @@ case "${1:-}" in
     run --out "$OUT/msrc" --set train_seg.labels="$labels" --set eval_seg.use_crf=true \
         --summary benchmarks/results/deeplab.jsonl --stages eval_seg
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate|deeplab|deeplab-eval" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval" >&2
      exit 2 ;;
 esac

@@ -9,8 +9,10 @@ Inference averages the softmax over scales and horizontal flips at the input res
 by the dense CRF.
 
 Departures from the references, and why:
-- ``scale_reference: crop`` keeps the project's classification-stage jitter (the image is fitted into
-  ``crop_size * s``) as an option for comparison; the references scale the image itself (the default).
+- ``train_seg.scale_reference`` defaults to ``crop``, the project's classification-stage jitter (the image
+  is fitted into ``crop_size * s``), until the 1,200-step MSRC benchmark measures ``image`` (the
+  references' rescale of the image itself). With ``crop`` at crop 160, MSRC images are seen at 0.25-0.75 of
+  their size (eval reads them at 0.5-1.5) and 38% of each crop is padding (benchmarks/README.md, DeepLab).
 - The image is padded with 0 (black), not the ImageNet mean, because the backbones normalise internally.
 """
 from __future__ import annotations
