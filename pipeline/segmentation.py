@@ -14,6 +14,9 @@ Departures from the references, and why:
   references' rescale of the image itself). With ``crop`` at crop 160, MSRC images are seen at 0.25-0.75 of
   their size (eval reads them at 0.5-1.5) and 38% of each crop is padding (benchmarks/README.md, DeepLab).
 - The image is padded with 0 (black), not the ImageNet mean, because the backbones normalise internally.
+- ``train_seg.lr`` defaults to 0.01 (head 0.1), 10x SEAM's 1e-3 (head 1e-2), and the backbone's batch
+  norms train at batch 8 (``train_seg.freeze_backbone_bn: false``; SEAM trains them at batch 10, DeepLab-v2
+  freezes them): neither has been measured against the reference setting on MSRC yet.
 """
 from __future__ import annotations
 
