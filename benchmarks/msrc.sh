@@ -16,6 +16,14 @@
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
 #                                          # and PPL's fusion variant with its no-patch control
 #   bash benchmarks/msrc.sh investigate    # ablations behind the methods table (light schedule)
+#   bash benchmarks/msrc.sh deeplab        # after cam-baseline: DeepLab on pseudo masks vs ground truth at
+#                                          # SEG_STEPS (1,200) steps, batch 8, crop 160, trained identically;
+#                                          # the training variants of the DeepLab table (ONLY="name ..." runs
+#                                          # a subset; makes the CRF pseudo masks first if missing)
+#   bash benchmarks/msrc.sh deeplab-crops  # what train_seg's crops show the network (resize factor, padding)
+#                                          # per train_seg.scale_reference; seconds, no training
+#   bash benchmarks/msrc.sh deeplab-eval   # the last DeepLab trained on LABELS (pseudo | gt) on MSRC train
+#                                          # (single scale, against the real masks) and on val with the CRF
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
 # metrics, peak RSS); benchmarks/README.md holds the tables made from them.
@@ -102,6 +110,36 @@ case "${1:-}" in
     light cpn_clsonly --set method=cpn --set methods.cpn.cp_weight=0 --set methods.cpn.prcm_weight=0 \
           --set methods.cpn.cam_source=raw
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate" >&2
+  deeplab)
+    steps=${SEG_STEPS:-1200}
+    if [[ -z "${ONLY:-}" || " $ONLY " == *" weak_"* ]] && [[ ! -d "$OUT/msrc/crf/cam" ]]; then
+      run --out "$OUT/msrc" --summary benchmarks/results/deeplab.jsonl --stages crf eval_pseudo
+    fi
+    seg() {
+      name=$1; shift
+      [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || return 0
+      run --out "$OUT/msrc" --set train_seg.steps="$steps" --set train_seg.val_every="$steps" \
+          --summary benchmarks/results/deeplab.jsonl --stages train_seg eval_seg "$@"
+    }
+    seg weak_crop --set train_seg.scale_reference=crop
+    seg full_crop --set train_seg.labels=gt --set train_seg.scale_reference=crop
+    seg weak_image --set train_seg.scale_reference=image
+    seg full_image --set train_seg.labels=gt --set train_seg.scale_reference=image
+    seg weak_image_frozen --set train_seg.scale_reference=image --set train_seg.freeze_backbone_bn=true
+    seg full_image_frozen --set train_seg.labels=gt --set train_seg.scale_reference=image \
+        --set train_seg.freeze_backbone_bn=true
+    seg weak_image_lr1e-3 --set train_seg.scale_reference=image --set train_seg.lr=0.001
+    ;;
+  deeplab-crops)
+    python benchmarks/seg_crop_stats.py --root "$DATA" --crop 160
+    ;;
+  deeplab-eval)
+    labels=${LABELS:-pseudo}
+    run --out "$OUT/msrc" --set train_seg.labels="$labels" --set data.val_split=train --set 'eval_seg.scales=[1.0]' \
+        --set eval_seg.flip=false --summary benchmarks/results/deeplab.jsonl --stages eval_seg
+    run --out "$OUT/msrc" --set train_seg.labels="$labels" --set eval_seg.use_crf=true \
+        --summary benchmarks/results/deeplab.jsonl --stages eval_seg
+    ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval" >&2
      exit 2 ;;
 esac

@@ -166,11 +166,14 @@ class TrainSegParams(TrainingParams):
     """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"
+    split: str | None = None
     head: Literal["v3", "v2"] = "v3"
     steps: int = Field(400, ge=1)
     batch_size: int = Field(8, ge=2)
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(1.5, gt=0)
+    scale_reference: Literal["image", "crop"] = "crop"
+    freeze_backbone_bn: bool = False
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
 

@@ -1,5 +1,7 @@
 """Stage ``train_seg``: DeepLab trained on the pseudo masks (``train_seg.labels: pseudo``) or on the
-ground truth (``labels: gt``, the fully supervised upper bound: same code, a parameter switch).
+ground truth (``labels: gt``, the fully supervised upper bound: same code, a parameter switch), on the
+split ``train_seg.split`` (default ``data.train_split``, the split the pseudo masks are made on; VOC's
+protocol makes pseudo masks on train_aug and trains DeepLab on train_aug), validated on ``data.val_split``.
 
 Writes ``outputs/train_seg/<method>_<labels>/``: ``model.pt``, ``metrics.json`` (final loss, val mIoU,
 wall time) and ``dvclive/`` (loss and val mIoU curves, DVC plots).
@@ -14,13 +16,12 @@ import torch
 from dvclive import Live
 
 from pipeline.data.loaders import SegmentationSamples
-from pipeline.data.transforms import train_transform
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, load_mask, write_json
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
-from pipeline.segmentation import image_to_tensor, predict, train_segmentation
+from pipeline.segmentation import image_to_tensor, predict, segmentation_train_transform, train_segmentation
 from pipeline.train import resolve_device, seed_everything
 from stages.common import open_split, progress_bar, require, stage_dir, training_loader
 from stages.config import Params
@@ -28,6 +29,20 @@ from stages.config import Params
 
 def seg_tag(params: Params) -> str:
     return f"{params.method}_{params.train_seg.labels}"
+
+
+def train_split(params: Params) -> str:
+    """The split DeepLab trains on: ``train_seg.split``, else ``data.train_split``."""
+    return params.train_seg.split or params.data.train_split
+
+
+def check_pseudo_masks(mask_dir: Path, image_ids: list[str], split: str) -> None:
+    """Fail with one line naming the first missing pseudo mask when ``mask_dir`` lacks any id of ``split``."""
+    missing = [image_id for image_id in image_ids if not (mask_dir / f"{image_id}.png").is_file()]
+    if missing:
+        raise DataError(f"{mask_dir / (missing[0] + '.png')}: pseudo mask missing ({len(missing)} of "
+                        f"{len(image_ids)} images of train_seg split {split!r}); run `wsss-pipe crf` on "
+                        f"that split (data.train_split) or set train_seg.split")
 
 
 def val_miou(model, dataset, num_classes: int, device: torch.device) -> float:
@@ -40,7 +55,7 @@ def val_miou(model, dataset, num_classes: int, device: torch.device) -> float:
 
 
 def save_model(path: Path, model, params: Params, class_names: list[str]) -> None:
-    torch.save({"head": params.train_seg.head, "class_names": class_names,
+    torch.save({"head": params.train_seg.head, "class_names": class_names, "train_split": train_split(params),
                 "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
                 "state_dict": model.state_dict()}, path)
 
@@ -59,21 +74,24 @@ def run(params: Params) -> dict:
     cfg = params.train_seg
     device = resolve_device(params.device)
     generator = seed_everything(params.seed)
-    train, index = open_split(params, params.data.train_split)
+    split = train_split(params)
+    train, index = open_split(params, split)
     val, _ = open_split(params, params.data.val_split)
     class_names = index["classes"]
     if cfg.labels == "pseudo":
         mask_dir = require(stage_dir(params, "crf", params.method), "run `wsss-pipe crf` first")
+        check_pseudo_masks(mask_dir, train.ids, split)
         mask_fn = lambda image_id: load_mask(mask_dir / f"{image_id}.png")  # noqa: E731
     else:
-        if not index["splits"][params.data.train_split]["has_masks"]:
-            raise DataError(f"train_seg.labels: gt needs masks for split {params.data.train_split!r}")
+        if not index["splits"][split]["has_masks"]:
+            raise DataError(f"train_seg.labels: gt needs masks for split {split!r}")
         mask_fn = train.load_mask
-    samples = SegmentationSamples(train, train.ids, mask_fn,
-                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
+    transform = segmentation_train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter,
+                                             cfg.scale_reference)
+    samples = SegmentationSamples(train, train.ids, mask_fn, transform)
     loader = training_loader(samples, cfg, generator, device)
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
-    model = build_deeplab(backbone, len(class_names), head=cfg.head)
+    model = build_deeplab(backbone, len(class_names), head=cfg.head, freeze_backbone_bn=cfg.freeze_backbone_bn)
 
     with atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) as out:
         live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)

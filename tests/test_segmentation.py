@@ -113,3 +113,98 @@ def test_training_rejects_bad_input():
         train_segmentation(model, [], max_steps=1, lr=0.01)
     with pytest.raises(ConfigError, match="max_steps"):
         train_segmentation(model, [synthetic_batch()], max_steps=0, lr=0.01)
+
+
+def test_random_scale_is_relative_to_the_image():
+    from torchvision import tv_tensors
+
+    from pipeline.segmentation import RandomScale
+
+    image = tv_tensors.Image(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.zeros(40, 60, dtype=torch.uint8))
+    mask[10:30, 20:40] = 7
+    for factor, size in ((0.5, (20, 30)), (2.0, (80, 120))):
+        scaled_image, scaled_mask = RandomScale(factor, factor)(image, mask)
+        assert scaled_image.shape[-2:] == size and scaled_mask.shape == size
+        assert set(scaled_mask.unique().tolist()) == {0, 7}  # nearest: no interpolated labels
+    with pytest.raises(ConfigError, match="scale_min"):
+        RandomScale(1.5, 0.5)
+
+
+@pytest.mark.parametrize("reference", ["image", "crop"])
+def test_train_transform_crops_and_pads_the_mask_with_ignore(reference):
+    from torchvision import tv_tensors
+
+    from pipeline.segmentation import segmentation_train_transform
+
+    torch.manual_seed(0)
+    transform = segmentation_train_transform(32, 1.0, 1.0, 0.0, scale_reference=reference)
+    image = tv_tensors.Image(torch.full((3, 20, 24), 200, dtype=torch.uint8))
+    mask = tv_tensors.Mask(torch.full((20, 24), 3, dtype=torch.uint8))
+    out_image, out_mask = transform(image, mask)
+    assert out_image.shape == (3, 32, 32) and out_image.dtype == torch.float32 and out_image.max() <= 1.0
+    labelled = int((out_mask == 3).sum())
+    # "image" keeps the image's own size (20 x 24 pixels labelled); "crop" fits it into 32 x 32 first
+    assert labelled == (20 * 24 if reference == "image" else 26 * 32)
+    assert int((out_mask == 255).sum()) == 32 * 32 - labelled
+    with pytest.raises(ConfigError, match="scale_reference"):
+        segmentation_train_transform(32, 1.0, 1.0, scale_reference="input")
+
+
+def test_frozen_backbone_batch_norm_keeps_pretrained_statistics():
+    torch.manual_seed(0)
+    model = build_deeplab(TinyBackbone(output_stride=8), 2, "v3", freeze_backbone_bn=True)
+    backbone_bn = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    head_bn = [m for m in model.head.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert backbone_bn and head_bn
+    before = [(m.running_mean.clone(), m.weight.detach().clone()) for m in backbone_bn]
+    head_before = head_bn[0].running_mean.clone()
+    train_segmentation(model, [synthetic_batch()], max_steps=3, lr=0.01, amp=False)
+    predict(model, synthetic_batch()[0][0])  # switches to eval and back: frozen norms must stay in eval
+    assert model.training and all(not m.training for m in backbone_bn) and all(m.training for m in head_bn)
+    for m, (mean, weight) in zip(backbone_bn, before):
+        assert torch.equal(m.running_mean, mean) and torch.equal(m.weight, weight)
+    assert not torch.equal(head_bn[0].running_mean, head_before)
+    grouped = {id(p) for group in model.param_groups(0.01) for p in group["params"]}
+    assert not any(id(m.weight) in grouped for m in backbone_bn)
+    unfrozen = build_deeplab(TinyBackbone(output_stride=8), 2, "v3")
+    assert all(m.training for m in unfrozen.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.fixture
+def tiny_stage_params(tmp_path):
+    from conftest import REPO
+    from stages.config import load_params
+
+    def make(*overrides):
+        return load_params(REPO / "params.yaml", [
+            f"paths.outputs={tmp_path / 'out'}", f"synthetic.root={tmp_path / 'syn'}", f"data.root={tmp_path / 'syn'}",
+            "synthetic.num_train=4", "synthetic.num_val=4", "synthetic.image_size=48",
+            "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
+            "train_seg.steps=2", "train_seg.batch_size=2", "train_seg.crop_size=48", "train_seg.val_every=2",
+            "workers=1", *overrides,
+        ])
+    return make
+
+
+def test_deeplab_trains_on_its_own_split_and_needs_its_pseudo_masks(tiny_stage_params):
+    from pipeline.io import save_mask
+    from stages import data, synthetic, train_seg
+    from stages.common import load_index, stage_dir
+
+    params = tiny_stage_params("train_seg.split=val", "train_seg.scale_reference=image")
+    synthetic.run(params)
+    data.run(params)
+    index = load_index(params)
+    crf_dir = stage_dir(params, "crf", params.method)
+    for image_id in index["splits"]["train"]["ids"]:  # pseudo masks made on data.train_split only
+        save_mask(crf_dir / f"{image_id}.png", np.zeros((48, 48), dtype=np.uint8))
+    first_val = index["splits"]["val"]["ids"][0]
+    with pytest.raises(DataError, match=rf"{first_val}\.png: pseudo mask missing \(4 of 4 images of train_seg "
+                                        r"split 'val'\)"):
+        train_seg.run(params)
+    for image_id in index["splits"]["val"]["ids"]:
+        save_mask(crf_dir / f"{image_id}.png", np.zeros((48, 48), dtype=np.uint8))
+    train_seg.run(params)
+    checkpoint = torch.load(stage_dir(params, "train_seg", "cam_pseudo") / "model.pt", weights_only=False)
+    assert checkpoint["train_split"] == "val"

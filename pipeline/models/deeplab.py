@@ -12,6 +12,10 @@
 One ASPP implementation serves every backbone rather than torchvision's ``DeepLabHead``: torchvision's
 head fixes the rates to 12/24/36 (output stride 8 only), adds an extra 3x3 layer the paper does not have,
 and the project's backbones (tiny, EfficientNet-Lite, ResNet) come in at output stride 8 or 16.
+
+``freeze_backbone_bn`` keeps the backbone's batch-norm layers at their pretrained statistics and affine
+parameters during training, as DeepLab-v2 (and IRN's deeplab-pytorch) do when the batch is too small for
+reliable batch statistics; the head's batch norms (trained from scratch) always train.
 """
 from __future__ import annotations
 
@@ -116,12 +120,30 @@ class SegmentationModel(nn.Module):
     """Backbone + DeepLab head. ``forward(images in [0, 1])`` -> logits (B, num_classes, H, W) upsampled
     bilinearly to the input size. ``num_classes`` includes background."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, head_name: str):
+    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, head_name: str,
+                 freeze_backbone_bn: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.num_classes = num_classes
         self.head_name = head_name
+        self.freeze_backbone_bn = freeze_backbone_bn
+        if freeze_backbone_bn:
+            for module in self._backbone_norms():
+                for param in module.parameters():
+                    param.requires_grad_(False)
+        self.train(self.training)
+
+    def _backbone_norms(self) -> list[nn.Module]:
+        return [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        """As ``nn.Module.train``, but frozen backbone batch norms stay in eval mode (running statistics)."""
+        super().train(mode)
+        if self.freeze_backbone_bn:
+            for module in self._backbone_norms():
+                module.eval()
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone(images)[-1])
@@ -135,9 +157,10 @@ class SegmentationModel(nn.Module):
 
 
 def build_deeplab(backbone: Backbone, num_classes: int, head: str = "v3", dropout: float = 0.1,
-                  channels: int = 256) -> SegmentationModel:
+                  channels: int = 256, freeze_backbone_bn: bool = False) -> SegmentationModel:
     """DeepLab over ``backbone`` (its last stage, at its output stride) predicting ``num_classes`` (incl.
-    background). ``head``: "v3" (ASPP + image pooling) or "v2" (summed atrous classifiers)."""
+    background). ``head``: "v3" (ASPP + image pooling) or "v2" (summed atrous classifiers).
+    ``freeze_backbone_bn``: keep the backbone's batch norms at their pretrained state while training."""
     if num_classes < 2:
         raise ConfigError(f"num_classes: must be >= 2 (background + classes), got {num_classes}")
     rates = aspp_rates(head, backbone.output_stride)
@@ -145,4 +168,4 @@ def build_deeplab(backbone: Backbone, num_classes: int, head: str = "v3", dropou
         module: nn.Module = ASPPv3(backbone.out_channels, num_classes, rates, channels, dropout)
     else:
         module = ASPPv2(backbone.out_channels, num_classes, rates)
-    return SegmentationModel(backbone, module, num_classes, head)
+    return SegmentationModel(backbone, module, num_classes, head, freeze_backbone_bn)
