@@ -175,6 +175,18 @@ class OverlaysParams(Section):
     count: int = Field(8, ge=0)
 
 
+class InspectParams(Section):
+    """The inspection report (stages/inspect.py)."""
+
+    cam_threshold: float | Literal["auto"] = "auto"
+    thumb_size: int = Field(96, ge=16, le=512)
+    view_size: int = Field(320, ge=32, le=2048)
+    page_size: int = Field(200, ge=10)
+    compare_methods: bool = True
+
+    _threshold_range = field_validator("cam_threshold")(CrfParams._threshold_range.__func__)
+
+
 class AffLabelsParams(Section):
     """PSA's confident labels: CRF at a low and a high background alpha; disagreement is ignored."""
 
@@ -223,6 +235,7 @@ class Params(Section):
     train_seg: TrainSegParams = TrainSegParams()
     eval_seg: EvalSegParams = EvalSegParams()
     overlays: OverlaysParams = OverlaysParams()
+    inspect: InspectParams = InspectParams()
     aff_labels: AffLabelsParams = AffLabelsParams()
     train_aff: TrainAffParams = TrainAffParams()
     rw: RwParams = RwParams()
