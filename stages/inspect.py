@@ -85,6 +85,8 @@ def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str]
         if split not in index["splits"]:
             continue
         labels = index["splits"][split]["labels"]
+        if not index["splits"][split].get("ids", labels):
+            continue
         dataset = VOCDataset(params.data.root, split, labels=labels)
         for image_id in dataset.ids:
             stages = {s: _artifact(s, d, image_id) for s, d in dirs.items()}
