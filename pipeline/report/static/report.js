@@ -321,7 +321,13 @@ function inspectImage(d) {
   }).catch(function (e) { reportError("image " + d.id + ": " + e); });
 }
 
-function canvas(w, h) { var c = el("canvas", { width: w, height: h }); return c; }
+// Small images are shown enlarged (at least DISPLAY_MIN pixels on their longest side), maps pixelated.
+var DISPLAY_MIN = 240;
+function displayStyle(w, h) {
+  var s = Math.max(1, DISPLAY_MIN / Math.max(w, h));
+  return "width:" + Math.round(w * s) + "px;height:" + Math.round(h * s) + "px";
+}
+function canvas(w, h) { return el("canvas", { width: w, height: h, style: displayStyle(w, h) }); }
 
 function labelCanvas(label, w, h) {
   var c = canvas(w, h), ctx = c.getContext("2d"), img = ctx.createImageData(w, h), px = img.data;
@@ -349,7 +355,7 @@ function heatStack(map, w, h) {
 }
 
 function photo(w, h) {
-  return el("img", { src: "images/" + encodeURIComponent(R.image.id) + ".jpg", width: w, height: h, alt: R.image.id });
+  return el("img", { src: "images/" + encodeURIComponent(R.image.id) + ".jpg", style: displayStyle(w, h), alt: R.image.id });
 }
 
 function legendFor(labels) {
