@@ -112,7 +112,7 @@ class CamParams(Section):
 
 class EvalCamParams(Section):
     threshold_min: float = Field(0.0, ge=0, le=1)
-    threshold_max: float = Field(0.59, ge=0, le=1)
+    threshold_max: float = Field(0.95, ge=0, le=1)
     threshold_step: float = Field(0.01, gt=0, le=1)
 
     @model_validator(mode="after")
@@ -167,6 +167,7 @@ class EvalSegParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75, 1.25, 1.5], min_length=1)
     flip: bool = True
     use_crf: bool = False
+    headline: Literal["best", "multi_scale", "single_scale"] = "best"
 
     _positive = field_validator("scales")(CamParams._positive.__func__)
 
