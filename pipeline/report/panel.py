@@ -50,7 +50,7 @@ def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold:
         if gt is None:
             return stage_title
         miou = score(label, gt, n)[1]
-        return stage_title if miou is None else f"{stage_title} {100 * miou:.1f}"
+        return stage_title if miou is None else f"{stage_title}: mIoU {100 * miou:.1f}"
 
     if stages.get("cam"):
         cams, keys = load_cam(stages["cam"], n)
