@@ -53,8 +53,10 @@ def run(params: Params) -> dict:
     best = int(np.nanargmax(curve))
     if len(thresholds) > 1 and best in (0, len(thresholds) - 1):
         side, key = ("lowest", "threshold_min") if best == 0 else ("highest", "threshold_max")
+        advice = (f"the optimum may lie beyond it (widen eval_cam.{key})" if 0.0 < thresholds[best] < 1.0 else
+                  "the CAMs barely separate objects from background (train the classifier longer?)")
         print(f"warning: eval_cam [{params.method}]: the best threshold {thresholds[best]:g} is the {side} of the "
-              f"sweep; the optimum may lie beyond it (widen eval_cam.{key})", file=sys.stderr)
+              f"sweep; {advice}", file=sys.stderr)
     iou = iou_per_class(confusions[best])
     background_only = confusions[0].copy()
     background_only[:, 0] = background_only.sum(1)
