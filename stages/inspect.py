@@ -135,7 +135,8 @@ def run(params: Params) -> dict:
             "palette": palette(n),
             "stages": [{"key": s, "name": STAGES[s] + (f" @ {threshold:.2f}" if s == "cam" and threshold is not None
                                                         else "")} for s in present],
-            "gains": [f"{s}-{p}" for s, p in parents.items() if s in present and p in present],
+            # the gains some image has (a val prediction and a train pseudo mask never meet)
+            "gains": [f"{s}-{p}" for s, p in parents.items() if any(f"{s}-{p}" in r["gains"] for r in rows)],
             "notes": notes,
             "splits": {split: split_summary(totals.get(split, {}), count) for split, count in counts.items()},
             "curve": _curve(params),

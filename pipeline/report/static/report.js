@@ -106,11 +106,13 @@ function inspectIndex(data) {
 
 function renderSummary() {
   var box = document.getElementById("summary"), data = R.data;
-  Object.keys(data.splits).forEach(function (split) {
+  Object.keys(data.splits).forEach(function (split, i) {
     var summary = data.splits[split];
     var stages = data.stages.filter(function (s) { return summary.per_class[s.key]; });
-    box.appendChild(el("h2", { text: "Per-class IoU, " + split + " split (" + summary.count + " images)" }));
-    if (!stages.length) { box.appendChild(el("p", { text: "No stage scored on this split." })); return; }
+    var section = el("details", i === 0 ? { open: "" } : {}, [el("summary", {}, [el("h2", { text: "Per-class IoU, " + split +
+      " split (" + summary.count + " images" + stages.map(function (s) { return "; " + stageShort(s.key) + " " + pct(summary.miou[s.key]); }).join("") + ")" })])]);
+    box.appendChild(section);
+    if (!stages.length) { section.appendChild(el("p", { text: "No stage scored on this split." })); return; }
     var head = el("tr", {}, [el("th", { text: "class" })].concat(stages.map(function (s) { return el("th", { text: s.name }); })));
     var body = data.classes.map(function (name, c) {
       return el("tr", {}, [el("td", { text: name })].concat(stages.map(function (s) {
@@ -121,12 +123,12 @@ function renderSummary() {
       return el("td", { text: pct(summary.miou[s.key]) });
     }))));
     var table = el("table", { cls: "iou" }, [el("thead", {}, [head]), el("tbody", {}, body)]);
-    box.appendChild(el("div", { cls: "cards" }, [table, barChart(summary, stages), split === Object.keys(data.splits)[0] ? curveChart() : null]));
+    section.appendChild(el("div", { cls: "cards" }, [table, barChart(summary, stages), stages.some(function (s) { return s.key === "cam"; }) ? curveChart() : null]));
   });
 }
 
 function barChart(summary, stages) {
-  var classes = R.data.classes, bar = 7, gap = 6, left = 90, width = 380;
+  var classes = R.data.classes, bar = Math.max(3, Math.round(15 / stages.length)), gap = 5, left = 80, width = 260;
   var group = stages.length * bar + gap, height = classes.length * group + 40;
   var svg = svgEl("svg", { width: left + width + 20, height: height, role: "img", "aria-label": "per-class IoU" });
   classes.forEach(function (name, c) {
@@ -145,8 +147,8 @@ function barChart(summary, stages) {
     svg.appendChild(svgEl("text", { x: left + t * width, y: height - 6, "text-anchor": "middle" }, String(100 * t)));
   });
   stages.forEach(function (s, i) {
-    svg.appendChild(svgEl("rect", { x: left + i * 95, y: 2, width: 10, height: 10, fill: STAGE_COLOURS[s.key] }));
-    svg.appendChild(svgEl("text", { x: left + i * 95 + 14, y: 11 }, stageShort(s.key)));
+    svg.appendChild(svgEl("rect", { x: left + i * 70, y: 2, width: 10, height: 10, fill: STAGE_COLOURS[s.key] }));
+    svg.appendChild(svgEl("text", { x: left + i * 70 + 14, y: 11 }, stageShort(s.key)));
   });
   return svg;
 }
@@ -154,10 +156,10 @@ function barChart(summary, stages) {
 function curveChart() {
   var curve = R.data.curve;
   if (!curve || !curve.threshold.length) return el("p", { text: "No CAM threshold curve (run eval-cam)." });
-  var w = 360, h = 220, l = 40, b = 30, t0 = curve.threshold[0], t1 = curve.threshold[curve.threshold.length - 1];
+  var w = 330, h = 220, l = 40, b = 30, t0 = curve.threshold[0], t1 = curve.threshold[curve.threshold.length - 1];
   var m1 = Math.max.apply(null, curve.miou), span = Math.max(t1 - t0, 1e-9);
   function x(t) { return l + (t - t0) / span * (w - l - 10); }
-  function y(m) { return h - b - m / Math.max(m1, 1e-9) * (h - b - 20); }
+  function y(m) { return h - b - m / Math.max(m1, 1e-9) * (h - b - 40); }
   var svg = svgEl("svg", { width: w, height: h, role: "img", "aria-label": "CAM mIoU vs threshold" });
   svg.appendChild(svgEl("text", { x: l, y: 12 }, "CAM mIoU vs background threshold"));
   svg.appendChild(svgEl("polyline", { fill: "none", stroke: STAGE_COLOURS.cam, "stroke-width": 2,
@@ -169,8 +171,8 @@ function curveChart() {
   svg.appendChild(svgEl("text", { x: l - 4, y: h - b, "text-anchor": "end" }, "0"));
   if (R.data.cam_threshold != null) {
     var tx = x(R.data.cam_threshold);
-    svg.appendChild(svgEl("line", { x1: tx, x2: tx, y1: 16, y2: h - b, stroke: "#900", "stroke-dasharray": "4 3" }));
-    svg.appendChild(svgEl("text", { x: tx + 3, y: 26 }, "t = " + R.data.cam_threshold.toFixed(2)));
+    svg.appendChild(svgEl("line", { x1: tx, x2: tx, y1: 20, y2: h - b, stroke: "#900", "stroke-dasharray": "4 3" }));
+    svg.appendChild(svgEl("text", { x: Math.min(tx + 3, w - 60), y: 28 }, "t = " + R.data.cam_threshold.toFixed(2)));
   }
   return svg;
 }
