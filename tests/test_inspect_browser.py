@@ -84,6 +84,9 @@ def test_report_renders_one_row_per_image_and_its_views(report, tmp_path):
     assert 'id="threshold"' in detail and 'id="changed-view"' in detail
     assert re.findall(r'data-method="([^"]*)"', detail) == ["cam", "seam"]
     assert "gained correct" in detail and "ground truth" in detail
+    missing = dom(tmp_path, url + "#id=nope")
+    no_script_errors(missing)
+    assert "No image nope in this report." in missing
 
 
 def test_report_screenshot_is_not_blank(report, tmp_path):

@@ -291,6 +291,11 @@ function openFromHash() {
   if (old) old.remove();
   box.hidden = false;
   box.textContent = "";
+  if (!R.data.rows.some(function (r) { return r.id === id; })) {
+    box.appendChild(el("div", { cls: "sheet" }, [el("button", { cls: "close", onclick: closeDetail, text: "×" }),
+      el("p", { id: "no-image", text: "No image " + id + " in this report." })]));
+    return;
+  }
   box.appendChild(el("div", { cls: "sheet" }, [el("p", { text: "loading " + id + " …" })]));
   document.body.removeAttribute("data-detail");
   var script = el("script", { id: "image-data", src: "data/img/" + encodeURIComponent(id) + ".js" });
