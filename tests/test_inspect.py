@@ -104,7 +104,7 @@ def test_per_image_miou_equals_eval_of_that_image_alone(built, tmp_path):
 
 
 def test_sort_and_filters_give_the_expected_ids(built):
-    *_, dataset, bad, _, _, _, report, _ = built[0], *built[1:]
+    _, dataset, bad, _, _, _, report, _ = built
     rows = report["rows"]
     train = [r for r in rows if r["split"] == "train"]
     # every pseudo mask but one equals the ground truth: only that one is worse than its CAM
@@ -116,7 +116,7 @@ def test_sort_and_filters_give_the_expected_ids(built):
     by_cam = [r["id"] for r in sort_rows(rows, "cam", descending=True)]
     cams = [r["scores"]["cam"] for r in sorted(train, key=lambda r: by_cam.index(r["id"]))]
     assert cams == sorted(cams, reverse=True) and set(by_cam[len(train):]) == {r["id"] for r in rows if r["split"] == "val"}
-    labels = report and {r["id"]: r["classes"] for r in rows}
+    labels = {r["id"]: r["classes"] for r in rows}
     for c in range(1, len(report["classes"])):
         assert {r["id"] for r in filter_rows(rows, class_index=c)} == {i for i, cl in labels.items() if c in cl}
     assert {r["id"] for r in filter_rows(rows, split="val")} == {r["id"] for r in rows if r["split"] == "val"}
