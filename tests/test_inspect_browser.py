@@ -120,6 +120,7 @@ def test_dvc_plots_render_offline_with_the_shipped_template(tmp_path):
 
     template = REPO / ".dvc" / "offline_plots.html"
     assert "cdn." not in template.read_text()
+    assert "html_template = offline_plots.html" in (REPO / ".dvc" / "config").read_text()  # the default
     project = tmp_path / "plots"
     project.mkdir()
     run_dvc(project, "init", "--no-scm", "-q")
