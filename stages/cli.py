@@ -42,7 +42,8 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None) -> None:
+def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None,
+         entry: str = "run", kwargs: Optional[dict] = None) -> None:
     from stages.config import load_params
 
     overrides = list(overrides or [])
@@ -51,7 +52,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         params = load_params(params_path, overrides)
-        result = importlib.import_module(f"stages.{module}").run(params)
+        result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -103,6 +104,16 @@ _stage("eval-seg", "eval_seg", "Val mIoU of the segmentation model; predictions 
 _stage("overlays", "overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.",
        with_method=True)
 _stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).")
+
+
+@app.command("inspect")
+def inspect_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                    method: Optional[str] = MethodOption,
+                    image_id: Optional[str] = typer.Option(None, "--id", help="Write one image's PNG panel instead."),
+                    out: Optional[str] = typer.Option(None, "--out", "-o", help="Where --id writes its PNG.")) -> None:
+    """HTML report of every intermediate artifact, image by image (outputs/inspect/<method>/index.html)."""
+    _run("inspect", params, set_, method, entry="run" if image_id is None else "panel",
+         kwargs={} if image_id is None else {"image_id": image_id, "path": out})
 
 
 def main() -> None:  # pragma: no cover - console entry point

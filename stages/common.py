@@ -173,6 +173,20 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
     }
 
 
+def write_eval(out: Path, metrics: dict) -> None:
+    """``metrics.json`` with the headline figures (what `dvc metrics show` / `dvc exp show` list) and
+    ``per_class.csv`` (class, iou) with ``metrics["per_class_iou"]``, for the report and `dvc plots`."""
+    import csv
+
+    from pipeline.io import atomic_path, write_json
+
+    write_json(out / "metrics.json", {k: v for k, v in metrics.items() if k != "per_class_iou"})
+    with atomic_path(out / "per_class.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["class", "iou"])
+        writer.writerows([[name, "" if iou is None else iou] for name, iou in metrics["per_class_iou"].items()])
+
+
 def training_loader(samples, cfg, generator: torch.Generator, device: torch.device):
     """Shuffled, seeded DataLoader of ``samples`` with the batch size and workers of a training section;
     the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample)."""

@@ -124,7 +124,7 @@ class CamParams(Section):
 
 class EvalCamParams(Section):
     threshold_min: float = Field(0.0, ge=0, le=1)
-    threshold_max: float = Field(0.59, ge=0, le=1)
+    threshold_max: float = Field(0.95, ge=0, le=1)
     threshold_step: float = Field(0.01, gt=0, le=1)
 
     @model_validator(mode="after")
@@ -182,12 +182,25 @@ class EvalSegParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75, 1.25, 1.5], min_length=1)
     flip: bool = True
     use_crf: bool = False
+    headline: Literal["best", "multi_scale", "single_scale"] = "best"
 
     _positive = field_validator("scales")(CamParams._positive.__func__)
 
 
 class OverlaysParams(Section):
     count: int = Field(8, ge=0)
+
+
+class InspectParams(Section):
+    """The inspection report (stages/inspect.py)."""
+
+    cam_threshold: float | Literal["auto"] = "auto"
+    thumb_size: int = Field(96, ge=16, le=512)
+    view_size: int = Field(320, ge=32, le=2048)
+    page_size: int = Field(200, ge=10)
+    compare_methods: bool = True
+
+    _threshold_range = field_validator("cam_threshold")(CrfParams._threshold_range.__func__)
 
 
 class AffLabelsParams(Section):
@@ -286,6 +299,7 @@ class Params(Section):
     train_seg: TrainSegParams = TrainSegParams()
     eval_seg: EvalSegParams = EvalSegParams()
     overlays: OverlaysParams = OverlaysParams()
+    inspect: InspectParams = InspectParams()
     aff_labels: AffLabelsParams = AffLabelsParams()
     train_aff: TrainAffParams = TrainAffParams()
     rw: RwParams = RwParams()

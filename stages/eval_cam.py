@@ -1,20 +1,23 @@
 """Stage ``eval_cam``: CAM mIoU on the train split with the background threshold swept.
 
-Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU and per-class IoU, and
-the all-background mIoU for context: DVC metrics) and ``curve.csv`` (mIoU vs threshold: a DVC plot).
-CAMs are streamed from disk one image at a time, in parallel over chunks of ids.
+Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU, and the all-background
+mIoU for context: DVC metrics), ``per_class.csv`` (per-class IoU at the best threshold) and ``curve.csv``
+(mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a warning: the optimum may lie
+outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
+parallel over chunks of ids.
 """
 from __future__ import annotations
 
 import csv
+import sys
 
 import numpy as np
 
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, load_cam, write_json
+from pipeline.io import atomic_dir, load_cam
 from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
-from stages.common import num_workers, open_split, parallel_map, require, stage_dir
+from stages.common import num_workers, open_split, parallel_map, require, stage_dir, write_eval
 from stages.config import Params
 
 
@@ -48,6 +51,12 @@ def run(params: Params) -> dict:
     confusions = sweep.confusions()
     curve = np.array([mean_iou(conf) for conf in confusions])
     best = int(np.nanargmax(curve))
+    if len(thresholds) > 1 and best in (0, len(thresholds) - 1):
+        side, key = ("lowest", "threshold_min") if best == 0 else ("highest", "threshold_max")
+        advice = (f"the optimum may lie beyond it (widen eval_cam.{key})" if 0.0 < thresholds[best] < 1.0 else
+                  "the CAMs barely separate objects from background (train the classifier longer?)")
+        print(f"warning: eval_cam [{params.method}]: the best threshold {thresholds[best]:g} is the {side} of the "
+              f"sweep; {advice}", file=sys.stderr)
     iou = iou_per_class(confusions[best])
     background_only = confusions[0].copy()
     background_only[:, 0] = background_only.sum(1)
@@ -61,7 +70,7 @@ def run(params: Params) -> dict:
         "num_images": len(dataset.ids),
     }
     with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:
-        write_json(out / "metrics.json", metrics)
+        write_eval(out, metrics)
         with open(out / "curve.csv", "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["threshold", "miou"])

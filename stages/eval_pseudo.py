@@ -1,12 +1,13 @@
 """Stage ``eval_pseudo``: quality of the pseudo masks on the train split (the standard WSSS figure).
 
-Writes ``outputs/eval_pseudo/<method>/metrics.json``: mIoU, per-class IoU, pixel accuracy, and the
-fraction of pixels left as ignore (counted as background in the IoU, as a segmentation model sees them
-nowhere).
+Writes ``outputs/eval_pseudo/<method>/metrics.json``: mIoU, pixel accuracy, and the fraction of pixels left
+as ignore (counted as background in the IoU, as a segmentation model sees them nowhere); and
+``per_class.csv``: the per-class IoU (a DVC plot; kept out of the metrics so that `dvc metrics show` stays
+narrow).
 """
 from __future__ import annotations
 
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir
 from stages.common import (
     evaluate_mask_dir,
     iou_report,
@@ -14,6 +15,7 @@ from stages.common import (
     open_split,
     require,
     stage_dir,
+    write_eval,
 )
 from stages.config import Params
 
@@ -29,5 +31,5 @@ def evaluate(params: Params, stage: str) -> dict:
 def run(params: Params) -> dict:
     metrics = evaluate(params, "crf")
     with atomic_dir(stage_dir(params, "eval_pseudo", params.method)) as out:
-        write_json(out / "metrics.json", metrics)
+        write_eval(out, metrics)
     return metrics

@@ -1,11 +1,11 @@
 """Stage ``eval_rw``: mIoU of the random-walk label maps on the train split (before the CRF).
 
-Writes ``outputs/eval_rw/<method>/metrics.json``.
+Writes ``outputs/eval_rw/<method>/metrics.json`` (headline figures) and ``per_class.csv``.
 """
 from __future__ import annotations
 
-from pipeline.io import atomic_dir, write_json
-from stages.common import stage_dir
+from pipeline.io import atomic_dir
+from stages.common import stage_dir, write_eval
 from stages.config import Params
 from stages.eval_pseudo import evaluate
 
@@ -13,5 +13,5 @@ from stages.eval_pseudo import evaluate
 def run(params: Params) -> dict:
     metrics = evaluate(params, "rw")
     with atomic_dir(stage_dir(params, "eval_rw", params.method)) as out:
-        write_json(out / "metrics.json", metrics)
+        write_eval(out, metrics)
     return metrics

@@ -32,7 +32,7 @@ def test_override_is_applied_and_typed(tmp_path):
         ("backbone.output_stride=12", "backbone.output_stride"),
         ("method=gradcam", "method"),
         ("device=tpu", "device"),
-        ("eval_cam.threshold_min=0.9", "eval_cam"),
+        ("eval_cam.threshold_min=0.99", "eval_cam"),
         ("methods.cam.unknown=1", "methods.cam.unknown"),
         ("backbone.name=resnet18", "backbone.name: unknown backbone 'resnet18'"),
         ("methods.ppl.aux_stage=abc", "methods.ppl.aux_stage"),

@@ -41,7 +41,7 @@ def test_dvc_repro_whole_pipeline(tmp_path):
     project = make_project(tmp_path, SMALL)
     first = run_dvc(project, "repro")
     assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "crf",
-            "eval_pseudo", "train_seg", "eval_seg", "overlays"} <= _ran(first)
+            "eval_pseudo", "train_seg", "eval_seg", "overlays", "inspect"} <= _ran(first)
     out = project / "outputs"
 
     cam_metrics = json.loads((out / "eval_cam" / "cam" / "metrics.json").read_text())
@@ -53,9 +53,13 @@ def test_dvc_repro_whole_pipeline(tmp_path):
 
     for stage in ("eval_rw", "eval_pseudo"):
         metrics = json.loads((out / stage / "cam" / "metrics.json").read_text())
-        assert 0.0 <= metrics["miou"] <= 1.0 and set(metrics["per_class_iou"]) >= {"background"}
+        assert 0.0 <= metrics["miou"] <= 1.0 and "per_class_iou" not in metrics  # per-class: per_class.csv
+        assert (out / stage / "cam" / "per_class.csv").read_text().splitlines()[:2][1].startswith("background,")
     seg = json.loads((out / "eval_seg" / "cam_pseudo" / "metrics.json").read_text())
     assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 8
+    assert seg["miou"] == max(seg["miou_single_scale"], seg["miou_multi_scale"]) and seg["protocol"]
+    report = json.loads((out / "inspect" / "cam" / "data" / "index.json").read_text())
+    assert len(report["rows"]) == 64 + 8 and report["splits"]["val"]["miou"]["pred"] == pytest.approx(seg["miou"])
     pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
     assert pseudo.mode == "P" and pseudo.size == (128, 128)
     overlays = sorted((out / "overlays" / "cam").glob("*.png"))
