@@ -31,42 +31,48 @@ def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
 
 
 def run(params: Params) -> dict:
-    cfg = params.eval_seg
     device = resolve_device(params.device)
     tag = seg_tag(params)
     model, checkpoint = load_model(stage_dir(params, "train_seg", tag) / "model.pt", device)
     val, index = open_split(params, params.data.val_split)
-    class_names = index["classes"]
+    with atomic_dir(stage_dir(params, "eval_seg", tag)) as out:
+        return evaluate_model(model, val, index["classes"], params.eval_seg, params.crf.crf_kwargs(), out,
+                              f"eval_seg [{tag}]", {"labels": params.train_seg.labels})
+
+
+def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, out, description: str,
+                   extra: dict | None = None) -> dict:
+    """Single-scale and ``cfg``'s multi-scale + flip (+ CRF) mIoU of ``model`` on ``val``, written to
+    ``out`` (metrics.json headed by ``extra``, confusion.json / .csv, pred/<id>.png); shared by eval_single."""
     n = len(class_names)
     single = np.zeros((n, n), dtype=np.int64)
     multi = np.zeros((n, n), dtype=np.int64)
-    crf_kwargs = params.crf.crf_kwargs()
-    with atomic_dir(stage_dir(params, "eval_seg", tag)) as out:
-        for image_id in track(val.ids, len(val.ids), f"eval_seg [{tag}]"):
-            image = val.load_image(image_id)
-            gt = val.load_mask(image_id)
-            tensor = image_to_tensor(image).to(device)
-            single += confusion_matrix(predict(model, tensor).argmax(0), gt, n)
-            probs = predict(model, tensor, scales=cfg.scales, flip=cfg.flip)
-            if cfg.use_crf:
-                probs = dense_crf(image, probs, **crf_kwargs)
-            pred = probs.argmax(0).astype(np.uint8)
-            multi += confusion_matrix(pred, gt, n)
-            save_mask(out / "pred" / f"{image_id}.png", pred)
-        report = iou_report(multi, class_names)
-        metrics = {
-            "labels": params.train_seg.labels,
-            "miou": report["miou"],
-            "miou_single_scale": iou_report(single, class_names)["miou"],
-            "multi_scale_flip": {"scales": cfg.scales, "flip": cfg.flip, "crf": cfg.use_crf},
-            "pixel_accuracy": report["pixel_accuracy"],
-            "per_class_iou": report["per_class_iou"],
-            "num_images": len(val.ids),
-        }
-        write_json(out / "metrics.json", metrics)
-        write_json(out / "confusion.json", confusion_rows(multi, class_names))
-        with open(out / "confusion.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["actual"] + class_names)
-            writer.writerows([[name] + row.tolist() for name, row in zip(class_names, multi)])
+    device = next(model.parameters()).device
+    for image_id in track(val.ids, len(val.ids), description):
+        image = val.load_image(image_id)
+        gt = val.load_mask(image_id)
+        tensor = image_to_tensor(image).to(device)
+        single += confusion_matrix(predict(model, tensor).argmax(0), gt, n)
+        probs = predict(model, tensor, scales=cfg.scales, flip=cfg.flip)
+        if cfg.use_crf:
+            probs = dense_crf(image, probs, **crf_kwargs)
+        pred = probs.argmax(0).astype(np.uint8)
+        multi += confusion_matrix(pred, gt, n)
+        save_mask(out / "pred" / f"{image_id}.png", pred)
+    report = iou_report(multi, class_names)
+    metrics = {
+        **(extra or {}),
+        "miou": report["miou"],
+        "miou_single_scale": iou_report(single, class_names)["miou"],
+        "multi_scale_flip": {"scales": cfg.scales, "flip": cfg.flip, "crf": cfg.use_crf},
+        "pixel_accuracy": report["pixel_accuracy"],
+        "per_class_iou": report["per_class_iou"],
+        "num_images": len(val.ids),
+    }
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "confusion.json", confusion_rows(multi, class_names))
+    with open(out / "confusion.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["actual"] + class_names)
+        writer.writerows([[name] + row.tolist() for name, row in zip(class_names, multi)])
     return metrics

@@ -99,7 +99,8 @@ def dense_crf_loss(probs: torch.Tensor, features: torch.Tensor, roi: torch.Tenso
                         f"{tuple(probs.shape)} and {tuple(features.shape)}")
     if roi is None:
         roi = probs.new_ones(probs.shape[0], probs.shape[2])
-    energy = _DenseCRFEnergy.apply(probs.float(), roi.float(), features.detach().float(), block_elements)
+    with torch.autocast(device_type=probs.device.type, enabled=False):  # the kernel needs float32
+        energy = _DenseCRFEnergy.apply(probs.float(), roi.float(), features.detach().float(), block_elements)
     return energy / float(probs.shape[2]) ** 2
 
 
