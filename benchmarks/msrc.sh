@@ -12,6 +12,10 @@
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
 #                                          # and PPL's fusion variant with its no-patch control
 #   bash benchmarks/msrc.sh investigate    # ablations behind the methods table (light schedule)
+#   bash benchmarks/msrc.sh single         # the single-stage branch on generated scribbles: full supervision,
+#                                          # pCE, pCE + CRF loss, DFR; and image labels (DFR on CAM seeds).
+#                                          # train_seg's schedule (crop 160, 300 steps), so the image-label row
+#                                          # compares with the `pipeline` DeepLab (ROWS="name ..." runs a subset)
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
 # metrics, peak RSS); benchmarks/README.md holds the tables made from them.
@@ -85,6 +89,23 @@ case "${1:-}" in
     light cpn_clsonly --set method=cpn --set methods.cpn.cp_weight=0 --set methods.cpn.prcm_weight=0 \
           --set methods.cpn.cam_source=raw
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate" >&2
+  single)
+    row() {
+      name=$1; shift
+      [[ -z "${ROWS:-}" || " $ROWS " == *" $name "* ]] || return 0
+      run --out "$OUT/msrc_single" --set single.crop_size=160 --set single.steps=300 --set single.val_every=300 \
+          --set single.batch_size=8 --summary benchmarks/results/single.jsonl "$@"
+    }
+    row scribbles --stages data scribbles
+    row full --set single.supervision=full --set single.loss=pce --stages train_single eval_single
+    row pce --set single.supervision=scribble --set single.loss=pce --stages train_single eval_single
+    row crf --set single.supervision=scribble --set single.loss=crf --stages train_single eval_single
+    row dfr --set single.supervision=scribble --set single.loss=dfr --stages train_single eval_single
+    # rloss's own scale 0.5 (the default 0.25 halves the grid for the exact dense kernel's P^2 cost)
+    row crf_s05 --set single.supervision=scribble --set single.loss=crf --set single.crf_scale=0.5 \
+        --set paths.outputs="$OUT/msrc_single_s05" --stages data scribbles train_single eval_single
+    row image --set single.supervision=image --set single.loss=dfr --stages train_single eval_single
+    ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|methods|methods-224|investigate|single" >&2
      exit 2 ;;
 esac

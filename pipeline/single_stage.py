@@ -119,7 +119,7 @@ class SingleStageLoss:
     supervision: str = "scribble"
     loss: str = "dfr"
     crf_weight: float = 8.7
-    crf_scale: float = 0.5
+    crf_scale: float = 0.25
     sigma_rgb: float = 15.0
     sigma_xy: float = 100.0
     warmup_steps: int = 0

@@ -193,7 +193,7 @@ class SingleParams(TrainingParams):
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
     crf_weight: float = Field(8.7, ge=0)
-    crf_scale: float = Field(0.5, gt=0, le=1)
+    crf_scale: float = Field(0.25, gt=0, le=1)
     sigma_rgb: float = Field(15.0, gt=0)
     sigma_xy: float = Field(100.0, gt=0)
     warmup_steps: int = Field(0, ge=0)
