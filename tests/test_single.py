@@ -107,6 +107,18 @@ def test_stages_train_and_evaluate_with_eval_segs_code(tiny, supervision, loss):
     assert json.loads((out / "metrics.json").read_text())["loss"] == loss
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 2
     assert {p.name for p in out.iterdir()} == {"metrics.json", "confusion.json", "confusion.csv", "pred"}
+    if supervision == "scribble":  # overlays show the single-stage prediction as one more panel
+        from PIL import Image
+
+        from stages import overlays
+
+        (Path(params.paths.outputs) / "cam" / params.method).mkdir(parents=True)
+        overlays.run(params)
+        shown = sorted((Path(params.paths.outputs) / "overlays" / params.method).glob("*.png"))[0]
+        with_single = Image.open(shown).size[0]
+        (Path(params.paths.outputs) / "train_single" / f"{supervision}_{loss}" / "model.pt").unlink()
+        overlays.run(params)
+        assert Image.open(shown).size[0] < with_single
 
 
 def test_scribble_supervision_needs_the_scribbles_stage(tiny):
