@@ -15,6 +15,7 @@ import torch
 from dvclive import Live
 
 from pipeline.data.transforms import train_transform
+from pipeline.data.voc import image_size
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, write_json
 from pipeline.models.backbones import build_backbone
@@ -59,13 +60,13 @@ def label_source(params: Params, train, index: dict):
     supervision = params.single.supervision
     if supervision == "scribble":
         folder = require(stage_dir(params, "scribbles"), "run `wsss-pipe scribbles` first")
-        return lambda image_id: read_scribble(folder / f"{image_id}.png", train.load_image(image_id).shape[:2],
+        return lambda image_id: read_scribble(folder / f"{image_id}.png", image_size(train.image_path(image_id)),
                                               train.num_classes)
     if supervision == "full":
         if not index["splits"][split]["has_masks"]:
             raise DataError(f"single.supervision: full needs masks for split {split!r}")
         return train.load_mask
-    return lambda image_id: np.full(train.load_image(image_id).shape[:2], 255, dtype=np.uint8)
+    return lambda image_id: np.full(image_size(train.image_path(image_id)), 255, dtype=np.uint8)
 
 
 def run(params: Params) -> dict:
