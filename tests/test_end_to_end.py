@@ -30,6 +30,12 @@ SMALL = {
     "eval_seg.scales": [1.0],
     "eval_seg.flip": False,
     "overlays.count": 2,
+    "single.steps": 6,
+    "single.batch_size": 4,
+    "single.crop_size": 96,
+    "single.val_every": 6,
+    "eval_single.scales": [1.0],
+    "eval_single.flip": False,
 }
 
 
@@ -41,7 +47,7 @@ def test_dvc_repro_whole_pipeline(tmp_path):
     project = make_project(tmp_path, SMALL)
     first = run_dvc(project, "repro")
     assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "crf",
-            "eval_pseudo", "train_seg", "eval_seg", "overlays"} <= _ran(first)
+            "eval_pseudo", "train_seg", "eval_seg", "overlays", "scribbles", "train_single", "eval_single"} <= _ran(first)
     out = project / "outputs"
 
     cam_metrics = json.loads((out / "eval_cam" / "cam" / "metrics.json").read_text())
@@ -56,6 +62,8 @@ def test_dvc_repro_whole_pipeline(tmp_path):
         assert 0.0 <= metrics["miou"] <= 1.0 and set(metrics["per_class_iou"]) >= {"background"}
     seg = json.loads((out / "eval_seg" / "cam_pseudo" / "metrics.json").read_text())
     assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 8
+    single = json.loads((out / "eval_single" / "scribble_dfr" / "metrics.json").read_text())
+    assert 0.0 <= single["miou"] <= 1.0 and single["num_images"] == 8
     pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
     assert pseudo.mode == "P" and pseudo.size == (128, 128)
     overlays = sorted((out / "overlays" / "cam").glob("*.png"))
