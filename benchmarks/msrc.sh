@@ -24,6 +24,10 @@
 #                                          # per train_seg.scale_reference; seconds, no training
 #   bash benchmarks/msrc.sh deeplab-eval   # the last DeepLab trained on LABELS (pseudo | gt) on MSRC train
 #                                          # (single scale, against the real masks) and on val with the CRF
+#   bash benchmarks/msrc.sh single         # the single-stage branch on generated scribbles: full supervision,
+#                                          # pCE, pCE + CRF loss, DFR; and image labels (DFR on CAM seeds).
+#                                          # train_seg's schedule (crop 160, 300 steps), so the image-label row
+#                                          # compares with the `pipeline` DeepLab (ROWS="name ..." runs a subset)
 #
 # Each run appends one JSON line per configuration to benchmarks/results/<name>.jsonl (stage wall times,
 # metrics, peak RSS); benchmarks/README.md holds the tables made from them.
@@ -140,6 +144,23 @@ case "${1:-}" in
     run --out "$OUT/msrc" --set train_seg.labels="$labels" --set eval_seg.use_crf=true \
         --summary benchmarks/results/deeplab.jsonl --stages eval_seg
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval" >&2
+  single)
+    row() {
+      name=$1; shift
+      [[ -z "${ROWS:-}" || " $ROWS " == *" $name "* ]] || return 0
+      run --out "$OUT/msrc_single" --set single.crop_size=160 --set single.steps=300 --set single.val_every=300 \
+          --set single.batch_size=8 --summary benchmarks/results/single.jsonl "$@"
+    }
+    row scribbles --stages data scribbles
+    row full --set single.supervision=full --set single.loss=pce --stages train_single eval_single
+    row pce --set single.supervision=scribble --set single.loss=pce --stages train_single eval_single
+    row crf --set single.supervision=scribble --set single.loss=crf --stages train_single eval_single
+    row dfr --set single.supervision=scribble --set single.loss=dfr --stages train_single eval_single
+    # rloss's own scale 0.5 (the default 0.25 halves the grid for the exact dense kernel's P^2 cost)
+    row crf_s05 --set single.supervision=scribble --set single.loss=crf --set single.crf_scale=0.5 \
+        --set paths.outputs="$OUT/msrc_single_s05" --stages data scribbles train_single eval_single
+    row image --set single.supervision=image --set single.loss=dfr --stages train_single eval_single
+    ;;
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval|single" >&2
      exit 2 ;;
 esac

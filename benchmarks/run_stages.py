@@ -18,6 +18,7 @@ import time
 from stages.common import stage_dir
 from stages.config import load_params
 from stages.train_seg import seg_tag
+from stages.train_single import single_tag
 
 METRIC_FILES = {
     "train_cls": lambda p: stage_dir(p, "train_cls", p.method) / "metrics.json",
@@ -29,6 +30,9 @@ METRIC_FILES = {
     "eval_pseudo": lambda p: stage_dir(p, "eval_pseudo", p.method) / "metrics.json",
     "train_seg": lambda p: stage_dir(p, "train_seg", seg_tag(p)) / "metrics.json",
     "eval_seg": lambda p: stage_dir(p, "eval_seg", seg_tag(p)) / "metrics.json",
+    "scribbles": lambda p: stage_dir(p, "scribbles") / "stats.json",
+    "train_single": lambda p: stage_dir(p, "train_single", single_tag(p)) / "metrics.json",
+    "eval_single": lambda p: stage_dir(p, "eval_single", single_tag(p)) / "metrics.json",
 }
 
 

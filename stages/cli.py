@@ -103,6 +103,9 @@ _stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on groun
 _stage("eval-seg", "eval_seg", "Val mIoU of the segmentation model; predictions as palette PNGs.", with_method=True)
 _stage("overlays", "overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.",
        with_method=True)
+_stage("scribbles", "scribbles", "Scribble labels of the train split: ScribbleSup PNGs read, or generated from GT.")
+_stage("train-single", "train_single", "Train the single-stage model (pCE + dense-CRF / DFR loss) end to end.")
+_stage("eval-single", "eval_single", "Val mIoU of the single-stage model (eval-seg's evaluation).")
 _stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).")
 
 

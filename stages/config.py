@@ -187,6 +187,53 @@ class EvalSegParams(Section):
     _positive = field_validator("scales")(CamParams._positive.__func__)
 
 
+class ScribblesParams(Section):
+    """Scribble labels for the single-stage branch: read (ScribbleSup) or generated from ground truth."""
+
+    source: Literal["auto", "dataset", "generate"] = "auto"
+    width: int = Field(3, ge=1, le=64)
+    coverage: float = Field(0.03, gt=0, le=1)
+    seed: int = Field(0, ge=0)
+
+
+class SingleParams(TrainingParams):
+    """The single-stage branch: segmentation trained end to end with pCE + a regularised loss."""
+
+    supervision: Literal["scribble", "image", "full"] = "scribble"
+    loss: Literal["pce", "crf", "dfr"] = "dfr"
+    head: Literal["v3", "v2"] = "v3"
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(8, ge=2)
+    scale_min: float = Field(0.5, gt=0)
+    scale_max: float = Field(1.5, gt=0)
+    color_jitter: float = Field(0.0, ge=0, le=1)
+    val_every: int = Field(100, ge=1)
+    crf_weight: float = Field(8.7, ge=0)
+    crf_scale: float = Field(0.25, gt=0, le=1)
+    sigma_rgb: float = Field(15.0, gt=0)
+    sigma_xy: float = Field(100.0, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    sigma_deep: float = Field(0.5, gt=0)
+    embed_dim: int = Field(64, ge=2)
+    fc_weight: float = Field(1.0, ge=0)
+    fc_pixels: int = Field(256, ge=2)
+    fc_confidence: float | None = Field(None, gt=0, le=1)
+    deep_warmup_steps: int = Field(50, ge=0)
+    cls_weight: float = Field(1.0, ge=0)
+    seed_fg: float = Field(0.7, gt=0, lt=1)
+    seed_bg: float = Field(0.25, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _seed_order(self):
+        if self.seed_bg >= self.seed_fg:
+            raise ValueError("seed_bg must be below seed_fg")
+        return self
+
+
+class EvalSingleParams(EvalSegParams):
+    pass
+
+
 class OverlaysParams(Section):
     count: int = Field(8, ge=0)
 
@@ -306,6 +353,9 @@ class Params(Section):
     ir_labels: IrLabelsParams = IrLabelsParams()
     train_irn: TrainIrnParams = TrainIrnParams()
     rw_irn: RwIrnParams = RwIrnParams()
+    scribbles: ScribblesParams = ScribblesParams()
+    single: SingleParams = SingleParams()
+    eval_single: EvalSingleParams = EvalSingleParams()
 
     @field_validator("device")
     @classmethod

@@ -38,56 +38,63 @@ def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
 
 
 def run(params: Params) -> dict:
-    cfg = params.eval_seg
     device = resolve_device(params.device)
     tag = seg_tag(params)
     model, checkpoint = load_model(stage_dir(params, "train_seg", tag) / "model.pt", device)
     val, index = open_split(params, params.data.val_split)
-    class_names = index["classes"]
+    with atomic_dir(stage_dir(params, "eval_seg", tag)) as out:
+        return evaluate_model(model, val, index["classes"], params.eval_seg, params.crf.crf_kwargs(), out,
+                              f"eval_seg [{tag}]", {"labels": params.train_seg.labels})
+
+
+def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, out, description: str,
+                   extra: dict | None = None) -> dict:
+    """Single-scale and ``cfg``'s multi-scale + flip (+ CRF) mIoU of ``model`` on ``val``, written to
+    ``out`` (metrics.json headed by ``extra``, per_class.csv, confusion.json / .csv, pred/<id>.png of the
+    headline protocol); shared by eval_single."""
     n = len(class_names)
     single = np.zeros((n, n), dtype=np.int64)
     multi = np.zeros((n, n), dtype=np.int64)
-    crf_kwargs = params.crf.crf_kwargs()
-    with atomic_dir(stage_dir(params, "eval_seg", tag)) as out:
-        for image_id in track(val.ids, len(val.ids), f"eval_seg [{tag}]"):
-            image = val.load_image(image_id)
-            gt = val.load_mask(image_id)
-            tensor = image_to_tensor(image).to(device)
-            single_pred = predict(model, tensor).argmax(0).astype(np.uint8)
-            single += confusion_matrix(single_pred, gt, n)
-            save_mask(out / "pred_single_scale" / f"{image_id}.png", single_pred)
-            probs = predict(model, tensor, scales=cfg.scales, flip=cfg.flip)
-            if cfg.use_crf:
-                probs = dense_crf(image, probs, **crf_kwargs)
-            pred = probs.argmax(0).astype(np.uint8)
-            multi += confusion_matrix(pred, gt, n)
-            save_mask(out / "pred" / f"{image_id}.png", pred)
-        reports = {"single_scale": iou_report(single, class_names), "multi_scale": iou_report(multi, class_names)}
-        headline = cfg.headline
-        if headline == "best":
-            headline = max(reports, key=lambda k: (reports[k]["miou"], k == "multi_scale"))
-        report, conf = reports[headline], {"single_scale": single, "multi_scale": multi}[headline]
-        multi_name = (f"multi-scale {','.join(f'{s:g}' for s in cfg.scales)}" + (" + flip" if cfg.flip else "")
-                      + (" + CRF" if cfg.use_crf else ""))
-        metrics = {
-            "labels": params.train_seg.labels,
-            "miou": report["miou"],
-            "protocol": "single scale" if headline == "single_scale" else multi_name,
-            "miou_single_scale": reports["single_scale"]["miou"],
-            "miou_multi_scale": reports["multi_scale"]["miou"],
-            "pixel_accuracy": report["pixel_accuracy"],
-            "per_class_iou": report["per_class_iou"],
-            "num_images": len(val.ids),
-        }
-        if headline == "single_scale":  # pred/ holds the headline protocol's predictions
-            shutil.rmtree(out / "pred", ignore_errors=True)
-            (out / "pred_single_scale").rename(out / "pred")
-        else:
-            shutil.rmtree(out / "pred_single_scale", ignore_errors=True)
-        write_eval(out, metrics)
-        write_json(out / "confusion.json", confusion_rows(conf, class_names))
-        with open(out / "confusion.csv", "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["actual"] + class_names)
-            writer.writerows([[name] + row.tolist() for name, row in zip(class_names, conf)])
+    device = next(model.parameters()).device
+    for image_id in track(val.ids, len(val.ids), description):
+        image = val.load_image(image_id)
+        gt = val.load_mask(image_id)
+        tensor = image_to_tensor(image).to(device)
+        single_pred = predict(model, tensor).argmax(0).astype(np.uint8)
+        single += confusion_matrix(single_pred, gt, n)
+        save_mask(out / "pred_single_scale" / f"{image_id}.png", single_pred)
+        probs = predict(model, tensor, scales=cfg.scales, flip=cfg.flip)
+        if cfg.use_crf:
+            probs = dense_crf(image, probs, **crf_kwargs)
+        pred = probs.argmax(0).astype(np.uint8)
+        multi += confusion_matrix(pred, gt, n)
+        save_mask(out / "pred" / f"{image_id}.png", pred)
+    reports = {"single_scale": iou_report(single, class_names), "multi_scale": iou_report(multi, class_names)}
+    headline = cfg.headline
+    if headline == "best":
+        headline = max(reports, key=lambda k: (reports[k]["miou"], k == "multi_scale"))
+    report, conf = reports[headline], {"single_scale": single, "multi_scale": multi}[headline]
+    multi_name = (f"multi-scale {','.join(f'{s:g}' for s in cfg.scales)}" + (" + flip" if cfg.flip else "")
+                  + (" + CRF" if cfg.use_crf else ""))
+    metrics = {
+        **(extra or {}),
+        "miou": report["miou"],
+        "protocol": "single scale" if headline == "single_scale" else multi_name,
+        "miou_single_scale": reports["single_scale"]["miou"],
+        "miou_multi_scale": reports["multi_scale"]["miou"],
+        "pixel_accuracy": report["pixel_accuracy"],
+        "per_class_iou": report["per_class_iou"],
+        "num_images": len(val.ids),
+    }
+    if headline == "single_scale":  # pred/ holds the headline protocol's predictions
+        shutil.rmtree(out / "pred", ignore_errors=True)
+        (out / "pred_single_scale").rename(out / "pred")
+    else:
+        shutil.rmtree(out / "pred_single_scale", ignore_errors=True)
+    write_eval(out, metrics)
+    write_json(out / "confusion.json", confusion_rows(conf, class_names))
+    with open(out / "confusion.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["actual"] + class_names)
+        writer.writerows([[name] + row.tolist() for name, row in zip(class_names, conf)])
     return metrics

@@ -1,8 +1,9 @@
 """Stage ``overlays``: inspection images for the first ``overlays.count`` train images with labels.
 
 Each ``outputs/overlays/<method>/<id>.png`` shows image, CAM heat map, pseudo mask, ground truth and the
-segmentation model's prediction side by side (panels whose inputs are missing are left out). dvc.yaml
-lists the directory as an image plot, so `dvc plots show` renders them.
+segmentation model's prediction and the single-stage model's (``train_single``) side by side (panels
+whose inputs are missing are left out). dvc.yaml lists the directory as an image plot, so `dvc plots show`
+renders them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pipeline.train import resolve_device
 from stages.common import open_split, require, stage_dir
 from stages.config import Params
 from stages.train_seg import load_model, seg_tag
+from stages.train_single import load_single_model, single_tag
 
 
 def run(params: Params) -> int:
@@ -26,6 +28,8 @@ def run(params: Params) -> int:
     crf_dir = stage_dir(params, "crf", params.method)
     model_path = stage_dir(params, "train_seg", seg_tag(params)) / "model.pt"
     model = load_model(model_path, device)[0] if model_path.is_file() else None
+    single_path = stage_dir(params, "train_single", single_tag(params)) / "model.pt"
+    single = load_single_model(single_path, device)[0] if single_path.is_file() else None
     with atomic_dir(stage_dir(params, "overlays", params.method)) as out:
         for image_id in chosen:
             image = dataset.load_image(image_id)
@@ -38,6 +42,7 @@ def run(params: Params) -> int:
                 ("pseudo mask", load_mask(pseudo) if pseudo.is_file() else None),
                 ("ground truth", dataset.load_mask(image_id) if dataset.has_masks else None),
                 ("prediction", predict_label_map(model, image) if model is not None else None),
+                ("single stage", predict_label_map(single, image) if single is not None else None),
             ]
             save_image(out / f"{image_id}.png", make_overlay(image, panels))
     return len(chosen)

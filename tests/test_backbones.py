@@ -243,7 +243,8 @@ def test_resnet38_imagenet_asks_for_a_weights_file():
 
 
 def test_build_backbone_names_and_errors():
-    assert BACKBONES == ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38")
+    assert BACKBONES == ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38",
+                         "swin_t", "vit_b_16")
     tiny = build_backbone("tiny", 8, "none")
     assert tiny.output_stride == 8 and tiny.stage_strides[-1] == 8
     with pytest.raises(ConfigError, match=r"backbone\.name.*vgg16"):

@@ -30,6 +30,12 @@ SMALL = {
     "eval_seg.scales": [1.0],
     "eval_seg.flip": False,
     "overlays.count": 2,
+    "single.steps": 6,
+    "single.batch_size": 4,
+    "single.crop_size": 96,
+    "single.val_every": 6,
+    "eval_single.scales": [1.0],
+    "eval_single.flip": False,
 }
 
 
@@ -41,7 +47,8 @@ def test_dvc_repro_whole_pipeline(tmp_path):
     project = make_project(tmp_path, SMALL)
     first = run_dvc(project, "repro")
     assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "crf",
-            "eval_pseudo", "train_seg", "eval_seg", "overlays", "inspect"} <= _ran(first)
+            "eval_pseudo", "train_seg", "eval_seg", "overlays", "inspect", "scribbles", "train_single",
+            "eval_single"} <= _ran(first)
     out = project / "outputs"
 
     cam_metrics = json.loads((out / "eval_cam" / "cam" / "metrics.json").read_text())
@@ -60,6 +67,8 @@ def test_dvc_repro_whole_pipeline(tmp_path):
     assert seg["miou"] == max(seg["miou_single_scale"], seg["miou_multi_scale"]) and seg["protocol"]
     report = json.loads((out / "inspect" / "cam" / "data" / "index.json").read_text())
     assert len(report["rows"]) == 64 + 8 and report["splits"]["val"]["miou"]["pred"] == pytest.approx(seg["miou"])
+    single = json.loads((out / "eval_single" / "scribble_dfr" / "metrics.json").read_text())
+    assert 0.0 <= single["miou"] <= 1.0 and single["num_images"] == 8
     pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
     assert pseudo.mode == "P" and pseudo.size == (128, 128)
     overlays = sorted((out / "overlays" / "cam").glob("*.png"))

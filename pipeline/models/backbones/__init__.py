@@ -12,8 +12,10 @@ from pipeline.models.backbones.efficientnet_lite import (
 from pipeline.models.backbones.resnet import ResNetBackbone
 from pipeline.models.backbones.resnet38 import ResNet38Backbone
 from pipeline.models.backbones.tiny import TinyBackbone
+from pipeline.models.backbones.transformer import SwinTBackbone, ViTB16Backbone
 
-BACKBONES = ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38")
+BACKBONES = ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38", "swin_t",
+             "vit_b_16")
 
 # output strides each backbone supports
 OUTPUT_STRIDES = {
@@ -23,6 +25,8 @@ OUTPUT_STRIDES = {
     "resnet50": (8, 16, 32),
     "resnet101": (8, 16, 32),
     "resnet38": (8, 16),
+    "swin_t": (16, 32),
+    "vit_b_16": (16,),
 }
 
 
@@ -47,6 +51,10 @@ def build_backbone(name: str, output_stride: int = 16, pretrained: str | Path | 
         return EfficientNetLiteBackbone(name, output_stride=output_stride, pretrained=pretrained)
     if name in ("resnet50", "resnet101"):
         return ResNetBackbone(name, output_stride=output_stride, pretrained=pretrained)
+    if name == "swin_t":
+        return SwinTBackbone(output_stride=output_stride, pretrained=pretrained)
+    if name == "vit_b_16":
+        return ViTB16Backbone(output_stride=output_stride, pretrained=pretrained)
     return ResNet38Backbone(output_stride=output_stride, pretrained=pretrained)
 
 
@@ -58,6 +66,8 @@ __all__ = [
     "OUTPUT_STRIDES",
     "ResNet38Backbone",
     "ResNetBackbone",
+    "SwinTBackbone",
     "TinyBackbone",
+    "ViTB16Backbone",
     "build_backbone",
 ]

@@ -1,0 +1,122 @@
+"""Stage ``train_single``: the single-stage branch (:mod:`pipeline.single_stage`): a segmentation model
+trained end to end with pCE + the dense-CRF / DFR loss from the ``scribbles`` stage's labels
+(``single.supervision: scribble``), from online CAM seeds (``image``) or from ground truth (``full``).
+
+Writes ``outputs/train_single/<supervision>_<loss>/``: ``model.pt``, ``metrics.json`` (final loss terms,
+val mIoU, seconds per step) and ``dvclive/`` (loss-term and val mIoU curves).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+
+from pipeline.data.transforms import train_transform
+from pipeline.data.voc import image_size
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir, write_json
+from pipeline.models.backbones import build_backbone
+from pipeline.scribbles import read_scribble
+from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
+from pipeline.train import resolve_device, seed_everything
+from stages.common import open_split, progress_bar, require, stage_dir, training_loader
+from stages.config import Params
+from stages.train_seg import val_miou
+
+LOSS_FIELDS = ("supervision", "loss", "crf_weight", "crf_scale", "sigma_rgb", "sigma_xy", "warmup_steps",
+               "sigma_deep", "fc_weight", "fc_pixels", "fc_confidence", "deep_warmup_steps", "cls_weight",
+               "seed_fg", "seed_bg")
+
+
+def single_tag(params: Params) -> str:
+    return f"{params.single.supervision}_{params.single.loss}"
+
+
+def build_model(params: Params, num_classes: int, pretrained) -> SingleStageModel:
+    cfg = params.single
+    backbone = build_backbone(params.backbone.name, params.backbone.output_stride, pretrained)
+    return SingleStageModel(backbone, num_classes, head=cfg.head,
+                            embed_dim=cfg.embed_dim if cfg.loss == "dfr" else None,
+                            with_cam=cfg.supervision == "image")
+
+
+def load_single_model(path: Path, device: torch.device):
+    require(path, "run `wsss-pipe train-single` first")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    spec = checkpoint["backbone"]
+    backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
+    model = SingleStageModel(backbone, len(checkpoint["class_names"]), head=checkpoint["head"],
+                             embed_dim=checkpoint["embed_dim"], with_cam=checkpoint["with_cam"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
+
+
+def label_source(params: Params, train, index: dict):
+    """``id -> (H, W) labels`` for the chosen supervision."""
+    split = params.data.train_split
+    supervision = params.single.supervision
+    if supervision == "scribble":
+        folder = require(stage_dir(params, "scribbles"), "run `wsss-pipe scribbles` first")
+        return lambda image_id: read_scribble(folder / f"{image_id}.png", image_size(train.image_path(image_id)),
+                                              train.num_classes)
+    if supervision == "full":
+        if not index["splits"][split]["has_masks"]:
+            raise DataError(f"single.supervision: full needs masks for split {split!r}")
+        return train.load_mask
+    return lambda image_id: np.full(image_size(train.image_path(image_id)), 255, dtype=np.uint8)
+
+
+def run(params: Params) -> dict:
+    cfg = params.single
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    train, index = open_split(params, params.data.train_split)
+    val, _ = open_split(params, params.data.val_split)
+    class_names = index["classes"]
+    labels = index["splits"][params.data.train_split]["labels"]
+    samples = PartialLabelSamples(train, train.ids, label_source(params, train, index), labels,
+                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
+    loader = training_loader(samples, cfg, generator, device)
+    model = build_model(params, len(class_names), params.backbone.pretrained)
+    objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS})
+    tag = single_tag(params)
+
+    with atomic_dir(stage_dir(params, "train_single", tag)) as out:
+        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+        curve: list[tuple[int, float]] = []
+
+        def log(step: int, values: dict) -> None:
+            for name, value in values.items():
+                live.log_metric(name, value)
+            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
+                score = val_miou(model, val, len(class_names), device)
+                curve.append((step + 1, score))
+                live.log_metric("val_miou", score)
+            live.next_step()
+            bar.update(task, completed=step + 1)
+
+        start = time.perf_counter()
+        with progress_bar(f"train_single [{tag}]") as bar:
+            task = bar.add_task("train", total=cfg.steps)
+            history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
+                                         cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log)
+        live.end()
+        tail = history[-10:]
+        # the first steps include one-off costs (allocator, cudnn autotuning): time the rest
+        timed = history[min(5, len(history) - 1):]
+        metrics = {"supervision": cfg.supervision, "loss": cfg.loss,
+                   "final_terms": {k: round(float(np.mean([h[k] for h in tail])), 6)
+                                   for k in tail[-1] if k not in ("seconds", "lr")},
+                   "val_miou_single_scale": round(curve[-1][1], 6),
+                   "seconds_per_step": round(float(np.mean([h["seconds"] for h in timed])), 4),
+                   "train_seconds": round(time.perf_counter() - start, 2)}
+        torch.save({"head": cfg.head, "class_names": class_names, "supervision": cfg.supervision,
+                    "loss": cfg.loss, "embed_dim": model.embed.layers[-1].out_channels if model.embed else None,
+                    "with_cam": model.cam_head is not None,
+                    "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
+                    "state_dict": model.cpu().state_dict()}, out / "model.pt")
+        write_json(out / "metrics.json", metrics)
+    return metrics
