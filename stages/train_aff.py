@@ -17,6 +17,7 @@ from pipeline.data.transforms import train_transform
 from pipeline.io import atomic_dir, load_mask, write_json
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
+from stages.checkpoints import load_checkpoint
 from stages.common import open_split, progress_bar, require, stage_dir, training_loader
 from stages.config import Params
 
@@ -27,8 +28,8 @@ def build_affinity_net(spec: dict, pretrained) -> AffinityNet:
 
 
 def load_affinity_net(path: Path, device: torch.device) -> tuple[AffinityNet, dict]:
-    require(path, "run `wsss-pipe train-aff` first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, f"run `wsss-pipe train-aff --method {path.parent.name}` first",
+                                 ("spec", "state_dict"))
     model = build_affinity_net(checkpoint["spec"], pretrained=None)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint

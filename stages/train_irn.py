@@ -28,6 +28,7 @@ from pipeline.data.transforms import train_transform
 from pipeline.io import atomic_dir, load_mask, write_json
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
+from stages.checkpoints import load_checkpoint
 from stages.common import open_split, progress_bar, require, stage_dir, training_loader
 from stages.config import Params
 
@@ -38,8 +39,8 @@ def build_boundary_net(spec: dict, pretrained) -> BoundaryNet:
 
 
 def load_boundary_net(path: Path, device: torch.device) -> tuple[BoundaryNet, dict]:
-    require(path, "run `wsss-pipe train-irn` first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(path, f"run `wsss-pipe train-irn --method {path.parent.name}` first",
+                                 ("spec", "state_dict"))
     model = build_boundary_net(checkpoint["spec"], pretrained=None)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint
