@@ -175,15 +175,71 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
 
 def training_loader(samples, cfg, generator: torch.Generator, device: torch.device):
     """Shuffled, seeded DataLoader of ``samples`` with the batch size and workers of a training section;
-    the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample)."""
+    the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample).
+    The order and each sample's augmentation depend only on (seed, epoch, index)
+    (:class:`pipeline.distributed.EpochSampler`, :class:`~pipeline.distributed.SeededSamples`); under
+    torchrun ``batch_size`` is the global batch, each rank loading its share."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True, drop_last=len(samples) > cfg.batch_size,
-                        num_workers=cfg.loader_workers, generator=generator, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.loader_workers > 0)
-    if len(loader) == 0:
+    from pipeline import distributed
+
+    seed = generator.initial_seed()
+    sampler = distributed.EpochSampler(len(samples), cfg.batch_size, seed, distributed.world_size(),
+                                       distributed.rank())
+    loader = DataLoader(distributed.SeededSamples(samples, seed), batch_size=sampler.local_batch,
+                        sampler=sampler, num_workers=cfg.loader_workers, generator=generator,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.loader_workers > 0)
+    if len(samples) == 0:
         raise DataError(f"no training samples: the split {getattr(samples.dataset, 'split', '')!r} is empty")
     return loader
+
+
+def run_key(params: Params, sections: Sequence[str], inputs: Sequence[Path] = ()) -> str:
+    """A short hash of the params ``sections`` (dotted: ``methods.seam``) and of the ``inputs`` (files,
+    or directories taken whole: names, sizes, modification times) a stage reads: resume state and partial
+    outputs are reused only by a run with the same key."""
+    import hashlib
+    import json
+
+    dump = params.model_dump(mode="json")
+    chosen = {}
+    for dotted in sections:
+        node = dump
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        chosen[dotted] = node
+    digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode())
+    for path in inputs:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            info = file.stat()
+            digest.update(f"{file.relative_to(path.parent)}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def resume_path(params: Params, stage: str, method: str | None, key: str) -> Path:
+    """<outputs>/.resume/<stage>/<method>/<key>.pt: outside the stage's output (DVC never sees it)."""
+    return Path(params.paths.outputs) / ".resume" / stage / (method or "") / f"{key}.pt"
+
+
+def clear_resume(path: Path, keep: bool = False) -> None:
+    """Remove the resume files of this stage (all keys; all but ``path`` when ``keep``) and the directories
+    left empty. Rank 0 only."""
+    from pipeline import distributed
+
+    if not distributed.is_main():
+        return
+    for stale in path.parent.glob("*.pt"):
+        if not (keep and stale == path):
+            stale.unlink(missing_ok=True)
+    for directory in [path.parent, *path.parent.parents]:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+        if directory.name == ".resume":
+            break
 
 
 def load_image_and_cam(image_path: str, cam_path: str,
