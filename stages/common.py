@@ -1,6 +1,8 @@
-"""What every stage shares: output locations, the dataset index, progress bars, process pools."""
+"""What every stage shares: output locations, the dataset index, progress bars, process pools, resumable
+and sharded outputs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -240,6 +242,45 @@ def clear_resume(path: Path, keep: bool = False) -> None:
             break
         if directory.name == ".resume":
             break
+
+
+@contextlib.contextmanager
+def resumable_output(path: Path, key: str) -> Iterator[Path]:
+    """The work directory of a per-image stage's output ``path`` (:func:`pipeline.io.atomic_dir` with
+    ``key``): files finished by an earlier killed run of the same key are kept, the directory is published
+    whole once every rank is done. Under torchrun every rank writes its shard (:func:`todo`) into the
+    shared directory and rank 0 publishes it after a barrier."""
+    from pipeline import distributed
+    from pipeline.io import atomic_dir, partial_dir
+
+    if distributed.is_main():
+        with atomic_dir(path, key=key) as work:
+            distributed.barrier()  # the work directory exists
+            yield from _all_ranks(work)
+    else:
+        distributed.barrier()
+        yield from _all_ranks(partial_dir(path, key))
+    distributed.barrier()  # published
+
+
+def _all_ranks(work: Path) -> Iterator[Path]:
+    from pipeline import distributed
+
+    try:
+        yield work
+    except BaseException:
+        distributed.all_ok(False)
+        raise
+    if not distributed.all_ok(True):
+        raise WsssError(f"{work}: another process failed; the finished files are kept for the next run")
+
+
+def todo(ids: Sequence[str], work: Path, suffix: str) -> list[str]:
+    """This rank's ids (``ids[rank::world]``) whose ``<id><suffix>`` is not in ``work`` yet (a file there
+    is complete: files are renamed into place)."""
+    from pipeline import distributed
+
+    return [i for i in distributed.shard(ids) if not (work / f"{i}{suffix}").exists()]
 
 
 def load_image_and_cam(image_path: str, cam_path: str,

@@ -110,3 +110,40 @@ def test_resume_state_of_other_params_is_never_used(dataset):
     second = _run("train-cls", tmp_path, killed, "train_cls.resume_every=2", "train_cls.lr=0.02")
     assert "resuming" not in second.stderr
     assert not stale.exists() and not (killed / ".resume").exists()
+
+
+def test_killed_cam_keeps_finished_images_and_does_only_the_rest(dataset):
+    from stages import train_cls
+
+    tmp_path = dataset
+    out = tmp_path / "out_a"
+    train_cls.run(_params(tmp_path, out, "train_cls.epochs=1"))
+    scales = "cam.scales=[1.0,0.5,1.5,2.0]"
+    _run("cam", tmp_path, out, scales)
+    reference = out / "cam" / "cam"
+    reference.rename(tmp_path / "reference")
+    reference = tmp_path / "reference"
+
+    parent = out / "cam"
+    partial = lambda: [f for d in parent.glob(".cam.*.partial") for f in _published(d, "*.npz")]  # noqa: E731
+    _kill_when("cam", tmp_path, out, lambda: len(partial()) >= 2, scales)
+    assert not (parent / "cam").exists()  # nothing published
+    kept = {f.name: f.stat().st_ino for f in partial()}
+    assert 2 <= len(kept) < 12
+
+    _run("cam", tmp_path, out, scales)
+    published = parent / "cam"
+    assert sorted(p.name for p in published.iterdir()) == sorted(p.name for p in reference.iterdir())
+    assert not list(parent.glob(".cam.*"))  # the work directory became the output
+    for name, inode in kept.items():
+        assert (published / name).stat().st_ino == inode  # kept, not computed again
+    for path in reference.iterdir():
+        assert (published / path.name).read_bytes() == path.read_bytes(), path.name
+
+    # other params: the kept work of a killed run is discarded, not mixed in
+    _kill_when("cam", tmp_path, out, lambda: len(partial()) >= 1, "cam.scales=[1.0]")
+    stale = partial()
+    _run("cam", tmp_path, out, scales)
+    assert not any(f.exists() for f in stale)
+    for path in reference.iterdir():
+        assert (published / path.name).read_bytes() == path.read_bytes(), path.name
