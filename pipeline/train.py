@@ -152,6 +152,8 @@ def train_method(
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
+        if distributed.is_main():
+            print(f"training on {world} processes (DistributedDataParallel, {device.type})", file=sys.stderr)
     groups = method.param_groups(lr, head_lr_mult)
     for group in groups:
         group["initial_lr"] = group["lr"]

@@ -280,7 +280,11 @@ def todo(ids: Sequence[str], work: Path, suffix: str) -> list[str]:
     is complete: files are renamed into place)."""
     from pipeline import distributed
 
-    return [i for i in distributed.shard(ids) if not (work / f"{i}{suffix}").exists()]
+    mine = [i for i in distributed.shard(ids) if not (work / f"{i}{suffix}").exists()]
+    if distributed.world_size() > 1:
+        print(f"rank {distributed.rank()} of {distributed.world_size()}: {len(mine)} of {len(ids)} images to do",
+              file=sys.stderr)
+    return mine
 
 
 def load_image_and_cam(image_path: str, cam_path: str,
