@@ -135,10 +135,10 @@ def train_method(
 ) -> list[dict[str, float]]:
     """Train ``method`` on batches of (images (B,3,H,W) in [0,1], targets) and return one dict of mean loss
     terms per epoch. Any module with ``training_step(images, targets)`` and ``param_groups(lr, mult)``
-    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps). ``on_step(step, total_steps)`` is called after every step (progress). Methods
-    trained in stages (``stage_span(epoch, epochs)`` -> the epochs of the current stage) get a poly schedule
-    per stage. ``freeze_bn``: :func:`freeze_batchnorm` on
-    ``method.backbone`` (frozen layers stay frozen afterwards). ``resume_path``: continue from the state
+    trains here: the CAM methods (multi-hot labels) and AffinityNet (confident label maps).
+    ``on_step(step, total_steps)`` is called after every step (progress). Methods trained in stages
+    (``stage_span(epoch, epochs)`` -> the epochs of the current stage) get a poly schedule per stage.
+    ``freeze_bn``: :func:`freeze_batchnorm` on ``method.backbone`` (frozen layers stay frozen afterwards). ``resume_path``: continue from the state
     there if it was written for ``resume_key``, and write it every ``resume_every`` steps (0: never); the
     caller deletes it once the outputs are published. Under torchrun the step runs through
     DistributedDataParallel and only rank 0 writes the resume file."""

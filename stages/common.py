@@ -59,7 +59,9 @@ def open_split(params: Params, split: str):
 
 
 def num_workers(params: Params) -> int:
-    return params.workers or os.cpu_count() or 1
+    """``workers``; 0 = all cores, shared among the processes torchrun started on this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return params.workers or max(1, (os.cpu_count() or 1) // local)
 
 
 def progress_bar(description: str) -> Progress:
@@ -253,6 +255,7 @@ def resumable_output(path: Path, key: str) -> Iterator[Path]:
     from pipeline import distributed
     from pipeline.io import atomic_dir, partial_dir
 
+    distributed.setup(torch.device("cpu"))  # under torchrun: join the group (gloo) if no stage did yet
     if distributed.is_main():
         with atomic_dir(path, key=key) as work:
             distributed.barrier()  # the work directory exists
