@@ -25,11 +25,16 @@ def _sets(tmp_path: Path, outputs: Path) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def _stage(tmp_path: Path, outputs: Path, stage: str, processes: int) -> str:
+def _stage(tmp_path: Path, outputs: Path, stage: str, processes: int, via_env: bool = False) -> str:
+    """Run ``stage`` as one process or under torchrun: explicitly, or ``via_env`` through WSSS_TORCHRUN."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.pop("WORLD_SIZE", None)
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-                if processes > 1 else [sys.executable])
+    env.pop("WSSS_TORCHRUN", None)
+    launcher = [sys.executable]
+    if processes > 1 and via_env:
+        env["WSSS_TORCHRUN"] = f"--standalone --nproc_per_node {processes}"
+    elif processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
     command = [*launcher, "-m", "stages", stage, "-p", str(REPO / "params.yaml"), *_sets(tmp_path, outputs)]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -107,7 +112,7 @@ def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_e
     # the same model on both sides: the sharded CAMs must equal the single-process ones byte for byte
     (two / "train_cls" / "cam" / "model.pt").write_bytes((one / "train_cls" / "cam" / "model.pt").read_bytes())
     _stage(tmp_path, one, "cam", 1)
-    log = _stage(tmp_path, two, "cam", 2)
+    log = _stage(tmp_path, two, "cam", 2, via_env=True)
     assert "rank 0 of 2: 5 of 10 images to do" in log and "rank 1 of 2: 5 of 10 images to do" in log
     reference = sorted((one / "cam" / "cam").iterdir())
     assert len(reference) == 10
@@ -115,3 +120,14 @@ def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_e
     for path in reference:
         assert (two / "cam" / "cam" / path.name).read_bytes() == path.read_bytes(), path.name
     assert not list((two / "cam").glob(".cam.*"))
+
+
+def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, ["eval-cam", "-p", str(REPO / "params.yaml")])
+    assert result.exit_code == 2
+    assert "eval_cam does not run under torchrun" in result.output
