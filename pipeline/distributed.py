@@ -119,6 +119,10 @@ class EpochSampler(Sampler):
 
             raise ConfigError(f"batch_size={batch_size} is the global batch and must be divisible by the "
                               f"{world} processes")
+        if 0 < n < world:
+            from pipeline.errors import DataError
+
+            raise DataError(f"{n} training samples cannot be shared among {world} processes")
         self.n, self.batch_size, self.seed, self.world, self.rank = n, batch_size, seed, world, rank
         self.local_batch = batch_size // world
         self.epoch, self.skip = 0, 0
