@@ -168,8 +168,3 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
             return self.samples[index]
-
-    def __getattr__(self, name: str):
-        if name == "samples":
-            raise AttributeError(name)
-        return getattr(self.samples, name)
