@@ -16,7 +16,7 @@ TINY = ["synthetic.num_train=10", "synthetic.num_val=2", "synthetic.image_size=4
         "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
         "train_cls.batch_size=4", "train_cls.crop_size=48", "train_cls.epochs=1", "train_cls.lr=0.05",
         "train_cls.freeze_bn=true",  # torch has no CPU SyncBatchNorm: frozen BN makes the ranks exact
-        "cam.scales=[1.0,0.5]", "workers=1", "device=cpu", "seed=5"]
+        "cam.scales=[1.0,0.5]", "crf.bg_threshold=0.3", "workers=1", "device=cpu", "seed=5"]
 
 
 def _sets(tmp_path: Path, outputs: Path) -> list[str]:
@@ -93,7 +93,7 @@ def order_of(epoch: int) -> list[int]:
     return [i for _, i in sampler]
 
 
-def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_exactly(dataset):
+def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_crf_exactly(dataset):
     tmp_path = dataset
     one, two = tmp_path / "one", tmp_path / "two"
     assert "training on" not in _stage(tmp_path, one, "train-cls", 1)
@@ -120,6 +120,13 @@ def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_e
     for path in reference:
         assert (two / "cam" / "cam" / path.name).read_bytes() == path.read_bytes(), path.name
     assert not list((two / "cam").glob(".cam.*"))
+
+    _stage(tmp_path, one, "crf", 1)
+    _stage(tmp_path, two, "crf", 2)
+    masks = sorted((one / "crf" / "cam").iterdir())
+    assert len(masks) == 10
+    for path in masks:
+        assert (two / "crf" / "cam" / path.name).read_bytes() == path.read_bytes(), path.name
 
 
 def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeypatch):
