@@ -9,6 +9,10 @@
   leaves no partial output. Outputs get the user's normal permissions (0666 / 0777 less the umask), not
   the private 0600 / 0700 of ``mkstemp`` / ``mkdtemp``. A temporary directory that a killed run
   (SIGKILL) could not remove is removed by the next run of the same stage.
+- A per-image stage fills a *keyed* work directory instead (``atomic_dir(path, key=...)``:
+  ``.<name>.<key>.partial``, the key hashing the stage's params and inputs) that survives a failed or
+  killed run: the next run with the same key keeps its files (each was renamed into place whole, so an
+  existing file is complete) and computes only the missing ones; a run with another key discards it.
 """
 from __future__ import annotations
 
@@ -91,16 +95,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             _remove_if_empty(created)
 
 
-def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 0.0) -> list[Path]:
+def partial_dir(path: str | os.PathLike, key: str) -> Path:
+    """The keyed work directory of output ``path`` (see :func:`atomic_dir`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{key}.partial")
+
+
+def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 0.0,
+                             keep: Path | None = None) -> list[Path]:
     """Delete the temporary directories/files that :func:`atomic_dir` / :func:`atomic_path` left next to
-    ``path`` when a run was killed (``.<name>.*.tmp*``, ``.<name>.old``) and that were last modified at
-    least ``min_age_s`` seconds ago. Returns what was removed."""
+    ``path`` when a run was killed (``.<name>.*.tmp*``, ``.<name>.old``, keyed work directories
+    ``.<name>.*.partial`` but ``keep``) and that were last modified at least ``min_age_s`` seconds ago.
+    Returns what was removed."""
     path = Path(path)
     if not path.parent.is_dir():
         return []
     removed = []
     now = time.time()
-    for stale in [*path.parent.glob(f".{path.name}.*.tmp*"), path.parent / f".{path.name}.old"]:
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp*"), path.parent / f".{path.name}.old",
+                  *path.parent.glob(f".{path.name}.*.partial")]:
+        if stale == keep:
+            continue
         try:
             if now - stale.lstat().st_mtime < min_age_s:
                 continue
@@ -115,14 +130,24 @@ def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 0.0) ->
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; on success it replaces ``path`` whole. On failure
     the temporary directory and any parent directories this call created are removed. Temporaries left by a
-    killed earlier run of the same output are removed first."""
+    killed earlier run of the same output are removed first.
+
+    With ``key``: yield the work directory :func:`partial_dir` instead, reused with its files when an
+    earlier run of the same key left it, and kept on failure so that the next run resumes it."""
     path = Path(path)
     created = _make_parents(path.parent)
-    remove_stale_temporaries(path)
-    tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    if key is None:
+        remove_stale_temporaries(path)
+        tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        tmp_path = partial_dir(path, key)
+        remove_stale_temporaries(path, keep=tmp_path)
+        tmp_path.mkdir(exist_ok=True)
+        for leftover in tmp_path.glob(".*.tmp*"):  # a file a killed run was writing
+            leftover.unlink(missing_ok=True)
     os.chmod(tmp_path, 0o777 & ~_umask())
     done = False
     try:
@@ -138,9 +163,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(tmp_path, path)
         done = True
     finally:
-        if tmp_path.exists():
+        if tmp_path.exists() and (done or key is None):
             shutil.rmtree(tmp_path, ignore_errors=True)
-        if not done:
+        if not done and key is None:
             _remove_if_empty(created)
 
 

@@ -14,8 +14,12 @@ from pathlib import Path
 
 from pipeline.affinity_labels import confident_labels
 from pipeline.crf import dense_crf
-from pipeline.io import atomic_dir, save_mask
+from pipeline.io import save_mask
 from stages.common import (
+    index_path,
+    resumable_output,
+    run_key,
+    todo,
     load_image_and_cam,
     num_workers,
     open_split,
@@ -37,11 +41,13 @@ def _label_job(job: tuple[str, str, str], fg_alpha: float, bg_alpha: float, crf:
 def run(params: Params) -> int:
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
     dataset, _ = open_split(params, params.data.train_split)
-    with atomic_dir(stage_dir(params, "aff_labels", params.method)) as out:
+    key = run_key(params, ["method", "aff_labels", "train_aff.grid_stride", "data"],
+                  [cam_dir, index_path(params)])
+    with resumable_output(stage_dir(params, "aff_labels", params.method), key) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / f"{i}.png"))
-                for i in dataset.ids]
+                for i in todo(dataset.ids, out, ".png")]
         worker = partial(_label_job, fg_alpha=params.aff_labels.fg_alpha, bg_alpha=params.aff_labels.bg_alpha,
                          crf=params.aff_labels.crf_kwargs(), grid_stride=params.train_aff.grid_stride)
         for _ in parallel_map(worker, jobs, num_workers(params), f"aff_labels [{params.method}]"):
             pass
-    return len(jobs)
+    return len(dataset.ids)

@@ -2,7 +2,9 @@
 
 Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam`).
 Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
-one directory per method so that all methods' CAMs can exist side by side.
+one directory per method so that all methods' CAMs can exist side by side. A killed run keeps its
+finished CAMs (keyed work directory, :func:`stages.common.resumable_output`); under torchrun each rank
+extracts ``ids[rank::world]`` and rank 0 publishes.
 """
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import numpy as np
 
 from pipeline.cam import multiscale_cam
 from pipeline.data.transforms import to_image_tensor
-from pipeline.io import atomic_dir, save_cam
+from pipeline.io import save_cam
 from pipeline.train import resolve_device
 from stages.checkpoints import load_method
-from stages.common import open_split, stage_dir, track
+from stages.common import index_path, open_split, resumable_output, run_key, stage_dir, todo, track
 from stages.config import Params
 
 
@@ -23,8 +25,11 @@ def run(params: Params) -> int:
     dataset, index = open_split(params, params.data.train_split)
     labels = index["splits"][params.data.train_split]["labels"]
     norm = params.cam.norm_for(method.readout_norm)
-    with atomic_dir(stage_dir(params, "cam", params.method)) as out:
-        for image_id in track(dataset.ids, len(dataset.ids), f"cam [{params.method}]"):
+    checkpoint = stage_dir(params, "train_cls", params.method) / "model.pt"
+    key = run_key(params, ["method", "cam", "data"], [checkpoint, index_path(params)])
+    with resumable_output(stage_dir(params, "cam", params.method), key) as out:
+        ids = todo(dataset.ids, out, ".npz")
+        for image_id in track(ids, len(ids), f"cam [{params.method}]"):
             keys = np.asarray(labels[image_id], dtype=np.int64)
             image = to_image_tensor(dataset.load_image(image_id)).to(device)
             cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip, norm)

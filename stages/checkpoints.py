@@ -23,15 +23,28 @@ def save_checkpoint(path: Path, method: CamMethod, options: dict, backbone: dict
     )
 
 
-def load_method(path: Path, device: torch.device) -> tuple[CamMethod, dict]:
-    """Rebuild the trained method stored at ``path`` (random init, then the stored weights)."""
+def load_checkpoint(path: Path, hint: str, keys: tuple[str, ...] = ("state_dict",)) -> dict:
+    """The dict saved at ``path`` by a training stage. A missing file (with ``hint``: what to run), a
+    truncated or foreign file, or one lacking any of ``keys`` is a one-line :class:`WsssError` naming
+    ``path``."""
+    path = Path(path)
     if not path.is_file():
-        raise WsssError(f"{path}: classifier checkpoint not found; run `wsss-pipe train-cls --method "
-                        f"{path.parent.name}` first")
+        raise WsssError(f"{path}: checkpoint not found; {hint}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file
-        raise WsssError(f"{path}: unreadable checkpoint ({exc})") from None
+    except Exception as exc:  # truncated (EOFError, RuntimeError from the zip reader), bit-flipped, foreign
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WsssError(f"{path}: unreadable checkpoint ({reason}); {hint}") from None
+    missing = [key for key in keys if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise WsssError(f"{path}: not a checkpoint of this stage (missing {', '.join(missing)}); {hint}")
+    return checkpoint
+
+
+def load_method(path: Path, device: torch.device) -> tuple[CamMethod, dict]:
+    """Rebuild the trained method stored at ``path`` (random init, then the stored weights)."""
+    checkpoint = load_checkpoint(path, f"run `wsss-pipe train-cls --method {path.parent.name}` first",
+                                 ("method", "options", "backbone", "class_names", "state_dict"))
     spec = checkpoint["backbone"]
     backbone = build_backbone(spec["name"], output_stride=spec["output_stride"], pretrained=None)
     method = build_method(checkpoint["method"], backbone, len(checkpoint["class_names"]) - 1, **checkpoint["options"])

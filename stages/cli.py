@@ -7,6 +7,8 @@ line on stderr and exit status 2.
 from __future__ import annotations
 
 import importlib
+import os
+import shlex
 import signal
 import sys
 from typing import Callable, List, Optional
@@ -42,10 +44,30 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+# stages that run under torchrun (DDP training, sharded per-image work); the others run once
+DISTRIBUTED = {"train_cls", "cam", "aff_labels", "train_aff", "rw", "ir_labels", "train_irn", "rw_irn", "crf"}
+
+
+def _torchrun(module: str) -> None:
+    """``WSSS_TORCHRUN="--nproc_per_node 8"`` (torchrun's options): run this command under torchrun
+    instead (replacing this process, so that signals reach torchrun). A stage that cannot run as several
+    processes refuses to."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if module not in DISTRIBUTED:
+            typer.echo(f"error: {module} does not run under torchrun; start it as one process", err=True)
+            raise typer.Exit(2)
+        return
+    options = os.environ.get("WSSS_TORCHRUN", "").strip()
+    if options and module in DISTRIBUTED:
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *shlex.split(options),
+                                  "-m", "stages", *sys.argv[1:]])
+
+
 def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None,
          entry: str = "run", kwargs: Optional[dict] = None) -> None:
     from stages.config import load_params
 
+    _torchrun(module)
     overrides = list(overrides or [])
     if method is not None:
         overrides.append(f"method={method}")

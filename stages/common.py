@@ -1,6 +1,8 @@
-"""What every stage shares: output locations, the dataset index, progress bars, process pools."""
+"""What every stage shares: output locations, the dataset index, progress bars, process pools, resumable
+and sharded outputs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -57,7 +59,9 @@ def open_split(params: Params, split: str):
 
 
 def num_workers(params: Params) -> int:
-    return params.workers or os.cpu_count() or 1
+    """``workers``; 0 = all cores, shared among the processes torchrun started on this machine."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return params.workers or max(1, (os.cpu_count() or 1) // local)
 
 
 def progress_bar(description: str) -> Progress:
@@ -189,15 +193,115 @@ def write_eval(out: Path, metrics: dict) -> None:
 
 def training_loader(samples, cfg, generator: torch.Generator, device: torch.device):
     """Shuffled, seeded DataLoader of ``samples`` with the batch size and workers of a training section;
-    the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample)."""
+    the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample).
+    The order and each sample's augmentation depend only on (seed, epoch, index)
+    (:class:`pipeline.distributed.EpochSampler`, :class:`~pipeline.distributed.SeededSamples`); under
+    torchrun ``batch_size`` is the global batch, each rank loading its share."""
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(samples, batch_size=cfg.batch_size, shuffle=True, drop_last=len(samples) > cfg.batch_size,
-                        num_workers=cfg.loader_workers, generator=generator, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.loader_workers > 0)
-    if len(loader) == 0:
+    from pipeline import distributed
+
+    seed = generator.initial_seed()
+    sampler = distributed.EpochSampler(len(samples), cfg.batch_size, seed, distributed.world_size(),
+                                       distributed.rank())
+    loader = DataLoader(distributed.SeededSamples(samples, seed), batch_size=sampler.local_batch,
+                        sampler=sampler, num_workers=cfg.loader_workers, generator=generator,
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.loader_workers > 0)
+    if len(samples) == 0:
         raise DataError(f"no training samples: the split {getattr(samples.dataset, 'split', '')!r} is empty")
     return loader
+
+
+def run_key(params: Params, sections: Sequence[str], inputs: Sequence[Path] = ()) -> str:
+    """A short hash of the params ``sections`` (dotted: ``methods.seam``) and of the ``inputs`` (files,
+    or directories taken whole: names, sizes, modification times) a stage reads: resume state and partial
+    outputs are reused only by a run with the same key."""
+    import hashlib
+    import json
+
+    dump = params.model_dump(mode="json")
+    chosen = {}
+    for dotted in sections:
+        node = dump
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        chosen[dotted] = node
+    digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode())
+    for path in inputs:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            info = file.stat()
+            digest.update(f"{file.relative_to(path.parent)}:{info.st_size}:{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def resume_path(params: Params, stage: str, method: str | None, key: str) -> Path:
+    """<outputs>/.resume/<stage>/<method>/<key>.pt: outside the stage's output (DVC never sees it)."""
+    return Path(params.paths.outputs) / ".resume" / stage / (method or "") / f"{key}.pt"
+
+
+def clear_resume(path: Path, keep: bool = False) -> None:
+    """Remove the resume files of this stage (all keys; all but ``path`` when ``keep``) and the directories
+    left empty. Rank 0 only."""
+    from pipeline import distributed
+
+    if not distributed.is_main():
+        return
+    for stale in path.parent.glob("*.pt"):
+        if not (keep and stale == path):
+            stale.unlink(missing_ok=True)
+    for directory in [path.parent, *path.parent.parents]:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+        if directory.name == ".resume":
+            break
+
+
+@contextlib.contextmanager
+def resumable_output(path: Path, key: str) -> Iterator[Path]:
+    """The work directory of a per-image stage's output ``path`` (:func:`pipeline.io.atomic_dir` with
+    ``key``): files finished by an earlier killed run of the same key are kept, the directory is published
+    whole once every rank is done. Under torchrun every rank writes its shard (:func:`todo`) into the
+    shared directory and rank 0 publishes it after a barrier."""
+    from pipeline import distributed
+    from pipeline.io import atomic_dir, partial_dir
+
+    distributed.setup(torch.device("cpu"))  # under torchrun: join the group (gloo) if no stage did yet
+    if distributed.is_main():
+        with atomic_dir(path, key=key) as work:
+            distributed.barrier()  # the work directory exists
+            yield from _all_ranks(work)
+    else:
+        distributed.barrier()
+        yield from _all_ranks(partial_dir(path, key))
+    distributed.barrier()  # published
+
+
+def _all_ranks(work: Path) -> Iterator[Path]:
+    from pipeline import distributed
+
+    try:
+        yield work
+    except BaseException:
+        distributed.all_ok(False)
+        raise
+    if not distributed.all_ok(True):
+        raise WsssError(f"{work}: another process failed; the finished files are kept for the next run")
+
+
+def todo(ids: Sequence[str], work: Path, suffix: str) -> list[str]:
+    """This rank's ids (``ids[rank::world]``) whose ``<id><suffix>`` is not in ``work`` yet (a file there
+    is complete: files are renamed into place)."""
+    from pipeline import distributed
+
+    mine = [i for i in distributed.shard(ids) if not (work / f"{i}{suffix}").exists()]
+    if distributed.world_size() > 1:
+        print(f"rank {distributed.rank()} of {distributed.world_size()}: {len(mine)} of {len(ids)} images to do",
+              file=sys.stderr)
+    return mine
 
 
 def load_image_and_cam(image_path: str, cam_path: str,

@@ -94,7 +94,13 @@ class TrainingParams(Section):
         return self
 
 
-class TrainClsParams(TrainingParams):
+class ResumableParams(Section):
+    """Training stages run by :func:`pipeline.train.train_method` (train_cls, train_aff, train_irn)."""
+
+    resume_every: int = Field(200, ge=0, description="steps between resume checkpoints; 0 = none")
+
+
+class TrainClsParams(TrainingParams, ResumableParams):
     epochs: int = Field(15, ge=1)
     freeze_bn: bool | Literal["auto"] = "auto"
 
@@ -272,7 +278,7 @@ class AffLabelsParams(Section):
         return self
 
 
-class TrainAffParams(TrainingParams):
+class TrainAffParams(TrainingParams, ResumableParams):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
     radius: int = Field(5, ge=2)
@@ -305,7 +311,7 @@ class IrLabelsParams(Section):
         return self
 
 
-class TrainIrnParams(TrainingParams):
+class TrainIrnParams(TrainingParams, ResumableParams):
     """IRN's boundary branch on the frozen backbone (the branch trains at lr * head_lr_mult)."""
 
     epochs: int = Field(3, ge=1)

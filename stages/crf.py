@@ -3,7 +3,8 @@
 Reads the CAMs (``crf.source: cam``) or the random-walk scores (``crf.source: rw``: AffinityNet's walk;
 ``rw_irn``: IRN's walk) of the selected method;
 only the image's labelled classes + background take part. Writes ``outputs/crf/<method>/<id>.png``
-(VOC palette; 255 = ignore for pixels whose posterior is below ``crf.confidence``).
+(VOC palette; 255 = ignore for pixels whose posterior is below ``crf.confidence``). A killed run keeps
+its finished masks; under torchrun each rank takes ``ids[rank::world]`` (:func:`stages.common.todo`).
 """
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ from functools import partial
 from pathlib import Path
 
 from pipeline.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
-from pipeline.io import atomic_dir, read_json, save_mask
+from pipeline.io import read_json, save_mask
 from stages.common import (
+    index_path,
     load_image_and_cam,
     num_workers,
     open_split,
     parallel_map,
     require,
+    resumable_output,
+    run_key,
     stage_dir,
+    todo,
 )
 from stages.config import Params
 
@@ -49,10 +54,14 @@ def run(params: Params) -> int:
         bg["bg_threshold"] = (best_cam_threshold(params) if cfg.bg_threshold == "auto"
                               else float(cfg.bg_threshold))
     crf = {"use_crf": cfg.use_crf, "confidence": cfg.confidence} | cfg.crf_kwargs()
-    with atomic_dir(stage_dir(params, "crf", params.method)) as out:
+    inputs = [source_dir, index_path(params)]
+    if cfg.source == "cam" and cfg.bg_mode == "threshold" and cfg.bg_threshold == "auto":
+        inputs.append(stage_dir(params, "eval_cam", params.method) / "metrics.json")
+    key = run_key(params, ["method", "crf", "data"], inputs)
+    with resumable_output(stage_dir(params, "crf", params.method), key) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(source_dir) / f"{i}.npz"), str(out / f"{i}.png"))
-                for i in dataset.ids]
+                for i in todo(dataset.ids, out, ".png")]
         worker = partial(_pseudo_mask, source=cfg.source, bg=bg, crf=crf, num_classes=len(index["classes"]))
         for _ in parallel_map(worker, jobs, num_workers(params), f"crf [{params.method}]"):
             pass
-    return len(jobs)
+    return len(dataset.ids)

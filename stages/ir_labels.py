@@ -12,9 +12,13 @@ from functools import partial
 from pathlib import Path
 
 from pipeline.crf import dense_crf_labels
-from pipeline.io import atomic_dir, save_mask
+from pipeline.io import save_mask
 from pipeline.irn_labels import relation_labels
 from stages.common import (
+    index_path,
+    resumable_output,
+    run_key,
+    todo,
     load_image_and_cam,
     num_workers,
     open_split,
@@ -37,11 +41,12 @@ def run(params: Params) -> int:
     cfg = params.ir_labels
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
     dataset, _ = open_split(params, params.data.train_split)
-    with atomic_dir(stage_dir(params, "ir_labels", params.method)) as out:
+    key = run_key(params, ["method", "ir_labels", "crf", "data"], [cam_dir, index_path(params)])
+    with resumable_output(stage_dir(params, "ir_labels", params.method), key) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / f"{i}.png"))
-                for i in dataset.ids]
+                for i in todo(dataset.ids, out, ".png")]
         worker = partial(_label_job, fg_threshold=cfg.fg_threshold, bg_threshold=cfg.bg_threshold,
                          crf={"gt_prob": cfg.gt_prob} | params.crf.crf_kwargs())
         for _ in parallel_map(worker, jobs, num_workers(params), f"ir_labels [{params.method}]"):
             pass
-    return len(jobs)
+    return len(dataset.ids)

@@ -18,10 +18,14 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import to_image_tensor
-from pipeline.io import atomic_dir, save_cam, save_mask
+from pipeline.io import save_cam, save_mask
 from pipeline.random_walk import input_fill, pad_to_stride, propagate_cam
 from pipeline.train import resolve_device
 from stages.common import (
+    index_path,
+    resumable_output,
+    run_key,
+    todo,
     load_image_and_cam,
     num_workers,
     open_split,
@@ -60,8 +64,10 @@ def run(params: Params) -> int:
     model_path = require(stage_dir(params, "train_aff", params.method) / "model.pt", "run `wsss-pipe train-aff` first")
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
     dataset, _ = open_split(params, params.data.train_split)
-    with atomic_dir(stage_dir(params, "rw", params.method)) as out:
-        jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / i)) for i in dataset.ids]
+    key = run_key(params, ["method", "rw", "data"], [model_path, cam_dir, index_path(params)])
+    with resumable_output(stage_dir(params, "rw", params.method), key) as out:
+        jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / i))
+                for i in todo(dataset.ids, out, ".npz")]  # .npz is written after the .png
         bg = {"bg_mode": cfg.bg_mode, "bg_alpha": cfg.bg_alpha, "bg_threshold": cfg.bg_threshold}
         worker = partial(_walk, model_path=str(model_path), device=str(device), beta=cfg.beta, logt=cfg.logt,
                          bg=bg)
@@ -72,4 +78,4 @@ def run(params: Params) -> int:
             for _ in parallel_map(worker, jobs, num_workers(params), f"rw [{params.method}]", chunksize=8):
                 pass
     _MODEL.clear()
-    return len(jobs)
+    return len(dataset.ids)

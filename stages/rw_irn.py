@@ -17,10 +17,14 @@ import numpy as np
 import torch
 
 from pipeline.data.transforms import to_image_tensor
-from pipeline.io import atomic_dir, save_cam, save_mask
+from pipeline.io import save_cam, save_mask
 from pipeline.irn_walk import propagate_boundary
 from pipeline.train import resolve_device
 from stages.common import (
+    index_path,
+    resumable_output,
+    run_key,
+    todo,
     load_image_and_cam,
     num_workers,
     open_split,
@@ -55,8 +59,10 @@ def run(params: Params) -> int:
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
     dataset, _ = open_split(params, params.data.train_split)
     walk = {"beta": cfg.beta, "exp_times": cfg.exp_times, "radius": cfg.radius, "bg_threshold": cfg.bg_threshold}
-    with atomic_dir(stage_dir(params, "rw_irn", params.method)) as out:
-        jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / i)) for i in dataset.ids]
+    key = run_key(params, ["method", "rw_irn", "data"], [model_path, cam_dir, index_path(params)])
+    with resumable_output(stage_dir(params, "rw_irn", params.method), key) as out:
+        jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / i))
+                for i in todo(dataset.ids, out, ".npz")]  # .npz is written after the .png
         worker = partial(_walk, model_path=str(model_path), device=str(device), walk=walk, flip=cfg.flip)
         if device.type == "cuda":
             for job in track(jobs, len(jobs), f"rw_irn [{params.method}]"):
@@ -65,4 +71,4 @@ def run(params: Params) -> int:
             for _ in parallel_map(worker, jobs, num_workers(params), f"rw_irn [{params.method}]", chunksize=8):
                 pass
     _MODEL.clear()
-    return len(jobs)
+    return len(dataset.ids)

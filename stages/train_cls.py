@@ -1,13 +1,16 @@
 """Stage ``train_cls``: train the multi-label classifier of the selected method (cam, seam, ppl, cpn).
 
 Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` (loss
-terms per epoch, a DVC plot) and ``metrics.json`` (final loss terms, wall time).
+terms per epoch, a DVC plot) and ``metrics.json`` (final loss terms, wall time). A killed run resumes
+from ``outputs/.resume/train_cls/<method>/<key>.pt`` (``train_cls.resume_every``); under torchrun every
+rank trains (DistributedDataParallel) and rank 0 writes.
 """
 from __future__ import annotations
 
 import csv
 import time
 
+from pipeline import distributed
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
 from pipeline.io import atomic_dir, write_json
@@ -15,7 +18,16 @@ from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import save_checkpoint
-from stages.common import open_split, progress_bar, stage_dir, training_loader
+from stages.common import (
+    clear_resume,
+    index_path,
+    open_split,
+    progress_bar,
+    resume_path,
+    run_key,
+    stage_dir,
+    training_loader,
+)
 from stages.config import Params
 
 
@@ -35,6 +47,10 @@ def run(params: Params) -> dict:
         train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter),
     )
     loader = training_loader(samples, cfg, generator, device)
+    key = run_key(params, ["seed", "method", "backbone", "train_cls", f"methods.{params.method}", "data"],
+                  [index_path(params)])
+    resume = resume_path(params, "train_cls", params.method, key)
+    clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
     start = time.perf_counter()
     with progress_bar(f"train_cls [{params.method}]") as bar:
         task = bar.add_task("train", total=cfg.epochs * len(loader))
@@ -43,10 +59,14 @@ def run(params: Params) -> dict:
             momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
             on_step=lambda step, total: bar.update(task, completed=step),
             freeze_bn=cfg.freezes_bn(params.backbone.pretrained),
+            resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
         )
     seconds = time.perf_counter() - start
     metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"train_seconds": round(seconds, 2)}
 
+    if not distributed.is_main():
+        distributed.barrier()
+        return metrics
     with atomic_dir(stage_dir(params, "train_cls", params.method)) as out:
         save_checkpoint(
             out / "model.pt", method.cpu(), options,
@@ -59,4 +79,6 @@ def run(params: Params) -> dict:
             writer.writeheader()
             writer.writerows(history)
         write_json(out / "metrics.json", metrics)
+    clear_resume(resume)
+    distributed.barrier()
     return metrics

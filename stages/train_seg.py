@@ -61,8 +61,8 @@ def save_model(path: Path, model, params: Params, class_names: list[str]) -> Non
 
 
 def load_model(path: Path, device: torch.device):
-    require(path, "run `wsss-pipe train-seg` first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    from stages.checkpoints import load_checkpoint
+    checkpoint = load_checkpoint(path, "run `wsss-pipe train-seg` first")
     spec = checkpoint["backbone"]
     backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
     model = build_deeplab(backbone, len(checkpoint["class_names"]), head=checkpoint["head"])
