@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np

@@ -17,32 +17,16 @@ Departures from the reference:
 """
 from __future__ import annotations
 
-import csv
-import time
 from pathlib import Path
 
 import torch
 
-from pipeline import distributed
 from pipeline.boundary import BoundaryNet
-from pipeline.data.loaders import SegmentationSamples
-from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask, write_json
 from pipeline.models.backbones import build_backbone
-from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import load_checkpoint
-from stages.common import (
-    clear_resume,
-    index_path,
-    open_split,
-    progress_bar,
-    require,
-    resume_path,
-    run_key,
-    stage_dir,
-    training_loader,
-)
+from stages.common import require, stage_dir
 from stages.config import Params
+from stages.label_map_training import train_on_label_maps
 
 
 def build_boundary_net(spec: dict, pretrained) -> BoundaryNet:
@@ -60,38 +44,7 @@ def load_boundary_net(path: Path, device: torch.device) -> tuple[BoundaryNet, di
 
 def run(params: Params) -> dict:
     cfg = params.train_irn
-    device = resolve_device(params.device)
-    generator = seed_everything(params.seed)
     label_dir = require(stage_dir(params, "ir_labels", params.method), "run `wsss-pipe ir-labels` first")
-    dataset, _ = open_split(params, params.data.train_split)
     spec = {"backbone": params.backbone.name, "output_stride": params.backbone.output_stride,
             "branch_channels": cfg.branch_channels, "radius": cfg.radius}
-    model = build_boundary_net(spec, params.backbone.pretrained)
-    samples = SegmentationSamples(dataset, dataset.ids, lambda i: load_mask(label_dir / f"{i}.png"),
-                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
-    loader = training_loader(samples, cfg, generator, device)
-    key = run_key(params, ["seed", "backbone", "train_irn", "data"], [index_path(params), label_dir])
-    resume = resume_path(params, "train_irn", params.method, key)
-    clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
-    start = time.perf_counter()
-    with progress_bar(f"train_irn [{params.method}]") as bar:
-        task = bar.add_task("train", total=cfg.epochs * len(loader))
-        history = train_method(model, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
-                               on_step=lambda step, total: bar.update(task, completed=step),
-                               resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
-    metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
-    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
-    if not distributed.is_main():
-        distributed.barrier()
-        return metrics
-    with atomic_dir(stage_dir(params, "train_irn", params.method)) as out:
-        torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
-        with open(out / "history.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
-            writer.writeheader()
-            writer.writerows(history)
-        write_json(out / "metrics.json", metrics)
-    clear_resume(resume)
-    distributed.barrier()
-    return metrics
+    return train_on_label_maps(params, "train_irn", cfg, label_dir, spec, build_boundary_net)

@@ -1,0 +1,67 @@
+"""What ``train_aff`` (AffinityNet) and ``train_irn`` (IRN's boundary branch) share: a network trained on
+the per-pixel label maps of an earlier stage, with the shared trainer, resume checkpoints and torchrun."""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pipeline import distributed
+from pipeline.data.loaders import SegmentationSamples
+from pipeline.data.transforms import train_transform
+from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.train import resolve_device, seed_everything, train_method
+from stages.common import (
+    clear_resume,
+    index_path,
+    open_split,
+    progress_bar,
+    resume_path,
+    run_key,
+    stage_dir,
+    training_loader,
+)
+from stages.config import Params
+
+
+def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: dict,
+                        build: Callable[[dict, object], nn.Module]) -> dict:
+    """Train ``build(spec, params.backbone.pretrained)`` on the train split with the label maps in
+    ``label_dir`` (``<id>.png``) and the training section ``cfg``; write ``outputs/<stage>/<method>/``
+    (``model.pt`` with ``spec`` and the weights, ``metrics.json``, ``history.csv``). Returns the metrics."""
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    dataset, _ = open_split(params, params.data.train_split)
+    model = build(spec, params.backbone.pretrained)
+    samples = SegmentationSamples(dataset, dataset.ids, lambda i: load_mask(label_dir / f"{i}.png"),
+                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
+    loader = training_loader(samples, cfg, generator, device)
+    key = run_key(params, ["seed", "backbone", stage, "data"], [index_path(params), label_dir])
+    resume = resume_path(params, stage, params.method, key)
+    clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
+    start = time.perf_counter()
+    with progress_bar(f"{stage} [{params.method}]") as bar:
+        task = bar.add_task("train", total=cfg.epochs * len(loader))
+        history = train_method(model, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                               momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
+                               on_step=lambda step, total: bar.update(task, completed=step),
+                               resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
+    metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
+    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+    if not distributed.is_main():
+        distributed.barrier()
+        return metrics
+    with atomic_dir(stage_dir(params, stage, params.method)) as out:
+        torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
+        with open(out / "history.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
+            writer.writeheader()
+            writer.writerows(history)
+        write_json(out / "metrics.json", metrics)
+    clear_resume(resume)
+    distributed.barrier()
+    return metrics
