@@ -65,8 +65,11 @@ case "${1:-}" in
     }
     walk psa --stages aff_labels train_aff rw eval_rw crf eval_pseudo
     walk irn --set rw.bg_mode=irn --stages rw eval_rw crf eval_pseudo
-    walk psa_published --set rw.beta=8 --set rw.logt=8 --stages rw eval_rw crf eval_pseudo
-    walk irn_published --set rw.bg_mode=irn --set rw.beta=10 --set rw.logt=8 --stages rw eval_rw crf eval_pseudo
+    walk psa_alpha16 --set rw.bg_alpha=16 --stages rw eval_rw crf eval_pseudo
+    walk irn_bg025 --set rw.bg_mode=irn --set rw.bg_threshold=0.25 --stages rw eval_rw crf eval_pseudo
+    walk psa_published --set rw.beta=8 --set rw.logt=8 --set rw.bg_alpha=16 --stages rw eval_rw crf eval_pseudo
+    walk irn_published --set rw.bg_mode=irn --set rw.beta=10 --set rw.logt=8 --set rw.bg_threshold=0.25 \
+        --stages rw eval_rw crf eval_pseudo
     ;;
   irn)
     run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \

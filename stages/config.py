@@ -293,8 +293,22 @@ class RwParams(Section):
     beta: float = Field(16.0, gt=0)
     logt: int = Field(5, ge=0, le=12)
     bg_mode: Literal["psa", "irn"] = "psa"
-    bg_threshold: float = Field(0.25, ge=0, le=1)
-    bg_alpha: float = Field(16.0, gt=0)
+    bg_threshold: float | Literal["auto"] = "auto"
+    bg_alpha: float | Literal["auto"] = "auto"
+
+    @field_validator("bg_threshold")
+    @classmethod
+    def _threshold_range(cls, value):
+        if value != "auto" and not 0.0 <= value <= 1.0:
+            raise ValueError("must be auto or lie in [0, 1]")
+        return value
+
+    @field_validator("bg_alpha")
+    @classmethod
+    def _positive_alpha(cls, value):
+        if value != "auto" and not value > 0:
+            raise ValueError("must be auto or > 0")
+        return value
 
 
 class IrLabelsParams(Section):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from pipeline.affinity import pair_affinities, pair_indices, radius_offsets
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ConfigError, DataError, WsssError
 from pipeline.random_walk import (
     background_channel,
     grid_to_image,
@@ -236,3 +238,36 @@ def test_random_walk_memory_is_linear_in_pixels(stride):
     assert largest <= max(3 * n * (2 * offsets + 1), 3 * 500 * 375)
     assert largest < n * n / 10
     assert largest_2x / largest < 2.5 and n_2x / n < 2.2
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("threshold", [0.13, 0.3, 0.47, 0.8])
+def test_auto_alpha_puts_the_psa_background_on_the_cam_threshold(threshold):
+    from pipeline.random_walk import alpha_for_threshold
+
+    alpha = alpha_for_threshold(threshold)
+    assert (1 - threshold) ** alpha == pytest.approx(threshold)
+    cams = torch.tensor([[[threshold - 0.01, threshold + 0.01]]])
+    background = background_channel(cams, alpha)[0, 0]
+    assert background[0] > cams[0, 0, 0] and background[1] < cams[0, 0, 1]  # same cut as the threshold
+    with pytest.raises(ConfigError, match="rw.bg_alpha"):
+        alpha_for_threshold(0.0)
+
+
+def test_auto_background_is_calibrated_from_eval_cam(tmp_path):
+    from pipeline.io import write_json
+    from stages.config import load_params
+    from stages.rw import walk_background
+
+    def params(*overrides):
+        return load_params(REPO / "params.yaml", [f"paths.outputs={tmp_path}", *overrides])
+
+    write_json(tmp_path / "eval_cam" / "cam" / "metrics.json", {"miou": 0.5, "best_threshold": 0.47})
+    psa = walk_background(params("rw.bg_mode=psa", "rw.bg_alpha=auto"))
+    assert psa["bg_mode"] == "psa" and 0.53 ** psa["bg_alpha"] == pytest.approx(0.47)
+    assert walk_background(params("rw.bg_mode=irn", "rw.bg_threshold=auto")) == {"bg_mode": "irn", "bg_threshold": 0.47}
+    assert walk_background(params("rw.bg_mode=psa", "rw.bg_alpha=16")) == {"bg_mode": "psa", "bg_alpha": 16.0}
+    with pytest.raises(WsssError, match="eval-cam"):
+        walk_background(params("rw.bg_mode=psa", "method=seam"))
