@@ -345,8 +345,10 @@ class RwIrnParams(Section):
     beta: float = Field(10.0, gt=0)
     exp_times: int = Field(8, ge=0, le=12)
     radius: int = Field(5, ge=2)
-    bg_threshold: float = Field(0.25, ge=0, le=1)
+    bg_threshold: float | Literal["auto"] = "auto"
     flip: bool = True
+
+    _threshold_range = field_validator("bg_threshold")(RwParams._threshold_range.__func__)
 
 
 class Params(Section):

@@ -3,7 +3,8 @@
 For every train image: the boundary map of ``train_irn``'s branch at stride 4 (mean logit of the image
 and its mirror image, ``rw_irn.flip``), affinities 1 - max boundary on the path within ``rw_irn.radius``,
 2^exp_times steps of the boundary-gated CAM, upsampled, divided by the maximum, and arg-maxed against the
-constant background ``rw_irn.bg_threshold`` (:func:`pipeline.irn_walk.propagate_boundary`). Writes
+constant background ``rw_irn.bg_threshold`` (:func:`pipeline.irn_walk.propagate_boundary`; ``auto``, the
+default: eval_cam's best threshold for the method, as in ``rw``). Writes
 ``outputs/rw_irn/<method>/<id>.png`` (the label map) and ``<id>.npz`` (the scores, channel 0 =
 background, key 0: what ``crf.source: rw_irn`` refines). On CPU images run in parallel processes (one
 torch thread each); on CUDA, in this process.
@@ -34,6 +35,8 @@ from stages.common import (
     track,
 )
 from stages.config import Params
+from stages.crf import best_cam_threshold
+from stages.rw import eval_cam_metrics
 from stages.train_irn import load_boundary_net
 
 _MODEL: dict = {}
@@ -58,8 +61,11 @@ def run(params: Params) -> int:
     model_path = require(stage_dir(params, "train_irn", params.method) / "model.pt", "run `wsss-pipe train-irn` first")
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")
     dataset, _ = open_split(params, params.data.train_split)
-    walk = {"beta": cfg.beta, "exp_times": cfg.exp_times, "radius": cfg.radius, "bg_threshold": cfg.bg_threshold}
-    key = run_key(params, ["method", "rw_irn", "data"], [model_path, cam_dir, index_path(params)])
+    auto = cfg.bg_threshold == "auto"
+    walk = {"beta": cfg.beta, "exp_times": cfg.exp_times, "radius": cfg.radius,
+            "bg_threshold": best_cam_threshold(params) if auto else cfg.bg_threshold}
+    calibration = [eval_cam_metrics(params)] if auto else []
+    key = run_key(params, ["method", "rw_irn", "data"], [model_path, cam_dir, index_path(params), *calibration])
     with resumable_output(stage_dir(params, "rw_irn", params.method), key) as out:
         jobs = [(str(dataset.image_path(i)), str(Path(cam_dir) / f"{i}.npz"), str(out / i))
                 for i in todo(dataset.ids, out, ".npz")]  # .npz is written after the .png

@@ -21,7 +21,7 @@ def irn_params(tmp_path):
         "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
         "train_cls.epochs=1", "train_cls.batch_size=2", "train_cls.crop_size=64", "cam.scales=[1.0]",
         "train_irn.epochs=1", "train_irn.batch_size=2", "train_irn.crop_size=64", "train_irn.radius=5",
-        "rw_irn.exp_times=3", "crf.source=rw_irn", "crf.bg_threshold=0.2", "workers=1",
+        "rw_irn.exp_times=3", "rw_irn.bg_threshold=0.25", "crf.source=rw_irn", "crf.bg_threshold=0.2", "workers=1",
     ])
 
 
