@@ -372,7 +372,8 @@ function legendFor(labels, ignoreName) {
   var seen = {};
   labels.forEach(function (label) { for (var i = 0; i < label.length; i++) seen[label[i]] = true; });
   return el("div", { cls: "legend" }, Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).map(function (c) {
-    return el("span", {}, [el("span", { cls: "sw", style: "background:" + rgb(colour(c)) }), c === 255 && ignoreName ? ignoreName : className(c)]);
+    var named = c === 255 && ignoreName;  // e.g. the scribbles' unlabelled pixels, drawn as the greyed photo
+    return el("span", {}, [el("span", { cls: "sw", style: "background:" + (named ? "#bbb" : rgb(colour(c))) }), named ? ignoreName : className(c)]);
   }));
 }
 
