@@ -1,11 +1,13 @@
 """Stage ``inspect``: a browsable report of every intermediate artifact of the selected method.
 
 Writes ``outputs/inspect/<method>/`` (open ``index.html`` from disk; no server, no internet): one row per
-image of the train split (CAM at the chosen threshold, random walk, pseudo mask) and of the val split
-(segmentation prediction) with its mIoU at every stage present and the gain/loss between stages; per-class
-IoU per stage; the CAM threshold curve; per image, the CAM of each labelled class, the walked map, the
-pseudo mask, ground truth and prediction, a threshold slider, changed-pixel views, and the other methods'
-CAMs and pseudo masks where their outputs exist. Stages whose outputs are missing are skipped with a note.
+image of the train split (CAM at the chosen threshold, AffinityNet's and IRN's random walks, pseudo mask)
+and of the val split (segmentation prediction, single-stage prediction) with its mIoU at every stage present
+and the gain/loss between a stage and the one it refines (the pseudo mask against ``crf.source``); per-class
+IoU per stage; the CAM threshold curve; per image, the CAM of each labelled class, the walked maps, the
+pseudo mask, the scribbles (single-stage branch), ground truth and predictions, a threshold slider,
+changed-pixel views, and the other methods' CAMs and pseudo masks where their outputs exist. Stages whose
+outputs are missing are skipped with a note.
 
 ``wsss-pipe inspect --id ID`` writes a single image's panel as a PNG instead (``panel``).
 """
@@ -26,6 +28,7 @@ from pipeline.report.scores import STAGES, lineage
 from stages.common import load_index, num_workers, parallel_map, stage_dir
 from stages.config import Params
 from stages.train_seg import seg_tag
+from stages.train_single import single_tag
 
 
 def cam_threshold(params: Params, method: str) -> float | None:
@@ -38,7 +41,13 @@ def cam_threshold(params: Params, method: str) -> float | None:
 
 def _stage_dirs(params: Params) -> dict[str, Path]:
     return {"cam": stage_dir(params, "cam", params.method), "rw": stage_dir(params, "rw", params.method),
-            "pseudo": stage_dir(params, "crf", params.method), "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred"}
+            "rw_irn": stage_dir(params, "rw_irn", params.method), "pseudo": stage_dir(params, "crf", params.method),
+            "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred",
+            "single": stage_dir(params, "eval_single", single_tag(params)) / "pred"}
+
+
+# The command that writes each stage's outputs (for the "skipped" notes).
+HINTS = {"cam": "cam", "rw": "rw", "rw_irn": "rw-irn", "pseudo": "crf", "pred": "eval-seg", "single": "eval-single"}
 
 
 def _artifact(stage: str, directory: Path, image_id: str) -> str | None:
@@ -63,11 +72,13 @@ def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str]
     dirs = _stage_dirs(params)
     notes = []
     threshold = cam_threshold(params, params.method)
-    hints = {"cam": "cam", "rw": "rw", "pseudo": "crf", "pred": "eval-seg"}
     for stage, directory in dirs.items():
         if not directory.is_dir():
-            notes.append(f"{STAGES[stage]}: {directory} not found (run `wsss-pipe {hints[stage]} "
+            notes.append(f"{STAGES[stage]}: {directory} not found (run `wsss-pipe {HINTS[stage]} "
                          f"--method {params.method}`); skipped")
+    scribbles = stage_dir(params, "scribbles")
+    if not scribbles.is_dir():
+        notes.append(f"scribbles: {scribbles} not found (run `wsss-pipe scribbles`); skipped")
     if dirs["cam"].is_dir() and threshold is None:
         notes.append(f"CAM mIoU: no threshold (run `wsss-pipe eval-cam --method {params.method}` or set "
                      "inspect.cam_threshold); CAMs shown unscored")
@@ -99,7 +110,9 @@ def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str]
                          "gt": str(mask) if mask is not None and mask.is_file() else None,
                          "labels": list(labels.get(image_id, [])), "num_classes": len(index["classes"]),
                          "threshold": threshold, "thumb_size": cfg.thumb_size, "view_size": cfg.view_size,
-                         "stages": stages, "methods": methods})
+                         "stages": stages, "methods": methods,
+                         "scribbles": str(scribbles / f"{image_id}.png")
+                         if (scribbles / f"{image_id}.png").is_file() else None})
     return jobs, notes, list(others)
 
 
@@ -136,6 +149,7 @@ def run(params: Params) -> dict:
                                                         else "")} for s in present],
             # the gains some image has (a val prediction and a train pseudo mask never meet)
             "gains": [f"{s}-{p}" for s, p in parents.items() if any(f"{s}-{p}" in r["gains"] for r in rows)],
+            "lineage": parents,
             "notes": notes,
             "splits": {split: split_summary(totals.get(split, {}), count) for split, count in counts.items()},
             "curve": _curve(params),
@@ -151,8 +165,8 @@ def run(params: Params) -> dict:
 
 
 def panel(params: Params, image_id: str, path: str | None = None) -> Path:
-    """One PNG of image ``image_id``: photo, one CAM per labelled class, walked map, pseudo mask, ground
-    truth and prediction, titled (with the image's mIoU), with a class-colour legend. Written to ``path`` or
+    """One PNG of image ``image_id``: photo, one CAM per labelled class, walked maps, pseudo mask, scribbles,
+    ground truth and predictions, titled (with the image's mIoU), with a class-colour legend. Written to ``path`` or
     ``outputs/inspect_panels/<method>/<id>.png`` (outside the DVC-tracked report directory)."""
     from pipeline.data.voc import VOCDataset
     from pipeline.report.panel import make_panel
@@ -168,7 +182,9 @@ def panel(params: Params, image_id: str, path: str | None = None) -> Path:
     if not any(stages.values()):
         raise WsssError(f"--id {image_id}: no CAM, random walk, pseudo mask or prediction of method "
                         f"{params.method} for this image; run `wsss-pipe cam --method {params.method}` first")
-    picture = make_panel(dataset, image_id, stages, cam_threshold(params, params.method), index["classes"])
+    scribbles = stage_dir(params, "scribbles") / f"{image_id}.png"
+    picture = make_panel(dataset, image_id, stages, cam_threshold(params, params.method), index["classes"],
+                         str(scribbles) if scribbles.is_file() else None)
     target = Path(path) if path else stage_dir(params, "inspect_panels", params.method) / f"{image_id}.png"
     from pipeline.io import save_image
 

@@ -188,3 +188,92 @@ def test_bad_inspect_params_are_one_line_errors(tmp_path):
         _params(tmp_path, "inspect.cam_threshold=2")
     with pytest.raises(ConfigError, match="inspect.thumb_size"):
         _params(tmp_path, "inspect.thumb_size=0")
+
+
+def _fake_walk(params, dataset, stage="rw_irn", method="cam", seed=2):
+    """Walked label maps: the ground truth with a random block of each image set to background."""
+    rng = np.random.default_rng(seed)
+    out = Path(params.paths.outputs) / stage / method
+    for image_id in dataset.ids:
+        label = dataset.load_mask(image_id).copy()
+        y, x = rng.integers(0, label.shape[0] // 2, size=2)
+        label[y:y + label.shape[0] // 2, x:x + label.shape[1] // 2] = 0
+        save_mask(out / f"{image_id}.png", label)
+
+
+def _payload(out, image_id):
+    text = (out / "data" / "img" / f"{image_id}.js").read_text()
+    return json.loads(text[len("inspectImage("):-len(");\n")])
+
+
+def test_irn_walk_row_equals_eval_rw_irn_and_the_pseudo_gain_follows_crf_source(built, tmp_path):
+    from stages import eval_rw_irn
+
+    params, dataset, bad, *_, report, out = built
+    assert "rw_irn" not in [s["key"] for s in report["stages"]]
+    assert any("IRN walk" in n and "wsss-pipe rw-irn --method cam" in n for n in report["notes"])
+    _fake_walk(params, dataset)
+    irn = _params(tmp_path, "crf.source=rw_irn")
+    metrics = eval_rw_irn.run(irn)
+    inspect.run(irn)
+    report = json.loads((out / "data" / "index.json").read_text())
+    assert [s["key"] for s in report["stages"]] == ["cam", "rw_irn", "pseudo"]
+    assert report["splits"]["train"]["miou"]["rw_irn"] == pytest.approx(metrics["miou"], abs=1e-6)
+    assert report["lineage"]["pseudo"] == "rw_irn" and report["gains"] == ["rw_irn-cam", "pseudo-rw_irn"]
+    rows = {r["id"]: r for r in report["rows"]}
+    for image_id in dataset.ids:
+        scores = rows[image_id]["scores"]
+        assert rows[image_id]["gains"] == {"rw_irn-cam": pytest.approx(scores["rw_irn"] - scores["cam"], abs=2e-6),
+                                           "pseudo-rw_irn": pytest.approx(scores["pseudo"] - scores["rw_irn"], abs=2e-6)}
+    assert "rw_irn" in _payload(out, dataset.ids[0])["masks"]
+    # with AffinityNet's walk selected instead, the pseudo mask's gain is against that walk
+    _fake_walk(params, dataset, stage="rw", seed=3)
+    inspect.run(_params(tmp_path, "crf.source=rw"))
+    report = json.loads((out / "data" / "index.json").read_text())
+    assert [s["key"] for s in report["stages"]] == ["cam", "rw", "rw_irn", "pseudo"]
+    assert report["gains"] == ["rw-cam", "rw_irn-cam", "pseudo-rw"]
+    # the known answer: a row's IRN-walk mIoU is eval_rw_irn's on a split of that image alone
+    root = Path(params.data.root)
+    for image_id in (dataset.ids[0], bad):
+        (root / "ImageSets" / "Segmentation" / "single.txt").write_text(image_id + "\n")
+        single = _params(tmp_path, "data.train_split=single", "data.val_split=single")
+        data.run(single)
+        assert rows[image_id]["scores"]["rw_irn"] == pytest.approx(eval_rw_irn.run(single)["miou"], abs=1e-6)
+
+
+def test_scribbles_and_single_stage_prediction_panels(built, tmp_path):
+    from PIL import Image
+
+    from pipeline.io import load_mask
+    from pipeline.report.assets import encode
+    from stages import scribbles
+    from stages.train_single import single_tag
+
+    params, dataset, bad, *_, report, out = built
+    notes = " ".join(report["notes"])
+    assert "wsss-pipe scribbles" in notes and "wsss-pipe eval-single --method cam" in notes
+    assert "scribbles" not in _payload(out, dataset.ids[0])["masks"]
+    assert all("single" not in r["scores"] for r in report["rows"])
+    before = np.asarray(Image.open(inspect.panel(params, dataset.ids[0], str(tmp_path / "before.png")))).shape[1]
+
+    scribbles.run(params)
+    val, _ = open_split(params, params.data.val_split)
+    pred = Path(params.paths.outputs) / "eval_single" / single_tag(params) / "pred"
+    for image_id in val.ids:  # the first val image predicted perfectly, the other as all background
+        gt = val.load_mask(image_id)
+        save_mask(pred / f"{image_id}.png", gt if image_id == val.ids[0] else np.zeros_like(gt))
+    inspect.run(params)
+    report = json.loads((out / "data" / "index.json").read_text())
+    notes = " ".join(report["notes"])
+    assert "wsss-pipe scribbles" not in notes and "wsss-pipe eval-single" not in notes
+    assert [s["key"] for s in report["stages"]] == ["cam", "pseudo", "single"]
+    rows = {r["id"]: r for r in report["rows"]}
+    assert rows[val.ids[0]]["scores"]["single"] == 1.0 and rows[val.ids[1]]["scores"]["single"] < 1.0
+    assert rows[val.ids[1]]["final"] == rows[val.ids[1]]["scores"]["single"]
+    assert not any(k.startswith("single") for r in report["rows"] for k in r["gains"])  # not a refinement
+    for image_id in dataset.ids:  # the scribble labels, at the view size (48 px: unchanged), 255 kept
+        scribble = load_mask(Path(params.paths.outputs) / "scribbles" / f"{image_id}.png")
+        assert (scribble == 255).any() and _payload(out, image_id)["masks"]["scribbles"] == encode(scribble)
+    assert "single" in _payload(out, val.ids[0])["masks"] and "scribbles" not in _payload(out, val.ids[0])["masks"]
+    after = np.asarray(Image.open(inspect.panel(params, dataset.ids[0], str(tmp_path / "after.png")))).shape[1]
+    assert after == before + 48 + 4  # one more panel: the scribbles

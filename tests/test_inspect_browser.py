@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.report.page import filter_rows
+
 from conftest import REPO
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
@@ -44,8 +46,11 @@ def no_script_errors(page: str) -> None:
 
 @pytest.fixture
 def report(tmp_path):
-    from test_inspect import _fake_cams, _fake_pseudo, _params
-    from stages import data, eval_cam, eval_pseudo, inspect, synthetic
+    from test_inspect import _fake_cams, _fake_pseudo, _fake_walk, _params
+    from pipeline.io import save_mask
+    from stages import data, eval_cam, eval_pseudo, inspect, scribbles, synthetic
+    from stages.common import open_split
+    from stages.train_single import single_tag
 
     params = _params(tmp_path)
     synthetic.run(params)
@@ -56,6 +61,12 @@ def report(tmp_path):
     _fake_pseudo(params, dataset, bad)
     eval_cam.run(params)
     eval_pseudo.run(params)
+    _fake_walk(params, dataset)  # IRN's walk, the scribbles and the single-stage predictions as well
+    scribbles.run(params)
+    val, _ = open_split(params, params.data.val_split)
+    for image_id in val.ids:
+        save_mask(Path(params.paths.outputs) / "eval_single" / single_tag(params) / "pred" / f"{image_id}.png",
+                  val.load_mask(image_id))
     inspect.run(params)
     out = Path(params.paths.outputs) / "inspect" / "cam"
     return out, json.loads((out / "data" / "index.json").read_text()), bad
@@ -72,7 +83,8 @@ def test_report_renders_one_row_per_image_and_its_views(report, tmp_path):
     assert "<svg" in page and "Per-class IoU" in page  # per-class bar chart and threshold curve
 
     assert row_ids(dom(tmp_path, url + "#sort=id&desc=1")) == sorted(ids, reverse=True)
-    assert row_ids(dom(tmp_path, url + "#worse=1")) == [bad]
+    worse = [r["id"] for r in filter_rows(data["rows"], worse=True)]  # the IRN walk's holes make some worse
+    assert row_ids(dom(tmp_path, url + "#worse=1")) == worse and bad in worse
     cls = data["rows"][0]["classes"][0]
     expected = [r["id"] for r in data["rows"] if cls in r["classes"]]
     assert row_ids(dom(tmp_path, url + f"#cls={cls}")) == expected
@@ -84,6 +96,12 @@ def test_report_renders_one_row_per_image_and_its_views(report, tmp_path):
     assert 'id="threshold"' in detail and 'id="changed-view"' in detail
     assert re.findall(r'data-method="([^"]*)"', detail) == ["cam", "seam"]
     assert "gained correct" in detail and "ground truth" in detail
+    assert "IRN walk (" in detail and 'class="stack scribbles"' in detail and "unlabelled" in detail
+    val_id = next(r["id"] for r in data["rows"] if r["split"] == "val")
+    val_detail = dom(tmp_path, url + f"#id={val_id}")
+    no_script_errors(val_detail)
+    sheet = val_detail[val_detail.index('id="detail-sheet"'):]
+    assert "single-stage prediction (100.0)" in sheet and "IRN walk" not in sheet and "scribbles" not in sheet
     missing = dom(tmp_path, url + "#id=nope")
     no_script_errors(missing)
     assert "No image nope in this report." in missing

@@ -2,8 +2,8 @@
 
 For image ``<id>`` the report directory gets ``thumbs/<id>.jpg`` (the index row's thumbnail),
 ``images/<id>.jpg`` (the detail view's photo, longest side at most ``view_size``) and ``data/img/<id>.js``:
-the CAMs (one uint8 channel per labelled class, 0..255 = 0..1) and label maps (ground truth, random walk,
-pseudo mask, prediction; 255 = ignore) at the view size, zlib-compressed and base64-encoded, wrapped in a
+the CAMs (one uint8 channel per labelled class, 0..255 = 0..1) and label maps (ground truth, random walks,
+pseudo mask, predictions, scribbles; 255 = ignore / unlabelled) at the view size, zlib-compressed and base64-encoded, wrapped in a
 function call so that the page loads it with a ``<script>`` tag: a page opened from disk may not ``fetch``
 files or read pixels back from images, so the browser decodes these arrays (``DecompressionStream``) and
 draws heat maps, masks, the re-thresholded CAM and the changed-pixel views itself.
@@ -63,7 +63,8 @@ def inspect_image(job: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """Write one image's files and score its stages.
 
     ``job``: id, split, out (report directory), image, gt (path or None), num_classes, threshold (CAM),
-    thumb_size, view_size, stages ({stage: path or None}: cam .npz, rw/pseudo/pred .png) and methods
+    thumb_size, view_size, stages ({stage: path or None}: cam .npz, rw/rw_irn/pseudo/pred/single .png),
+    scribbles (path or None) and methods
     ({method: {"cam": path, "threshold": t, "pseudo": path or None}}) for the side-by-side view.
     Returns (the row for the index: id, split, classes, scores, size; {stage: confusion}).
     """
@@ -99,6 +100,9 @@ def inspect_image(job: dict) -> tuple[dict, dict[str, np.ndarray]]:
             label = load_mask(path)
             data["masks"][stage] = encode(resize_labels(label, view))
             add_score(stage, label)
+
+    if job.get("scribbles"):  # the single-stage branch's labels: shown, never scored (255 = unlabelled)
+        data["masks"]["scribbles"] = encode(resize_labels(load_mask(job["scribbles"]), view))
 
     data["methods"] = []
     for method, paths in job["methods"].items():

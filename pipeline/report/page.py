@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import voc_palette
-from pipeline.report.scores import STAGES, dataset_miou, gains, per_class_iou
+from pipeline.report.scores import PIPELINE, STAGES, dataset_miou, gains, per_class_iou
 
 STATIC = Path(__file__).parent / "static"
 
@@ -45,11 +45,13 @@ def filter_rows(rows: list[dict], class_index: int | None = None, worse: bool = 
 
 def finish_rows(rows: list[dict], parents: dict[str, str]) -> None:
     """Add each row's gains, its "worse" flag (some stage lowered its mIoU) and "final" (the mIoU of its
-    last stage: the default, worst-first sort key)."""
+    last pipeline stage, or the single-stage prediction's where no pipeline stage is scored: the default,
+    worst-first sort key)."""
     for row in rows:
         row["gains"] = gains(row["scores"], parents)
         row["worse"] = any(v < 0 for v in row["gains"].values())
-        last = [row["scores"][s] for s in STAGES if row["scores"].get(s) is not None]
+        last = [row["scores"][s] for s in PIPELINE if row["scores"].get(s) is not None] \
+            or [row["scores"][s] for s in STAGES if row["scores"].get(s) is not None]
         row["final"] = last[-1] if last else None
 
 

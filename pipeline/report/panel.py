@@ -1,6 +1,6 @@
 """A single image's inspection panel as one PNG (``wsss-pipe inspect --id ID``): photo, the CAM of each
-labelled class (titled with its name), the CAM's label map at the threshold, walked map, pseudo mask, ground
-truth and prediction, and a legend of the class colours that occur in them."""
+labelled class (titled with its name), the CAM's label map at the threshold, walked maps (AffinityNet, IRN),
+pseudo mask, scribbles, ground truth and predictions (multi-stage, single-stage), and a legend of the class colours that occur in them."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +38,9 @@ def legend(class_indices: list[int], class_names: list[str], width: int) -> np.n
 
 
 def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold: float | None,
-               class_names: list[str]) -> np.ndarray:
-    """The panel of ``image_id``; ``stages`` maps cam/rw/pseudo/pred to their files (or None)."""
+               class_names: list[str], scribbles: str | None = None) -> np.ndarray:
+    """The panel of ``image_id``; ``stages`` maps cam/rw/rw_irn/pseudo/pred/single to their files (or None);
+    ``scribbles``: the image's scribble PNG (unlabelled 255 in the palette's grey entry 255), or None."""
     image = dataset.load_image(image_id)
     gt = dataset.load_mask(image_id) if dataset.has_masks else None
     n = len(class_names)
@@ -59,18 +60,23 @@ def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold:
             label = cam_label_map(cams, keys, threshold)
             panels.append((titled(f"CAM>{threshold:.2f}", label), label))
             shown |= set(np.unique(label).tolist())
-    for stage in ("rw", "pseudo"):
+    for stage in ("rw", "rw_irn", "pseudo"):
         if stages.get(stage):
             label = load_mask(stages[stage])
             panels.append((titled(STAGES[stage], label), label))
             shown |= set(np.unique(label).tolist())
+    if scribbles:
+        label = load_mask(scribbles)
+        panels.append(("scribbles", label))
+        shown |= set(np.unique(label).tolist())
     if gt is not None:
         panels.append(("ground truth", gt))
         shown |= set(np.unique(gt).tolist())
-    if stages.get("pred"):
-        label = load_mask(stages["pred"])
-        panels.append((titled(STAGES["pred"], label), label))
-        shown |= set(np.unique(label).tolist())
+    for stage in ("pred", "single"):
+        if stages.get(stage):
+            label = load_mask(stages[stage])
+            panels.append((titled(STAGES[stage], label), label))
+            shown |= set(np.unique(label).tolist())
     strip = make_overlay(image, panels, image_title=image_id)
     key = legend(sorted(shown), class_names, strip.shape[1])
     return np.concatenate([strip, key], axis=0)

@@ -2,7 +2,7 @@
 
 A stage's label map for one image is scored with :func:`pipeline.metrics.confusion_matrix` against the
 ground truth and :func:`pipeline.metrics.mean_iou` of that one confusion, so a report row equals what
-``eval_cam`` / ``eval_rw`` / ``eval_pseudo`` / ``eval_seg`` give for a split holding that image alone; the
+``eval_cam`` / ``eval_rw`` / ``eval_rw_irn`` / ``eval_pseudo`` / ``eval_seg`` / ``eval_single`` give for a split holding that image alone; the
 sum of the rows' confusions gives their dataset figures.
 """
 from __future__ import annotations
@@ -13,8 +13,13 @@ import numpy as np
 
 from pipeline.metrics import confusion_matrix, iou_per_class, mean_iou, scores_to_label
 
-# The stages a report row can hold, in pipeline order, with their display names.
-STAGES = {"cam": "CAM", "rw": "random walk", "pseudo": "pseudo mask", "pred": "prediction"}
+# The stages a report row can hold, in pipeline order, with their display names: AffinityNet's walk (rw)
+# and IRN's (rw_irn) both refine the CAMs; "single" is the single-stage branch's prediction (eval_single),
+# beside the multi-stage one (pred), not a refinement of it.
+STAGES = {"cam": "CAM", "rw": "random walk", "rw_irn": "IRN walk", "pseudo": "pseudo mask", "pred": "prediction",
+          "single": "single-stage prediction"}
+# The multi-stage pipeline's stages, whose last scored one is a row's "final" mIoU.
+PIPELINE = ("cam", "rw", "rw_irn", "pseudo", "pred")
 
 
 def cam_label_map(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
@@ -30,8 +35,10 @@ def score(label: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarr
 
 
 def lineage(crf_source: str) -> dict[str, str]:
-    """Which stage each stage refines: the pairs whose gain/loss a row reports."""
-    return {"rw": "cam", "pseudo": "rw" if crf_source == "rw" else "cam", "pred": "pseudo"}
+    """Which stage each stage refines: the pairs whose gain/loss a row reports (the pseudo mask refines
+    what ``crf.source`` names: the CAM, AffinityNet's walk or IRN's walk)."""
+    return {"rw": "cam", "rw_irn": "cam", "pseudo": crf_source if crf_source in ("rw", "rw_irn") else "cam",
+            "pred": "pseudo"}
 
 
 def gains(scores: dict[str, float | None], parents: dict[str, str]) -> dict[str, float]:

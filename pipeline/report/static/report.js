@@ -5,7 +5,10 @@
 "use strict";
 
 var R = { data: null, shown: 0, rows: [], image: null };
-var STAGE_COLOURS = { cam: "#e6a100", rw: "#2a9d8f", pseudo: "#3d5a80", pred: "#9b2226" };
+var STAGE_COLOURS = { cam: "#e6a100", rw: "#2a9d8f", rw_irn: "#80b918", pseudo: "#3d5a80", pred: "#9b2226", single: "#7b2cbf" };
+// The label maps of the image view, in pipeline order (scribbles and ground truth are not scored).
+var MASK_PANELS = [["rw", "random walk"], ["rw_irn", "IRN walk"], ["pseudo", "pseudo mask"], ["scribbles", "scribbles"],
+  ["gt", "ground truth"], ["pred", "prediction"], ["single", "single-stage prediction"]];
 
 // ------------------------------------------------------------------ helpers
 function el(tag, attrs, children) {
@@ -35,7 +38,7 @@ function stageName(key) {
   return s ? s.name : key;
 }
 function gainName(key) { var p = key.split("-"); return stageShort(p[0]) + " − " + stageShort(p[1]); }
-function stageShort(key) { return { cam: "CAM", rw: "RW", pseudo: "pseudo", pred: "pred" }[key] || key; }
+function stageShort(key) { return { cam: "CAM", rw: "RW", rw_irn: "IRN", pseudo: "pseudo", pred: "pred", single: "single" }[key] || key; }
 
 function readHash() {
   var state = { sort: "final", desc: false, cls: null, worse: false, split: null, id: null };
@@ -365,12 +368,28 @@ function photo(w, h) {
   return el("img", { src: "images/" + encodeURIComponent(R.image.id) + ".jpg", style: displayStyle(w, h), alt: R.image.id });
 }
 
-function legendFor(labels) {
+function legendFor(labels, ignoreName) {
   var seen = {};
   labels.forEach(function (label) { for (var i = 0; i < label.length; i++) seen[label[i]] = true; });
   return el("div", { cls: "legend" }, Object.keys(seen).map(Number).sort(function (a, b) { return a - b; }).map(function (c) {
-    return el("span", {}, [el("span", { cls: "sw", style: "background:" + rgb(colour(c)) }), className(c)]);
+    var named = c === 255 && ignoreName;  // e.g. the scribbles' unlabelled pixels, drawn as the greyed photo
+    return el("span", {}, [el("span", { cls: "sw", style: "background:" + (named ? "#bbb" : rgb(colour(c))) }), named ? ignoreName : className(c)]);
   }));
+}
+
+function scribbleStack(label, w, h) {
+  // the strokes in class colours over the greyed photo; unlabelled pixels (255) are left transparent
+  var c = canvas(w, h), ctx = c.getContext("2d"), img = ctx.createImageData(w, h), px = img.data;
+  for (var i = 0; i < label.length; i++) {
+    if (label[i] === 255) continue;
+    var col = colour(label[i]);
+    px[4 * i] = col[0]; px[4 * i + 1] = col[1]; px[4 * i + 2] = col[2]; px[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  c.className = "over";
+  var under = photo(w, h);
+  under.style.filter = "grayscale(1) opacity(0.5)";
+  return el("div", { cls: "stack scribbles" }, [under, c]);
 }
 
 function panel(caption, body, legend) {
@@ -409,7 +428,7 @@ function miou(label, gt) {
 function labelMaps(t) {
   var maps = {}, img = R.image;
   if (img.meta.cam) maps.cam = camLabel(img.cams, img.meta.cam.keys, t);
-  ["rw", "pseudo", "pred"].forEach(function (k) { if (img.masks[k]) maps[k] = img.masks[k]; });
+  ["rw", "rw_irn", "pseudo", "pred", "single"].forEach(function (k) { if (img.masks[k]) maps[k] = img.masks[k]; });
   return maps;
 }
 
@@ -449,9 +468,12 @@ function renderDetail() {
   var panels = el("div", { cls: "panels" });
   panels.appendChild(panel("image", photo(w, h)));
   if (d.cam) d.cam.keys.forEach(function (k, i) { panels.appendChild(panel("CAM: " + className(k), heatStack(img.cams[i], w, h))); });
-  [["rw", "random walk"], ["pseudo", "pseudo mask"], ["gt", "ground truth"], ["pred", "prediction"]].forEach(function (p) {
-    if (img.masks[p[0]]) panels.appendChild(panel(p[1] + (row && row.scores[p[0]] != null ? " (" + pct(row.scores[p[0]]) + ")" : ""),
-      labelCanvas(img.masks[p[0]], w, h), legendFor([img.masks[p[0]]])));
+  MASK_PANELS.forEach(function (p) {
+    var mask = img.masks[p[0]];
+    if (!mask) return;
+    var caption = p[1] + (row && row.scores[p[0]] != null ? " (" + pct(row.scores[p[0]]) + ")" : "");
+    if (p[0] === "scribbles") panels.appendChild(panel(caption, scribbleStack(mask, w, h), legendFor([mask], "unlabelled")));
+    else panels.appendChild(panel(caption, labelCanvas(mask, w, h), legendFor([mask])));
   });
   sheet.appendChild(panels);
 
@@ -476,7 +498,7 @@ function renderDetail() {
   // changed pixels between two stages
   var maps = labelMaps(d.cam && d.cam.threshold != null ? d.cam.threshold : 0.5), keys = Object.keys(maps);
   if (img.masks.gt && keys.length >= 2) {
-    var parents = { rw: "cam", pseudo: keys.indexOf("rw") >= 0 && R.data.gains.indexOf("pseudo-rw") >= 0 ? "rw" : "cam", pred: "pseudo" };
+    var parents = R.data.lineage || { rw: "cam", rw_irn: "cam", pseudo: "cam", pred: "pseudo" };
     var first = keys[0], second = keys[1];
     for (var i = keys.length - 1; i > 0; i--) if (keys.indexOf(parents[keys[i]]) >= 0) { first = parents[keys[i]]; second = keys[i]; break; }
     var selA = el("select", { id: "changed-a" }, keys.map(function (k) { return el("option", { value: k, text: stageShort(k) }); }));
