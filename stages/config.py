@@ -296,12 +296,7 @@ class RwParams(Section):
     bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float | Literal["auto"] = "auto"
 
-    @field_validator("bg_threshold")
-    @classmethod
-    def _threshold_range(cls, value):
-        if value != "auto" and not 0.0 <= value <= 1.0:
-            raise ValueError("must be auto or lie in [0, 1]")
-        return value
+    _threshold_range = field_validator("bg_threshold")(CrfParams._threshold_range.__func__)
 
     @field_validator("bg_alpha")
     @classmethod
