@@ -18,6 +18,9 @@ Departures from the reference:
   normalises by the maximum the same way).
 - Upsampling goes to the image size directly (IRN: x4, then crops top-left): a sub-cell shift at most.
 - The division by the maximum is guarded by 1e-5 (IRN divides by it bare: NaN for an all-zero CAM).
+- The constant background is a parameter of this function; the ``rw_irn`` stage defaults it to eval_cam's
+  best threshold for the method (``rw_irn.bg_threshold: auto``) instead of IRN's 0.25, which was tuned on
+  IRN's CAMs. Measured on MSRC (2^8 steps): 0.25 gives 39.3 mIoU, 0.47 (auto) 42.9.
 """
 from __future__ import annotations
 
