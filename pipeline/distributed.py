@@ -86,6 +86,27 @@ def broadcast_object(obj):
     return holder[0]
 
 
+def mean_share(count: torch.Tensor) -> torch.Tensor:
+    """``world * count / (count summed over the ranks)``: the factor that turns this rank's mean over its
+    ``count`` elements into its share of the mean over all the ranks' elements, once DistributedDataParallel
+    averages the ranks' gradients (1 in a single process)."""
+    if not active():
+        return torch.ones((), device=count.device)
+    total = count.detach().double().clone()
+    dist.all_reduce(total)
+    return (count.double() * world_size() / total.clamp(min=1)).float()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Every value averaged over the ranks (the values themselves in a single process)."""
+    if not active() or not values:
+        return values
+    names = sorted(values)
+    totals = torch.tensor([values[name] for name in names], dtype=torch.float64)
+    dist.all_reduce(totals)
+    return {name: total / world_size() for name, total in zip(names, totals.tolist())}
+
+
 def all_ok(ok: bool) -> bool:
     """True on every rank when ``ok`` is true on every rank: a failed rank makes the others stop too
     instead of waiting forever at the next barrier."""

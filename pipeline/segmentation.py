@@ -20,6 +20,7 @@ Departures from the references, and why:
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -30,19 +31,14 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from pipeline import distributed
 from pipeline.crf import dense_crf
 from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.data.transforms import train_transform
 from pipeline.errors import ConfigError, DataError
+from pipeline.step_training import poly_lr, train_steps  # noqa: F401 (poly_lr: re-exported)
 
 IGNORE_INDEX = 255
-
-
-def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9) -> float:
-    """DeepLab's poly schedule: base_lr * (1 - step / max_steps)^power (0 at and after max_steps)."""
-    if max_steps <= 0:
-        raise ConfigError(f"max_steps: must be > 0, got {max_steps}")
-    return base_lr * max(0.0, 1.0 - step / max_steps) ** power
 
 
 class RandomScale:
@@ -154,58 +150,27 @@ def predict_label_map(model: nn.Module, image: np.ndarray, scales: Sequence[floa
     return probs.argmax(axis=0).astype(np.uint8)
 
 
-def _cycle(loader: Iterable) -> Iterable:
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise DataError("train_segmentation: the data loader yielded no batch")
+def _segmentation_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *_, step: int) -> dict:
+    # under torchrun each rank's mean is weighted by its share of the labelled pixels, so that the averaged
+    # gradient is the one of the mean over the whole (global) batch, as in a single process
+    loss = segmentation_loss(model(images).float(), masks)
+    return {"loss": loss * distributed.mean_share((masks != IGNORE_INDEX).sum())}
 
 
 def train_segmentation(model: nn.Module, loader: Iterable, max_steps: int, lr: float, momentum: float = 0.9,
                        weight_decay: float = 5e-4, head_lr_mult: float = 10.0, device: str | torch.device = "cpu",
-                       amp: bool = True, log_fn: Callable[[int, dict], None] | None = None) -> list[float]:
-    """Train ``model`` (with ``param_groups(lr, head_lr_mult)``) for ``max_steps`` SGD steps; return the loss
-    of every step.
+                       amp: bool = True, log_fn: Callable[[int, dict], None] | None = None,
+                       resume_path: Path | None = None, resume_every: int = 0,
+                       resume_key: str = "") -> list[float]:
+    """Train ``model`` (with ``param_groups(lr, head_lr_mult)``) for ``max_steps`` SGD steps
+    (:func:`pipeline.step_training.train_steps`: poly schedule, AMP on CUDA, resumable, DDP under
+    torchrun); return the loss of every step.
 
     ``loader`` yields (images (B, 3, H, W) in [0, 1], masks (B, H, W) long with 255 = ignore) and is
-    cycled as often as needed. The poly schedule scales every parameter group's initial lr. Mixed
-    precision (autocast + GradScaler) is used when ``amp`` and the device is CUDA. ``log_fn(step, metrics)``
-    is called after every step with ``loss`` and the backbone ``lr``.
+    iterated as often as needed. ``log_fn(step, metrics)`` is called after every step with ``loss`` and
+    the backbone ``lr``.
     """
-    if max_steps <= 0:
-        raise ConfigError(f"segmentation.max_steps: must be > 0, got {max_steps}")
-    if lr <= 0:
-        raise ConfigError(f"segmentation.lr: must be > 0, got {lr}")
-    device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
-    model.to(device).train()
-    groups = model.param_groups(lr, head_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    initial_lrs = [group["lr"] for group in optimizer.param_groups]
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    history: list[float] = []
-    batches = iter(_cycle(loader))
-    for step in range(max_steps):
-        factor = poly_lr(1.0, step, max_steps)
-        for group, initial in zip(optimizer.param_groups, initial_lrs):
-            group["lr"] = initial * factor
-        images, masks = next(batches)[:2]
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            logits = model(images)
-        loss = segmentation_loss(logits.float(), masks)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        value = float(loss.detach())
-        if not np.isfinite(value):
-            raise ConfigError(f"segmentation.lr: the loss became {value} at step {step}; lower the lr")
-        history.append(value)
-        if log_fn is not None:
-            log_fn(step, {"loss": value, "lr": optimizer.param_groups[0]["lr"]})
-    return history
+    history = train_steps(model, _segmentation_step, loader, max_steps, lr, momentum, weight_decay, head_lr_mult,
+                          device, amp, log_fn, lr_param="train_seg.lr", resume_path=resume_path,
+                          resume_every=resume_every, resume_key=resume_key)
+    return [values["loss"] for values in history]

@@ -27,9 +27,8 @@ Choices where the sources are silent (DFR's code and paper are not available):
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -39,11 +38,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from pipeline import distributed
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.deeplab import build_deeplab
-from pipeline.segmentation import poly_lr
+from pipeline.step_training import train_steps
 
 IGNORE_INDEX = 255
 SUPERVISIONS = ("scribble", "image", "full")
@@ -152,7 +152,9 @@ class SingleStageLoss:
             terms["cls"] = F.multilabel_soft_margin_loss(scores, image_labels)
             labels = cam_seeds(out["cams"], image_labels, images.shape[-2:], self.seed_fg, self.seed_bg)
             labels = labels.masked_fill(roi == 0, IGNORE_INDEX) if active else torch.full_like(labels, IGNORE_INDEX)
-        terms["pce"] = partial_cross_entropy(logits, labels)
+        # under torchrun: weighted by this rank's share of the labelled pixels (the single-process gradient)
+        share = distributed.mean_share((labels != IGNORE_INDEX).sum())
+        terms["pce"] = partial_cross_entropy(logits, labels) * share
         if self.loss in ("crf", "dfr") and active:
             extra = None
             if self.loss == "dfr" and step >= self.deep_warmup_steps:
@@ -200,53 +202,18 @@ class PartialLabelSamples(Dataset):
         return tv_image, tv_labels.long(), (tv_roi == 1).float(), torch.from_numpy(self.targets[index])
 
 
-def _cycle(loader: Iterable) -> Iterable:
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise DataError("single-stage training: the data loader yielded no batch")
-
-
 def train_single_stage(model: SingleStageModel, objective: SingleStageLoss, loader: Iterable, max_steps: int,
                        lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, head_lr_mult: float = 10.0,
                        device: str | torch.device = "cpu", amp: bool = True,
-                       log_fn: Callable[[int, dict], None] | None = None) -> list[dict[str, float]]:
-    """SGD with the poly schedule (as :func:`pipeline.segmentation.train_segmentation`) for ``max_steps``
-    steps over batches of :class:`PartialLabelSamples`; returns every step's loss terms and seconds.
-    ``log_fn(step, terms)`` is called after each step."""
-    device = torch.device(device)
-    use_amp = amp and device.type == "cuda"
-    model.to(device).train()
-    optimizer = torch.optim.SGD(model.param_groups(lr, head_lr_mult), lr=lr, momentum=momentum,
-                                weight_decay=weight_decay)
-    initial = [group["lr"] for group in optimizer.param_groups]
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    history: list[dict[str, float]] = []
-    batches = iter(_cycle(loader))
-    for step in range(max_steps):
-        for group, lr0 in zip(optimizer.param_groups, initial):
-            group["lr"] = poly_lr(lr0, step, max_steps)
-        images, labels, roi, image_labels = (t.to(device, non_blocking=True) for t in next(batches))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        with torch.autocast(device_type=device.type, enabled=use_amp):
-            terms = objective(model, images, labels, roi, image_labels, step)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        values["seconds"] = time.perf_counter() - start
-        if not math.isfinite(values["loss"]):
-            raise ConfigError(f"single.lr: the loss became {values['loss']} at step {step}; lower the lr")
-        values["lr"] = optimizer.param_groups[0]["lr"]
-        history.append(values)
-        if log_fn is not None:
-            log_fn(step, values)
-    return history
+                       log_fn: Callable[[int, dict], None] | None = None, resume_path: Path | None = None,
+                       resume_every: int = 0, resume_key: str = "") -> list[dict[str, float]]:
+    """SGD with the poly schedule for ``max_steps`` steps over batches of :class:`PartialLabelSamples`
+    (:func:`pipeline.step_training.train_steps`: AMP on CUDA, resumable, DDP under torchrun); returns
+    every step's loss terms, ``lr`` and ``seconds``. ``log_fn(step, terms)`` is called after each step."""
+
+    def step_fn(net, images, labels, roi, image_labels, step):
+        return objective(net, images, labels, roi, image_labels, step)
+
+    return train_steps(model, step_fn, loader, max_steps, lr, momentum, weight_decay, head_lr_mult, device, amp,
+                       log_fn, lr_param="single.lr", resume_path=resume_path, resume_every=resume_every,
+                       resume_key=resume_key, timed=True)

@@ -54,14 +54,14 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(torch.device(name))
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -81,7 +81,7 @@ def load_resume(path: Path | None, key: str) -> dict | None:
     return state if isinstance(state, dict) and state.get("key") == key else None
 
 
-def _save_resume(path: Path, state: dict) -> None:
+def save_resume(path: Path, state: dict) -> None:
     from pipeline.io import atomic_path
 
     with atomic_path(path) as tmp:
@@ -174,7 +174,7 @@ def train_method(
         step, history, sums, count = state["step"], state["history"], state["sums"], state["count"]
         start_epoch, skip = state["epoch"], count  # count: the batches of this epoch already trained
         rngs = state["rng"]
-        _set_rng_state(rngs[distributed.rank() % len(rngs)])
+        set_rng_state(rngs[distributed.rank() % len(rngs)])
         if distributed.is_main():
             print(f"resuming from {resume_path}: step {step} of {total_steps}", file=sys.stderr)
         if on_step is not None:
@@ -223,23 +223,19 @@ def train_method(
 
 def _mean_terms(sums: dict[str, float], count: int) -> dict[str, float]:
     """The epoch's mean loss terms, averaged over the ranks (each rank ran the same number of steps)."""
-    if distributed.world_size() > 1 and sums:
-        names = sorted(sums)
-        totals = torch.tensor([sums[name] for name in names], dtype=torch.float64)
-        torch.distributed.all_reduce(totals)
-        sums = {name: value / distributed.world_size() for name, value in zip(names, totals.tolist())}
+    sums = distributed.mean_over_ranks(sums)
     return {name: total / max(count, 1) for name, total in sums.items()}
 
 
 def _checkpoint(path: Path, key: str, method: nn.Module, optimizer, scaler, epoch: int, step: int,
                 history: list, sums: dict, count: int) -> None:
     """Write the resume state (rank 0; every rank's RNG states gathered)."""
-    rngs = [_rng_state()]
+    rngs = [rng_state()]
     if distributed.world_size() > 1:
         rngs = [None] * distributed.world_size()
-        torch.distributed.all_gather_object(rngs, _rng_state())
+        torch.distributed.all_gather_object(rngs, rng_state())
     if distributed.is_main():
-        _save_resume(path, {"key": key, "epoch": epoch, "step": step, "model": method.state_dict(),
+        save_resume(path, {"key": key, "epoch": epoch, "step": step, "model": method.state_dict(),
                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                             "history": history, "sums": dict(sums), "count": count, "rng": rngs,
                             "world_size": distributed.world_size()})

@@ -45,7 +45,8 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {"train_cls", "cam", "aff_labels", "train_aff", "rw", "ir_labels", "train_irn", "rw_irn", "crf"}
+DISTRIBUTED = {"train_cls", "cam", "aff_labels", "train_aff", "rw", "ir_labels", "train_irn", "rw_irn", "crf",
+               "train_seg", "train_single"}
 
 
 def _torchrun(module: str) -> None:

@@ -95,7 +95,8 @@ class TrainingParams(Section):
 
 
 class ResumableParams(Section):
-    """Training stages run by :func:`pipeline.train.train_method` (train_cls, train_aff, train_irn)."""
+    """Resumable training stages: train_cls, train_aff, train_irn (:func:`pipeline.train.train_method`),
+    train_seg and train_single (:func:`pipeline.step_training.train_steps`)."""
 
     resume_every: int = Field(200, ge=0, description="steps between resume checkpoints; 0 = none")
 
@@ -168,7 +169,7 @@ class CrfParams(Section):
                                               "bilateral_srgb", "bilateral_compat")}
 
 
-class TrainSegParams(TrainingParams):
+class TrainSegParams(TrainingParams, ResumableParams):
     """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
 
     labels: Literal["pseudo", "gt"] = "pseudo"
@@ -202,7 +203,7 @@ class ScribblesParams(Section):
     seed: int = Field(0, ge=0)
 
 
-class SingleParams(TrainingParams):
+class SingleParams(TrainingParams, ResumableParams):
     """The single-stage branch: segmentation trained end to end with pCE + a regularised loss."""
 
     supervision: Literal["scribble", "image", "full"] = "scribble"

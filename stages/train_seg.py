@@ -4,16 +4,21 @@ split ``train_seg.split`` (default ``data.train_split``, the split the pseudo ma
 protocol makes pseudo masks on train_aug and trains DeepLab on train_aug), validated on ``data.val_split``.
 
 Writes ``outputs/train_seg/<method>_<labels>/``: ``model.pt``, ``metrics.json`` (final loss, val mIoU,
-wall time) and ``dvclive/`` (loss and val mIoU curves, DVC plots).
+wall time) and ``dvclive/`` (loss and val mIoU curves, DVC plots). A killed run resumes from
+``outputs/.resume/train_seg/<method>_<labels>/<key>.pt`` (``train_seg.resume_every``); under torchrun
+every rank trains (DistributedDataParallel, ``batch_size`` the global batch) and rank 0 validates and writes.
 """
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
+
+from pipeline import distributed
 
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.errors import DataError
@@ -23,7 +28,17 @@ from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
 from pipeline.segmentation import image_to_tensor, predict, segmentation_train_transform, train_segmentation
 from pipeline.train import resolve_device, seed_everything
-from stages.common import open_split, progress_bar, require, stage_dir, training_loader
+from stages.common import (
+    clear_resume,
+    index_path,
+    open_split,
+    progress_bar,
+    require,
+    resume_path,
+    run_key,
+    stage_dir,
+    training_loader,
+)
 from stages.config import Params
 
 
@@ -92,18 +107,26 @@ def run(params: Params) -> dict:
     loader = training_loader(samples, cfg, generator, device)
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
     model = build_deeplab(backbone, len(class_names), head=cfg.head, freeze_backbone_bn=cfg.freeze_backbone_bn)
-
-    with atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) as out:
-        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+    inputs = [index_path(params)] + ([mask_dir] if cfg.labels == "pseudo" else [])
+    key = run_key(params, ["seed", "method", "backbone", "train_seg", "data"], inputs)
+    resume = resume_path(params, "train_seg", seg_tag(params), key)
+    clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
+    main = distributed.is_main()
+    # rank 0 writes; a resumed run replays the steps already trained into the fresh dvclive log
+    with atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) if main else nullcontext() as out:
+        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) if main else None
         curve: list[tuple[int, float]] = []
 
         def log(step: int, values: dict) -> None:
+            if not main:
+                return
             live.log_metric("loss", values["loss"])
             live.log_metric("lr", values["lr"])
-            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
-                score = val_miou(model, val, len(class_names), device)
-                curve.append((step + 1, score))
-                live.log_metric("val_miou", score)
+            if "val_miou" not in values and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                values["val_miou"] = val_miou(model, val, len(class_names), device)
+            if "val_miou" in values:
+                curve.append((step + 1, values["val_miou"]))
+                live.log_metric("val_miou", values["val_miou"])
             live.next_step()
             bar.update(task, completed=step + 1)
 
@@ -111,11 +134,17 @@ def run(params: Params) -> dict:
         with progress_bar(f"train_seg [{seg_tag(params)}]") as bar:
             task = bar.add_task("train", total=cfg.steps)
             losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                        cfg.head_lr_mult, device, cfg.amp, log_fn=log)
+                                        cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
+                                        resume_every=cfg.resume_every, resume_key=key)
+        if not main:
+            distributed.barrier()
+            return {}
         live.end()
         metrics = {"labels": cfg.labels, "final_loss": round(float(np.mean(losses[-10:])), 6),
                    "val_miou_single_scale": round(curve[-1][1], 6),
                    "train_seconds": round(time.perf_counter() - start, 2)}
         save_model(out / "model.pt", model.cpu(), params, class_names)
         write_json(out / "metrics.json", metrics)
+    clear_resume(resume)
+    distributed.barrier()
     return metrics

@@ -3,16 +3,21 @@ trained end to end with pCE + the dense-CRF / DFR loss from the ``scribbles`` st
 (``single.supervision: scribble``), from online CAM seeds (``image``) or from ground truth (``full``).
 
 Writes ``outputs/train_single/<supervision>_<loss>/``: ``model.pt``, ``metrics.json`` (final loss terms,
-val mIoU, seconds per step) and ``dvclive/`` (loss-term and val mIoU curves).
+val mIoU, seconds per step) and ``dvclive/`` (loss-term and val mIoU curves). A killed run resumes from
+``outputs/.resume/train_single/<supervision>_<loss>/<key>.pt`` (``single.resume_every``); under torchrun
+every rank trains (DistributedDataParallel, ``batch_size`` the global batch) and rank 0 validates and writes.
 """
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
+
+from pipeline import distributed
 
 from pipeline.data.transforms import train_transform
 from pipeline.data.voc import image_size
@@ -22,7 +27,17 @@ from pipeline.models.backbones import build_backbone
 from pipeline.scribbles import read_scribble
 from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
 from pipeline.train import resolve_device, seed_everything
-from stages.common import open_split, progress_bar, require, stage_dir, training_loader
+from stages.common import (
+    clear_resume,
+    index_path,
+    open_split,
+    progress_bar,
+    require,
+    resume_path,
+    run_key,
+    stage_dir,
+    training_loader,
+)
 from stages.config import Params
 from stages.train_seg import val_miou
 
@@ -44,8 +59,10 @@ def build_model(params: Params, num_classes: int, pretrained) -> SingleStageMode
 
 
 def load_single_model(path: Path, device: torch.device):
-    require(path, "run `wsss-pipe train-single` first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    from stages.checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(path, "run `wsss-pipe train-single` first",
+                                 ("head", "class_names", "embed_dim", "with_cam", "backbone", "state_dict"))
     spec = checkpoint["backbone"]
     backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
     model = SingleStageModel(backbone, len(checkpoint["class_names"]), head=checkpoint["head"],
@@ -84,17 +101,27 @@ def run(params: Params) -> dict:
     objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS})
     tag = single_tag(params)
 
-    with atomic_dir(stage_dir(params, "train_single", tag)) as out:
-        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None)
+    key = run_key(params, ["seed", "backbone", "single", "data"] + (["scribbles"] if cfg.supervision == "scribble" else []),
+                  [index_path(params)] + ([stage_dir(params, "scribbles")] if cfg.supervision == "scribble" else []))
+    resume = resume_path(params, "train_single", tag, key)
+    clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
+    main = distributed.is_main()
+    # rank 0 writes; a resumed run replays the steps already trained into the fresh dvclive log
+    with atomic_dir(stage_dir(params, "train_single", tag)) if main else nullcontext() as out:
+        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) if main else None
         curve: list[tuple[int, float]] = []
 
         def log(step: int, values: dict) -> None:
+            if not main:
+                return
             for name, value in values.items():
-                live.log_metric(name, value)
-            if (step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps:
-                score = val_miou(model, val, len(class_names), device)
-                curve.append((step + 1, score))
-                live.log_metric("val_miou", score)
+                if name != "val_miou":
+                    live.log_metric(name, value)
+            if "val_miou" not in values and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
+                values["val_miou"] = val_miou(model, val, len(class_names), device)
+            if "val_miou" in values:
+                curve.append((step + 1, values["val_miou"]))
+                live.log_metric("val_miou", values["val_miou"])
             live.next_step()
             bar.update(task, completed=step + 1)
 
@@ -102,14 +129,18 @@ def run(params: Params) -> dict:
         with progress_bar(f"train_single [{tag}]") as bar:
             task = bar.add_task("train", total=cfg.steps)
             history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
-                                         cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log)
+                                         cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log,
+                                         resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
+        if not main:
+            distributed.barrier()
+            return {}
         live.end()
         tail = history[-10:]
         # the first steps include one-off costs (allocator, cudnn autotuning): time the rest
         timed = history[min(5, len(history) - 1):]
         metrics = {"supervision": cfg.supervision, "loss": cfg.loss,
                    "final_terms": {k: round(float(np.mean([h[k] for h in tail])), 6)
-                                   for k in tail[-1] if k not in ("seconds", "lr")},
+                                   for k in tail[-1] if k not in ("seconds", "lr", "val_miou")},
                    "val_miou_single_scale": round(curve[-1][1], 6),
                    "seconds_per_step": round(float(np.mean([h["seconds"] for h in timed])), 4),
                    "train_seconds": round(time.perf_counter() - start, 2)}
@@ -119,4 +150,6 @@ def run(params: Params) -> dict:
                     "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
                     "state_dict": model.cpu().state_dict()}, out / "model.pt")
         write_json(out / "metrics.json", metrics)
+    clear_resume(resume)
+    distributed.barrier()
     return metrics

@@ -25,7 +25,8 @@ def _sets(tmp_path: Path, outputs: Path) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def _stage(tmp_path: Path, outputs: Path, stage: str, processes: int, via_env: bool = False) -> str:
+def _stage(tmp_path: Path, outputs: Path, stage: str, processes: int, via_env: bool = False,
+           extra: tuple[str, ...] = ()) -> str:
     """Run ``stage`` as one process or under torchrun: explicitly, or ``via_env`` through WSSS_TORCHRUN."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     env.pop("WORLD_SIZE", None)
@@ -35,7 +36,8 @@ def _stage(tmp_path: Path, outputs: Path, stage: str, processes: int, via_env: b
         env["WSSS_TORCHRUN"] = f"--standalone --nproc_per_node {processes}"
     elif processes > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-    command = [*launcher, "-m", "stages", stage, "-p", str(REPO / "params.yaml"), *_sets(tmp_path, outputs)]
+    command = [*launcher, "-m", "stages", stage, "-p", str(REPO / "params.yaml"), *_sets(tmp_path, outputs),
+               *[arg for item in extra for arg in ("--set", item)]]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stderr
@@ -127,6 +129,23 @@ def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_c
     assert len(masks) == 10
     for path in masks:
         assert (two / "crf" / "cam" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_torchrun_two_processes_train_the_single_process_deeplab(dataset):
+    # head v2 has neither batch norm nor dropout, and the backbone's norms are frozen: the ranks are exact
+    seg = ("train_seg.labels=gt", "train_seg.steps=4", "train_seg.batch_size=4", "train_seg.crop_size=48",
+           "train_seg.head=v2", "train_seg.freeze_backbone_bn=true", "train_seg.val_every=4")
+    tmp_path = dataset
+    one, two = tmp_path / "one", tmp_path / "two"
+    _stage(tmp_path, one, "train-seg", 1, extra=seg)
+    assert "training on 2 processes" in _stage(tmp_path, two, "train-seg", 2, via_env=True, extra=seg)
+    expected = torch.load(one / "train_seg" / "cam_gt" / "model.pt", weights_only=False)["state_dict"]
+    got = torch.load(two / "train_seg" / "cam_gt" / "model.pt", weights_only=False)["state_dict"]
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
+    metrics = [json.loads((out / "train_seg" / "cam_gt" / "metrics.json").read_text()) for out in (one, two)]
+    assert metrics[1]["val_miou_single_scale"] == pytest.approx(metrics[0]["val_miou_single_scale"], abs=1e-3)
+    assert not (two / ".resume").exists()
 
 
 def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeypatch):

@@ -147,3 +147,43 @@ def test_killed_cam_keeps_finished_images_and_does_only_the_rest(dataset):
     assert not any(f.exists() for f in stale)
     for path in reference.iterdir():
         assert (published / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+SEG = ["train_seg.labels=gt", "train_seg.steps=12", "train_seg.batch_size=4", "train_seg.crop_size=48",
+       "train_seg.val_every=5", "train_seg.head=v2"]
+SINGLE = ["single.supervision=full", "single.loss=dfr", "single.steps=12", "single.batch_size=4",
+          "single.crop_size=48", "single.val_every=5", "single.deep_warmup_steps=2", "single.head=v2"]
+
+
+@pytest.mark.parametrize("stage, tag, overrides", [
+    ("train-seg", "cam_gt", SEG),
+    ("train-single", "full_dfr", SINGLE),
+])
+def test_killed_step_training_resumes_with_the_uninterrupted_weights_and_curves(dataset, stage, tag, overrides):
+    tmp_path = dataset
+    clean, killed = tmp_path / "out_a", tmp_path / "out_b"
+    section = stage.replace("-", "_")
+    every = "single" if stage == "train-single" else section
+    _run(stage, tmp_path, clean, *overrides, f"{every}.resume_every=0")
+    resume_dir = killed / ".resume" / section / tag
+    _kill_when(stage, tmp_path, killed, lambda: _published(resume_dir, "*.pt"), *overrides, f"{every}.resume_every=3")
+    assert not (killed / section / tag).exists()  # only its atomic temporary, removed by the next run
+
+    second = _run(stage, tmp_path, killed, *overrides, f"{every}.resume_every=3")
+    resumed_step = int(second.stderr.split("resuming from ")[1].split(": step ")[1].split()[0])
+    assert 3 <= resumed_step < 12 and resumed_step % 3 == 0
+    assert not (killed / ".resume").exists()
+    assert [p.name for p in (killed / section).iterdir()] == [tag]  # the killed run's temporary is gone
+
+    expected = torch.load(clean / section / tag / "model.pt", weights_only=False)["state_dict"]
+    got = torch.load(killed / section / tag / "model.pt", weights_only=False)["state_dict"]
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    # the curves of the resumed run are whole: the steps before the kill were replayed into dvclive
+    curves = clean / section / tag / "dvclive" / "plots" / "metrics"
+    for curve in ("loss.tsv", "val_miou.tsv"):
+        reference = (curves / curve).read_text().splitlines()
+        resumed = (killed / section / tag / "dvclive" / "plots" / "metrics" / curve).read_text().splitlines()
+        assert len(resumed) == len(reference) > 2
+        assert [line.split("\t")[1:] for line in resumed] == [line.split("\t")[1:] for line in reference]
