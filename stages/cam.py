@@ -4,15 +4,17 @@ Each class map is normalised as ``cam.normalize`` says (auto: the method's own, 
 Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
 one directory per method so that all methods' CAMs can exist side by side. A killed run keeps its
 finished CAMs (keyed work directory, :func:`stages.common.resumable_output`); under torchrun each rank
-extracts ``ids[rank::world]`` and rank 0 publishes.
+extracts ``ids[rank::world]`` and rank 0 publishes. Images are decoded ahead by ``cam.loader_workers``
+processes and the CAMs compressed and written behind by ``cam.writers`` threads
+(:mod:`pipeline.streaming`), so the device only waits for the network.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.cam import multiscale_cam
-from pipeline.data.transforms import to_image_tensor
 from pipeline.io import save_cam
+from pipeline.streaming import BackgroundWriter, stream_images
 from pipeline.train import resolve_device
 from stages.checkpoints import load_method
 from stages.common import index_path, open_split, resumable_output, run_key, stage_dir, todo, track
@@ -29,9 +31,10 @@ def run(params: Params) -> int:
     key = run_key(params, ["method", "cam", "data"], [checkpoint, index_path(params)])
     with resumable_output(stage_dir(params, "cam", params.method), key) as out:
         ids = todo(dataset.ids, out, ".npz")
-        for image_id in track(ids, len(ids), f"cam [{params.method}]"):
-            keys = np.asarray(labels[image_id], dtype=np.int64)
-            image = to_image_tensor(dataset.load_image(image_id)).to(device)
-            cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip, norm)
-            save_cam(out / f"{image_id}.npz", cams.cpu().numpy(), keys)
+        images = stream_images(dataset.load_image, ids, params.cam.loader_workers, device)
+        with BackgroundWriter(params.cam.writers) as writer:
+            for image_id, image in track(images, len(ids), f"cam [{params.method}]"):
+                keys = np.asarray(labels[image_id], dtype=np.int64)
+                cams = multiscale_cam(method, image, keys - 1, params.cam.scales, params.cam.flip, norm)
+                writer.submit(save_cam, out / f"{image_id}.npz", cams.cpu().numpy(), keys)
     return len(dataset.ids)

@@ -116,6 +116,8 @@ class CamParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
     flip: bool = True
     normalize: Literal["auto", "max", "minmax"] = "auto"
+    loader_workers: int = Field(2, ge=0, description="processes decoding images ahead of the forward; 0 = inline")
+    writers: int = Field(2, ge=0, description="threads compressing and writing CAMs behind it; 0 = inline")
 
     def norm_for(self, method_norm: str) -> str:
         """The read-out normalisation: ``auto`` = the method's own (max: cam, ppl; minmax: seam, cpn)."""
