@@ -10,7 +10,8 @@ changes.
   batch norm trains, and :class:`EpochSampler` handing every rank its slice of each *global* batch
   (``batch_size`` is the global batch, so the learning rate is the single-process one); rank 0 writes.
 - Per-image stages: :func:`shard` gives rank ``r`` the ids ``ids[r::world]``; every rank writes into the
-  stage's shared work directory and rank 0 publishes it after a :func:`barrier`.
+  stage's shared work directory and rank 0 publishes it after a :func:`barrier`. Evaluations sum their
+  confusion matrices over the ranks (:func:`sum_over_ranks`) and rank 0 writes the metrics.
 """
 from __future__ import annotations
 
@@ -105,6 +106,35 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     totals = torch.tensor([values[name] for name in names], dtype=torch.float64)
     dist.all_reduce(totals)
     return {name: total / world_size() for name, total in zip(names, totals.tolist())}
+
+
+def sum_over_ranks(value):
+    """``value`` (a NumPy array, a number, or a tuple of them, summed element-wise) summed over the ranks,
+    on every rank. Object collectives, so that it works on the NCCL group a CUDA stage joined as on gloo
+    (the arrays are small: confusion matrices)."""
+    if not active():
+        return value
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, value)
+    if isinstance(value, tuple):
+        return tuple(_sum([part[i] for part in parts]) for i in range(len(value)))
+    return _sum(parts)
+
+
+def _sum(parts: list):
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def gather_to_main(items: list) -> list:
+    """Every rank's ``items`` concatenated in rank order on rank 0 (the rank's own elsewhere)."""
+    if not active():
+        return items
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part] if is_main() else items
 
 
 def all_ok(ok: bool) -> bool:

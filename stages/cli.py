@@ -45,8 +45,9 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {"train_cls", "cam", "aff_labels", "train_aff", "rw", "ir_labels", "train_irn", "rw_irn", "crf",
-               "train_seg", "train_single"}
+DISTRIBUTED = {"train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn",
+               "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg", "train_single", "eval_single",
+               "inspect"}
 
 
 def _torchrun(module: str) -> None:

@@ -153,8 +153,13 @@ def _confusion_chunk(job: tuple) -> tuple[np.ndarray, int, int]:
 def evaluate_mask_dir(dataset, mask_dir: Path, num_classes: int, workers: int,
                       description: str) -> tuple[np.ndarray, float]:
     """Confusion matrix of the palette PNGs in ``mask_dir`` against ``dataset``'s ground truth, and the
-    fraction of predicted pixels left as ignore (255, counted as background in the confusion)."""
-    chunks = [dataset.ids[i::workers * 4] for i in range(workers * 4)]
+    fraction of predicted pixels left as ignore (255, counted as background in the confusion). Under
+    torchrun each rank reads its shard and every rank gets the totals."""
+    from pipeline import distributed
+
+    distributed.setup(torch.device("cpu"))
+    ids = distributed.shard(dataset.ids)
+    chunks = [ids[i::workers * 4] for i in range(workers * 4)]
     jobs = [(str(dataset.root), dataset.split, ids, str(mask_dir), num_classes) for ids in chunks if ids]
     conf = np.zeros((num_classes, num_classes), dtype=np.int64)
     ignored = total = 0
@@ -162,6 +167,7 @@ def evaluate_mask_dir(dataset, mask_dir: Path, num_classes: int, workers: int,
         conf += part
         ignored += part_ignored
         total += part_total
+    conf, ignored, total = distributed.sum_over_ranks((conf, ignored, total))
     return conf, ignored / max(total, 1)
 
 
@@ -277,6 +283,24 @@ def resumable_output(path: Path, key: str) -> Iterator[Path]:
     else:
         distributed.barrier()
         yield from _all_ranks(partial_dir(path, key))
+    distributed.barrier()  # published
+
+
+@contextlib.contextmanager
+def shared_output(path: Path) -> Iterator[Path]:
+    """:func:`pipeline.io.atomic_dir` shared by every torchrun rank: rank 0 makes the temporary directory,
+    every rank writes its images into it, rank 0 publishes it once all are done (in one process: plain
+    ``atomic_dir``)."""
+    from pipeline import distributed
+    from pipeline.io import atomic_dir
+
+    distributed.setup(torch.device("cpu"))
+    if distributed.is_main():
+        with atomic_dir(path) as work:
+            distributed.broadcast_object(str(work))
+            yield from _all_ranks(work)
+    else:
+        yield from _all_ranks(Path(distributed.broadcast_object(None)))
     distributed.barrier()  # published
 
 

@@ -4,7 +4,7 @@ Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIo
 mIoU for context: DVC metrics), ``per_class.csv`` (per-class IoU at the best threshold) and ``curve.csv``
 (mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a warning: the optimum may lie
 outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
-parallel over chunks of ids.
+parallel over chunks of ids; under torchrun each rank sweeps its share of the images and rank 0 writes.
 """
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import csv
 import sys
 
 import numpy as np
+import torch
 
+from pipeline import distributed
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, load_cam
@@ -43,10 +45,15 @@ def run(params: Params) -> dict:
     thresholds = np.round(np.arange(cfg.threshold_min, cfg.threshold_max + 1e-9, cfg.threshold_step), 6)
     sweep = ThresholdSweep(thresholds, len(class_names))
     workers = num_workers(params)
-    chunks = [dataset.ids[i::workers * 4] for i in range(workers * 4)]
+    distributed.setup(torch.device("cpu"))
+    ids = distributed.shard(dataset.ids)  # under torchrun: this rank's share; the histograms are summed
+    chunks = [ids[i::workers * 4] for i in range(workers * 4)]
     jobs = [(str(dataset.root), split, ids, str(cam_dir), thresholds, len(class_names)) for ids in chunks if ids]
     for hist in parallel_map(_sweep_chunk, jobs, workers, f"eval_cam [{params.method}]", chunksize=1):
         sweep.hist += hist
+    sweep.hist = distributed.sum_over_ranks(sweep.hist)
+    if not distributed.is_main():
+        return {}
 
     confusions = sweep.confusions()
     curve = np.array([mean_iou(conf) for conf in confusions])

@@ -7,6 +7,7 @@ narrow).
 """
 from __future__ import annotations
 
+from pipeline import distributed
 from pipeline.io import atomic_dir
 from stages.common import (
     evaluate_mask_dir,
@@ -30,6 +31,7 @@ def evaluate(params: Params, stage: str) -> dict:
 
 def run(params: Params) -> dict:
     metrics = evaluate(params, "crf")
-    with atomic_dir(stage_dir(params, "eval_pseudo", params.method)) as out:
-        write_eval(out, metrics)
+    if distributed.is_main():  # under torchrun every rank evaluated its shard; the totals are on all of them
+        with atomic_dir(stage_dir(params, "eval_pseudo", params.method)) as out:
+            write_eval(out, metrics)
     return metrics

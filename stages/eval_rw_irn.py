@@ -4,6 +4,7 @@ Writes ``outputs/eval_rw_irn/<method>/metrics.json``.
 """
 from __future__ import annotations
 
+from pipeline import distributed
 from pipeline.io import atomic_dir, write_json
 from stages.common import stage_dir
 from stages.config import Params
@@ -12,6 +13,7 @@ from stages.eval_pseudo import evaluate
 
 def run(params: Params) -> dict:
     metrics = evaluate(params, "rw_irn")
-    with atomic_dir(stage_dir(params, "eval_rw_irn", params.method)) as out:
-        write_json(out / "metrics.json", metrics)
+    if distributed.is_main():  # under torchrun every rank evaluated its shard; the totals are on all of them
+        with atomic_dir(stage_dir(params, "eval_rw_irn", params.method)) as out:
+            write_json(out / "metrics.json", metrics)
     return metrics

@@ -18,12 +18,13 @@ import shutil
 
 import numpy as np
 
+from pipeline import distributed
 from pipeline.crf import dense_crf
-from pipeline.io import atomic_dir, save_mask, write_json
+from pipeline.io import save_mask, write_json
 from pipeline.metrics import confusion_matrix
 from pipeline.segmentation import image_to_tensor, predict
 from pipeline.train import resolve_device
-from stages.common import iou_report, open_split, stage_dir, track, write_eval
+from stages.common import iou_report, open_split, shared_output, stage_dir, track, write_eval
 from stages.config import Params
 from stages.train_seg import load_model, seg_tag
 
@@ -42,7 +43,7 @@ def run(params: Params) -> dict:
     tag = seg_tag(params)
     model, checkpoint = load_model(stage_dir(params, "train_seg", tag) / "model.pt", device)
     val, index = open_split(params, params.data.val_split)
-    with atomic_dir(stage_dir(params, "eval_seg", tag)) as out:
+    with shared_output(stage_dir(params, "eval_seg", tag)) as out:
         return evaluate_model(model, val, index["classes"], params.eval_seg, params.crf.crf_kwargs(), out,
                               f"eval_seg [{tag}]", {"labels": params.train_seg.labels})
 
@@ -51,12 +52,14 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
                    extra: dict | None = None) -> dict:
     """Single-scale and ``cfg``'s multi-scale + flip (+ CRF) mIoU of ``model`` on ``val``, written to
     ``out`` (metrics.json headed by ``extra``, per_class.csv, confusion.json / .csv, pred/<id>.png of the
-    headline protocol); shared by eval_single."""
+    headline protocol); shared by eval_single. Under torchrun each rank predicts its share of the images
+    into the shared ``out``, the confusions are summed and rank 0 writes the rest (the others return {})."""
     n = len(class_names)
     single = np.zeros((n, n), dtype=np.int64)
     multi = np.zeros((n, n), dtype=np.int64)
     device = next(model.parameters()).device
-    for image_id in track(val.ids, len(val.ids), description):
+    ids = distributed.shard(val.ids)
+    for image_id in track(ids, len(ids), description):
         image = val.load_image(image_id)
         gt = val.load_mask(image_id)
         tensor = image_to_tensor(image).to(device)
@@ -69,6 +72,9 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
         pred = probs.argmax(0).astype(np.uint8)
         multi += confusion_matrix(pred, gt, n)
         save_mask(out / "pred" / f"{image_id}.png", pred)
+    single, multi = distributed.sum_over_ranks((single, multi))
+    if not distributed.is_main():
+        return {}
     reports = {"single_scale": iou_report(single, class_names), "multi_scale": iou_report(multi, class_names)}
     headline = cfg.headline
     if headline == "best":

@@ -6,9 +6,8 @@ Writes ``outputs/eval_single/<supervision>_<loss>/`` in the layout of ``eval_seg
 """
 from __future__ import annotations
 
-from pipeline.io import atomic_dir
 from pipeline.train import resolve_device
-from stages.common import open_split, stage_dir
+from stages.common import open_split, shared_output, stage_dir
 from stages.config import Params
 from stages.eval_seg import evaluate_model
 from stages.train_single import load_single_model, single_tag
@@ -19,7 +18,7 @@ def run(params: Params) -> dict:
     tag = single_tag(params)
     model, checkpoint = load_single_model(stage_dir(params, "train_single", tag) / "model.pt", device)
     val, index = open_split(params, params.data.val_split)
-    with atomic_dir(stage_dir(params, "eval_single", tag)) as out:
+    with shared_output(stage_dir(params, "eval_single", tag)) as out:
         return evaluate_model(model, val, index["classes"], params.eval_single, params.crf.crf_kwargs(), out,
                               f"eval_single [{tag}]",
                               {"supervision": checkpoint["supervision"], "loss": checkpoint["loss"]})

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError, WsssError
-from pipeline.io import atomic_dir, read_json
+from pipeline import distributed
+from pipeline.io import read_json
 from pipeline.methods import METHODS
 from pipeline.report.assets import inspect_image
 from pipeline.report.page import finish_rows, palette, sort_rows, split_summary, write_page
 from pipeline.report.scores import STAGES, lineage
-from stages.common import load_index, num_workers, parallel_map, stage_dir
+from stages.common import load_index, num_workers, parallel_map, shared_output, stage_dir
 from stages.config import Params
 from stages.train_seg import seg_tag
 from stages.train_single import single_tag
@@ -121,18 +122,30 @@ def run(params: Params) -> dict:
     classes = index["classes"]
     n = len(classes)
     started = time.perf_counter()
-    with atomic_dir(stage_dir(params, "inspect", params.method)) as out:
+    with shared_output(stage_dir(params, "inspect", params.method)) as out:
         for sub in ("thumbs", "images", "data/img"):
-            (out / sub).mkdir(parents=True)
+            (out / sub).mkdir(parents=True, exist_ok=True)
         jobs, notes, methods = _jobs(params, out, index)
-        rows, totals, counts = [], {}, {}
-        for row, confusions in parallel_map(inspect_image, jobs, num_workers(params),
+        rows, totals = [], {}
+        # under torchrun each rank renders its share of the images; rank 0 gathers the rows and writes the page
+        mine = distributed.shard(jobs)
+        for row, confusions in parallel_map(inspect_image, mine, num_workers(params),
                                             f"inspect [{params.method}]", chunksize=8):
             rows.append(row)
-            counts[row["split"]] = counts.get(row["split"], 0) + 1
             split_totals = totals.setdefault(row["split"], {})
             for stage, conf in confusions.items():
                 split_totals[stage] = split_totals.get(stage, np.zeros((n, n), np.int64)) + conf
+        rows = distributed.gather_to_main(rows)
+        rank_totals = distributed.gather_to_main([totals])
+        if not distributed.is_main():
+            return {}
+        totals, counts = {}, {}
+        for part in rank_totals:
+            for split, stages in part.items():
+                for stage, conf in stages.items():
+                    totals.setdefault(split, {})[stage] = totals.get(split, {}).get(stage, 0) + conf
+        for row in rows:
+            counts[row["split"]] = counts.get(row["split"], 0) + 1
         parents = lineage(params.crf.source)
         finish_rows(rows, parents)
         present = [s for s in STAGES if any(s in r["scores"] for r in rows)

@@ -130,6 +130,17 @@ def test_torchrun_two_processes_train_the_single_process_weights_and_shard_cam_c
     for path in masks:
         assert (two / "crf" / "cam" / path.name).read_bytes() == path.read_bytes(), path.name
 
+    # evaluations: each rank evaluates its share, the confusions are summed, rank 0 writes the same files
+    for stage, folder in (("eval-cam", "eval_cam"), ("eval-pseudo", "eval_pseudo"), ("inspect", "inspect")):
+        _stage(tmp_path, one, stage, 1)
+        _stage(tmp_path, two, stage, 2)
+        files = sorted(p.relative_to(one / folder) for p in (one / folder / "cam").rglob("*") if p.is_file())
+        assert files and files == sorted(p.relative_to(two / folder) for p in (two / folder / "cam").rglob("*")
+                                         if p.is_file())
+        for name in files:  # (the report's notes name the outputs directory)
+            got = (two / folder / name).read_bytes().replace(str(two).encode(), str(one).encode())
+            assert got == (one / folder / name).read_bytes(), name
+
 
 def test_torchrun_two_processes_train_the_single_process_deeplab(dataset):
     # head v2 has neither batch norm nor dropout, and the backbone's norms are frozen: the ranks are exact
@@ -147,6 +158,16 @@ def test_torchrun_two_processes_train_the_single_process_deeplab(dataset):
     assert metrics[1]["val_miou_single_scale"] == pytest.approx(metrics[0]["val_miou_single_scale"], abs=1e-3)
     assert not (two / ".resume").exists()
 
+    # the same model on both sides: the sharded evaluation writes the same files
+    (two / "train_seg" / "cam_gt" / "model.pt").write_bytes((one / "train_seg" / "cam_gt" / "model.pt").read_bytes())
+    _stage(tmp_path, one, "eval-seg", 1, extra=seg)
+    _stage(tmp_path, two, "eval-seg", 2, extra=seg)
+    files = sorted(p.relative_to(one) for p in (one / "eval_seg").rglob("*") if p.is_file())
+    assert any(p.suffix == ".png" for p in files)
+    assert files == sorted(p.relative_to(two) for p in (two / "eval_seg").rglob("*") if p.is_file())
+    for name in files:
+        assert (two / name).read_bytes() == (one / name).read_bytes(), name
+
 
 def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeypatch):
     from typer.testing import CliRunner
@@ -154,6 +175,6 @@ def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeyp
     from stages.cli import app
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    result = CliRunner().invoke(app, ["eval-cam", "-p", str(REPO / "params.yaml")])
+    result = CliRunner().invoke(app, ["overlays", "-p", str(REPO / "params.yaml")])
     assert result.exit_code == 2
-    assert "eval_cam does not run under torchrun" in result.output
+    assert "overlays does not run under torchrun" in result.output
