@@ -163,6 +163,12 @@ case "${1:-}" in
     row crf_s05 --set single.supervision=scribble --set single.loss=crf --set single.crf_scale=0.5 \
         --set paths.outputs="$OUT/msrc_single_s05" --stages data scribbles train_single eval_single
     row image --set single.supervision=image --set single.loss=dfr --stages train_single eval_single
+    # rloss's sigma_xy 100 is for 513 crops of 500 px VOC images; our images are fitted into 160 crops, where
+    # 100 px spans most of the crop: the same kernel relative to the image is 100 * 160 / 513 ~ 32
+    row crf_xy32 --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=32 \
+        --stages train_single eval_single
+    row dfr_xy32 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
+        --stages train_single eval_single
     ;;
   *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval|single" >&2
      exit 2 ;;
