@@ -11,6 +11,8 @@
 #                                          # walks (PSA beta 8 logt 8; IRN beta 10, 2^8 steps)
 #   bash benchmarks/msrc.sh irn            # after cam-baseline: IRN relation labels -> boundary branch ->
 #                                          # boundary random walk -> eval -> CRF -> eval
+#   bash benchmarks/msrc.sh propagation-long  # after rw and irn: AffinityNet (8 epochs) and IRN's boundary
+#                                          # branch (20 epochs) trained longer, walks + CRF
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
@@ -74,6 +76,20 @@ case "${1:-}" in
   irn)
     run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
         --summary benchmarks/results/irn.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
+    ;;
+  propagation-long)
+    # after cam-baseline and `irn`/`rw` (their labels): AffinityNet and IRN's boundary branch trained longer
+    # than the ladder's 3 epochs (AFF_EPOCHS 8, PSA's; IRN_EPOCHS 20, ~440 SGD steps of 16), each walk then
+    # CRF'd; the IRN walk also at 2^3 and 2^5 steps. Overwrites crf/cam (the pseudo masks) as rw and irn do.
+    run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
+        --set train_irn.epochs="${IRN_EPOCHS:-20}" --summary benchmarks/results/propagation_long.jsonl \
+        --stages train_irn rw_irn eval_rw_irn crf eval_pseudo
+    for steps in 3 5; do
+      run --out "$OUT/msrc" --set crf.source=rw_irn --set rw_irn.exp_times=$steps \
+          --summary benchmarks/results/propagation_long.jsonl --stages rw_irn eval_rw_irn crf eval_pseudo
+    done
+    run --out "$OUT/msrc" --set crf.source=rw --set train_aff.epochs="${AFF_EPOCHS:-8}" \
+        --summary benchmarks/results/propagation_long.jsonl --stages train_aff rw eval_rw crf eval_pseudo
     ;;
   methods)
     for method in ${METHODS:-cam seam ppl cpn}; do
@@ -170,6 +186,6 @@ case "${1:-}" in
     row dfr_xy32 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
         --stages train_single eval_single
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|deeplab|deeplab-crops|deeplab-eval|single" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|single" >&2
      exit 2 ;;
 esac
