@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.data.transforms import to_image_tensor
+from pipeline.errors import DataError, WsssError
 
 
 class _Images(Dataset):
@@ -25,9 +26,12 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str | None]:
         image_id = self.ids[index]
-        return image_id, to_image_tensor(self.load(image_id))
+        try:
+            return image_id, to_image_tensor(self.load(image_id)), None
+        except WsssError as exc:  # re-raised by the consumer: the one-line message, not a worker traceback
+            return image_id, None, str(exc)
 
 
 def _worker_init(_: int) -> None:
@@ -41,7 +45,9 @@ def stream_images(load: Callable[[str], np.ndarray], ids: Sequence[str], workers
     loader = DataLoader(_Images(load, ids), batch_size=None, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=4 if workers else None)
-    for image_id, image in loader:
+    for image_id, image, error in loader:
+        if error is not None:
+            raise DataError(error)
         yield image_id, image.to(device, non_blocking=True)
 
 

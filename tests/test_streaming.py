@@ -26,6 +26,20 @@ def test_stream_images_keeps_the_order_and_decodes_every_image(workers):
         assert torch.allclose(image, torch.full_like(image, int(image_id) / 255))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_image_is_the_loaders_one_line_error(workers):
+    from pipeline.errors import DataError
+
+    def load(image_id):
+        if image_id == "3":
+            raise DataError("JPEGImages/3.jpg: cannot decode image")
+        return _load(image_id)
+
+    with pytest.raises(DataError) as caught:
+        list(stream_images(load, [str(i) for i in range(5)], workers, torch.device("cpu")))
+    assert str(caught.value) == "JPEGImages/3.jpg: cannot decode image"
+
+
 def test_background_writer_runs_every_write_and_bounds_the_pending_ones():
     done, lock, peak = [], threading.Lock(), [0]
 
