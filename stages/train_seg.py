@@ -19,7 +19,6 @@ import torch
 from dvclive import Live
 
 from pipeline import distributed
-
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, load_mask, write_json

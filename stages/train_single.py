@@ -18,7 +18,6 @@ import torch
 from dvclive import Live
 
 from pipeline import distributed
-
 from pipeline.data.transforms import train_transform
 from pipeline.data.voc import image_size
 from pipeline.errors import DataError
