@@ -185,6 +185,12 @@ case "${1:-}" in
         --stages train_single eval_single
     row dfr_xy32 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
         --stages train_single eval_single
+    # image labels: the CAM head alone for the first third of the steps (AFA trains CAMs alone for 10% of 20k
+    # steps; at 300 steps that is 30), AFA's seed thresholds 0.55 / 0.35, with and without the regulariser
+    row image_warm --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=100 \
+        --set single.seed_fg=0.55 --set single.seed_bg=0.35 --stages train_single eval_single
+    row image_warm_pce --set single.supervision=image --set single.loss=pce --set single.warmup_steps=100 \
+        --set single.seed_fg=0.55 --set single.seed_bg=0.35 --stages train_single eval_single
     ;;
   *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|single" >&2
      exit 2 ;;
