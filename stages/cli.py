@@ -60,9 +60,32 @@ def _torchrun(module: str) -> None:
             raise typer.Exit(2)
         return
     options = os.environ.get("WSSS_TORCHRUN", "").strip()
-    if options and module in DISTRIBUTED:
+    if options and options.lower() != "off" and module in DISTRIBUTED:
         os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", *shlex.split(options),
                                   "-m", "stages", *sys.argv[1:]])
+
+
+# per-image stages whose work is a network forward: on one machine with several visible GPUs they shard
+# across all of them by default (one torchrun process per GPU), unless WSSS_TORCHRUN says otherwise
+GPU_PER_IMAGE = {"cam", "rw", "rw_irn", "eval_seg", "eval_single"}
+
+
+def _all_local_gpus(module: str, device: str) -> None:
+    """Re-run a GPU per-image stage under ``torchrun --standalone --nproc_per_node <GPUs>`` when several
+    GPUs are visible, the stage may use CUDA (``device`` auto or cuda) and no launcher was asked for or
+    refused (``WSSS_TORCHRUN=off`` keeps one process)."""
+    if module not in GPU_PER_IMAGE or int(os.environ.get("WORLD_SIZE", "1")) > 1 or device not in ("auto", "cuda"):
+        return
+    if os.environ.get("WSSS_TORCHRUN", "").strip():
+        return
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > 1:
+        typer.echo(f"{module}: {gpus} GPUs visible: sharding over all of them (WSSS_TORCHRUN=off: one process)",
+                   err=True)
+        os.execv(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                  f"--nproc_per_node={gpus}", "-m", "stages", *sys.argv[1:]])
 
 
 def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None,
@@ -76,6 +99,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         params = load_params(params_path, overrides)
+        _all_local_gpus(module, params.device)
         result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)

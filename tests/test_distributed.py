@@ -178,3 +178,32 @@ def test_stages_that_do_not_shard_refuse_to_run_under_torchrun(tmp_path, monkeyp
     result = CliRunner().invoke(app, ["overlays", "-p", str(REPO / "params.yaml")])
     assert result.exit_code == 2
     assert "overlays does not run under torchrun" in result.output
+
+
+@pytest.mark.parametrize("module, env, device, launched", [
+    ("cam", {}, "auto", True),
+    ("eval_seg", {}, "cuda", True),
+    ("cam", {"WSSS_TORCHRUN": "off"}, "auto", False),     # one process asked for
+    ("cam", {"WORLD_SIZE": "2"}, "auto", False),          # already a rank
+    ("cam", {}, "cpu", False),                            # not on the GPUs
+    ("cam", {}, "cuda:1", False),                         # one chosen GPU
+    ("crf", {}, "auto", False),                           # a CPU stage: its pool uses the cores
+])
+def test_gpu_per_image_stages_use_every_visible_gpu_by_default(monkeypatch, module, env, device, launched):
+    from stages import cli
+
+    calls = []
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("WSSS_TORCHRUN", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(cli.os, "execv", lambda path, argv: calls.append(argv))
+    monkeypatch.setattr(cli.sys, "argv", ["wsss-pipe", module.replace("_", "-"), "-p", "params.yaml"])
+    cli._all_local_gpus(module, device)
+    if launched:
+        assert calls == [[sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+                          "-m", "stages", module.replace("_", "-"), "-p", "params.yaml"]]
+    else:
+        assert calls == []
