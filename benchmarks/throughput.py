@@ -11,8 +11,9 @@
 - crf: the stage with `workers=1` and `workers=2` (aim: >= 1.8x on 2 cores), background threshold 0.47
   (the CAM baseline's best: no eval_cam needed).
 
-Every stage runs as `python -m stages <stage>` in a subprocess, as DVC runs it; wall times are the
-subprocess's (start-up included), the training figures come from the stage's own `train_seconds`.
+Every stage runs in a subprocess through `benchmarks/run_stages.py` (the stage's `run`, timed inside the
+process: interpreter and torch start-up excluded); torchrun launches `python -m stages <stage>`; the
+training figures come from the stage's own `train_seconds`.
 """
 from __future__ import annotations
 
@@ -29,15 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def stage(name: str, out: Path, data: Path, *sets: str, torchrun: int = 0, threads: int | None = None) -> float:
-    """Run one stage; return its wall seconds."""
+    """Run one stage in a subprocess; return its wall seconds inside the process (interpreter and torch
+    start-up excluded: `benchmarks/run_stages.py` times it) or, under torchrun, of the whole launch."""
     items = [f"paths.outputs={out}", f"data.root={data}", "backbone.name=efficientnet_lite0",
              "backbone.pretrained=imagenet", "train_cls.crop_size=224", "train_cls.batch_size=16",
              "train_cls.epochs=1", "train_cls.resume_every=0", *sets]
-    launcher = [sys.executable]
+    sets_args = [arg for item in items for arg in ("--set", item)]
     if torchrun:
-        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
-    command = [*launcher, "-m", "stages", name, "-p", str(REPO / "params.yaml"),
-               *[arg for item in items for arg in ("--set", item)]]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}",
+                   "-m", "stages", name, "-p", str(REPO / "params.yaml"), *sets_args]
+    else:
+        module = name.replace("-", "_")
+        command = [sys.executable, str(REPO / "benchmarks" / "run_stages.py"), "--params", str(REPO / "params.yaml"),
+                   "--out", str(out), *sets_args, "--stages", module]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.pop("WSSS_TORCHRUN", None)
     if threads is not None:
@@ -46,7 +51,9 @@ def stage(name: str, out: Path, data: Path, *sets: str, torchrun: int = 0, threa
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode:
         sys.exit(f"{name} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start
+    if torchrun:
+        return time.perf_counter() - start
+    return json.loads(result.stdout.strip().splitlines()[-1])[name.replace("-", "_")]["seconds"]
 
 
 def bare_cam_forward(out: Path, data: Path) -> tuple[float, int]:
