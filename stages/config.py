@@ -205,6 +205,9 @@ class ScribblesParams(Section):
     seed: int = Field(0, ge=0)
 
 
+RLOSS_SIGMA_XY, RLOSS_CROP = 100.0, 513
+
+
 class SingleParams(TrainingParams, ResumableParams):
     """The single-stage branch: segmentation trained end to end with pCE + a regularised loss."""
 
@@ -220,7 +223,7 @@ class SingleParams(TrainingParams, ResumableParams):
     crf_weight: float = Field(8.7, ge=0)
     crf_scale: float = Field(0.25, gt=0, le=1)
     sigma_rgb: float = Field(15.0, gt=0)
-    sigma_xy: float = Field(100.0, gt=0)
+    sigma_xy: float | Literal["auto"] = "auto"
     warmup_steps: int = Field(0, ge=0)
     sigma_deep: float = Field(0.5, gt=0)
     embed_dim: int = Field(64, ge=2)
@@ -237,6 +240,18 @@ class SingleParams(TrainingParams, ResumableParams):
         if self.seed_bg >= self.seed_fg:
             raise ValueError("seed_bg must be below seed_fg")
         return self
+
+    @field_validator("sigma_xy")
+    @classmethod
+    def _positive_sigma(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError("must be > 0 or auto")
+        return value
+
+    def kernel_sigma_xy(self) -> float:
+        """``sigma_xy``, or (auto) rloss's 100 px at its 513 px crops scaled to ``crop_size``: the same kernel
+        width relative to the crop (images are fitted into the crop)."""
+        return RLOSS_SIGMA_XY * self.crop_size / RLOSS_CROP if self.sigma_xy == "auto" else float(self.sigma_xy)
 
 
 class EvalSingleParams(EvalSegParams):

@@ -97,7 +97,8 @@ def run(params: Params) -> dict:
                                   train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
     loader = training_loader(samples, cfg, generator, device)
     model = build_model(params, len(class_names), params.backbone.pretrained)
-    objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS})
+    objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS} |
+                                {"sigma_xy": cfg.kernel_sigma_xy()})
     tag = single_tag(params)
 
     key = run_key(params, ["seed", "backbone", "single", "data"] + (["scribbles"] if cfg.supervision == "scribble" else []),

@@ -70,3 +70,13 @@ def test_method_floats_in_exponent_notation_are_floats(tmp_path):
     params = load_params(path, ["methods.seam.scale=3e-1", "train_cls.lr=1e-3"])
     assert params.method_options("seam")["scale"] == pytest.approx(0.3)
     assert params.train_cls.lr == pytest.approx(1e-3)
+
+
+def test_single_kernel_width_auto_is_rloss_relative_to_the_crop():
+    params = load_params(REPO / "params.yaml", ["single.sigma_xy=auto", "single.crop_size=513"])
+    assert params.single.kernel_sigma_xy() == pytest.approx(100.0)  # rloss: 100 px at its 513 crops
+    params = load_params(REPO / "params.yaml", ["single.sigma_xy=auto", "single.crop_size=160"])
+    assert params.single.kernel_sigma_xy() == pytest.approx(100.0 * 160 / 513)
+    assert load_params(REPO / "params.yaml", ["single.sigma_xy=40"]).single.kernel_sigma_xy() == 40.0
+    with pytest.raises(ConfigError, match="single.sigma_xy"):
+        load_params(REPO / "params.yaml", ["single.sigma_xy=0"])
