@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DataError, WsssError
 from pipeline import distributed
+from pipeline.errors import DataError, WsssError
 from pipeline.io import read_json
 from pipeline.methods import METHODS
 from pipeline.report.assets import inspect_image
