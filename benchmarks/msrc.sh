@@ -190,6 +190,8 @@ case "${1:-}" in
         --set single.crf_weight=2 --stages train_single eval_single
     row crf_xy32_w30 --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=32 \
         --set single.crf_weight=30 --stages train_single eval_single
+    row dfr_xy32_w2 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
+        --set single.crf_weight=2 --stages train_single eval_single
     # image labels: the CAM head alone for the first third of the steps (AFA trains CAMs alone for 10% of 20k
     # steps; at 300 steps that is 30), AFA's seed thresholds 0.55 / 0.35, with and without the regulariser
     row image_warm --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=100 \
