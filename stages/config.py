@@ -224,7 +224,7 @@ class SingleParams(TrainingParams, ResumableParams):
     crf_scale: float = Field(0.25, gt=0, le=1)
     sigma_rgb: float = Field(15.0, gt=0)
     sigma_xy: float | Literal["auto"] = "auto"
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int | Literal["auto"] = "auto"
     sigma_deep: float = Field(0.5, gt=0)
     embed_dim: int = Field(64, ge=2)
     fc_weight: float = Field(1.0, ge=0)
@@ -232,8 +232,8 @@ class SingleParams(TrainingParams, ResumableParams):
     fc_confidence: float | None = Field(None, gt=0, le=1)
     deep_warmup_steps: int = Field(50, ge=0)
     cls_weight: float = Field(1.0, ge=0)
-    seed_fg: float = Field(0.7, gt=0, lt=1)
-    seed_bg: float = Field(0.25, ge=0, lt=1)
+    seed_fg: float = Field(0.55, gt=0, lt=1)
+    seed_bg: float = Field(0.35, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _seed_order(self):
@@ -247,6 +247,20 @@ class SingleParams(TrainingParams, ResumableParams):
         if value != "auto" and value <= 0:
             raise ValueError("must be > 0 or auto")
         return value
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _non_negative_warmup(cls, value):
+        if value != "auto" and value < 0:
+            raise ValueError("must be >= 0 or auto")
+        return value
+
+    def warmup(self) -> int:
+        """``warmup_steps``, or (auto) the first third of ``steps`` with image labels (the CAM head alone,
+        before its seeds train the segmentation) and 0 with scribbles or ground truth (rloss's start)."""
+        if self.warmup_steps != "auto":
+            return int(self.warmup_steps)
+        return self.steps // 3 if self.supervision == "image" else 0
 
     def kernel_sigma_xy(self) -> float:
         """``sigma_xy``, or (auto) rloss's 100 px at its 513 px crops scaled to ``crop_size``: the same kernel

@@ -98,7 +98,7 @@ def run(params: Params) -> dict:
     loader = training_loader(samples, cfg, generator, device)
     model = build_model(params, len(class_names), params.backbone.pretrained)
     objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS} |
-                                {"sigma_xy": cfg.kernel_sigma_xy()})
+                                {"sigma_xy": cfg.kernel_sigma_xy(), "warmup_steps": cfg.warmup()})
     tag = single_tag(params)
 
     key = run_key(params, ["seed", "backbone", "single", "data"] + (["scribbles"] if cfg.supervision == "scribble" else []),

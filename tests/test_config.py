@@ -80,3 +80,12 @@ def test_single_kernel_width_auto_is_rloss_relative_to_the_crop():
     assert load_params(REPO / "params.yaml", ["single.sigma_xy=40"]).single.kernel_sigma_xy() == 40.0
     with pytest.raises(ConfigError, match="single.sigma_xy"):
         load_params(REPO / "params.yaml", ["single.sigma_xy=0"])
+
+
+def test_single_warmup_auto_waits_for_the_cam_head_only_with_image_labels():
+    image = load_params(REPO / "params.yaml", ["single.supervision=image", "single.steps=300"]).single
+    scribble = load_params(REPO / "params.yaml", ["single.supervision=scribble", "single.steps=300"]).single
+    assert (image.warmup(), scribble.warmup()) == (100, 0)
+    assert load_params(REPO / "params.yaml", ["single.warmup_steps=12"]).single.warmup() == 12
+    with pytest.raises(ConfigError, match="single.warmup_steps"):
+        load_params(REPO / "params.yaml", ["single.warmup_steps=-1"])
