@@ -220,7 +220,7 @@ class SingleParams(TrainingParams, ResumableParams):
     scale_max: float = Field(1.5, gt=0)
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
-    crf_weight: float = Field(8.7, ge=0)
+    crf_weight: float = Field(2.0, ge=0)
     crf_scale: float = Field(0.25, gt=0, le=1)
     sigma_rgb: float = Field(15.0, gt=0)
     sigma_xy: float | Literal["auto"] = "auto"
