@@ -27,7 +27,8 @@
 #   bash benchmarks/msrc.sh deeplab-eval   # the last DeepLab trained on LABELS (pseudo | gt) on MSRC train
 #                                          # (single scale, against the real masks) and on val with the CRF
 #   bash benchmarks/msrc.sh single         # the single-stage branch on generated scribbles: full supervision,
-#                                          # pCE, pCE + CRF loss, DFR; and image labels (DFR on CAM seeds).
+#                                          # pCE, pCE + CRF loss, DFR; and image labels (DFR on CAM seeds);
+#                                          # then the ablations behind the defaults.
 #                                          # train_seg's schedule (crop 160, 300 steps), so the image-label row
 #                                          # compares with the `pipeline` DeepLab (ROWS="name ..." runs a subset)
 #
@@ -171,33 +172,33 @@ case "${1:-}" in
           --set single.batch_size=8 --summary benchmarks/results/single.jsonl "$@"
     }
     row scribbles --stages data scribbles
+    # the defaults (sigma_xy auto = 31 at crop 160, crf_weight 2, crf_scale 0.25; image labels: a third of
+    # the steps of warm-up, seeds 0.55 / 0.35)
     row full --set single.supervision=full --set single.loss=pce --stages train_single eval_single
     row pce --set single.supervision=scribble --set single.loss=pce --stages train_single eval_single
     row crf --set single.supervision=scribble --set single.loss=crf --stages train_single eval_single
     row dfr --set single.supervision=scribble --set single.loss=dfr --stages train_single eval_single
-    # rloss's own scale 0.5 (the default 0.25 halves the grid for the exact dense kernel's P^2 cost)
-    row crf_s05 --set single.supervision=scribble --set single.loss=crf --set single.crf_scale=0.5 \
-        --set paths.outputs="$OUT/msrc_single_s05" --stages data scribbles train_single eval_single
     row image --set single.supervision=image --set single.loss=dfr --stages train_single eval_single
-    # rloss's sigma_xy 100 is for 513 crops of 500 px VOC images; our images are fitted into 160 crops, where
-    # 100 px spans most of the crop: the same kernel relative to the image is 100 * 160 / 513 ~ 32
-    row crf_xy32 --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=32 \
+    row image_pce --set single.supervision=image --set single.loss=pce --stages train_single eval_single
+    # ablations: rloss's literal kernel (sigma_xy 100 px, which spans most of a 160 crop; rloss's 513 crops
+    # of 500 px VOC images make the same kernel 31 px here) and weight (2e-9 ~ 8.7), heavier weight, rloss's
+    # scale 0.5 (the default 0.25 halves the grid for the exact dense kernel's P^2 cost), image labels
+    # without warm-up and with ToCo's seed thresholds 0.7 / 0.25
+    row crf_rloss --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=100 \
+        --set single.crf_weight=8.7 --stages train_single eval_single
+    row dfr_rloss --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=100 \
+        --set single.crf_weight=8.7 --stages train_single eval_single
+    row crf_w8.7 --set single.supervision=scribble --set single.loss=crf --set single.crf_weight=8.7 \
         --stages train_single eval_single
-    row dfr_xy32 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
+    row dfr_w8.7 --set single.supervision=scribble --set single.loss=dfr --set single.crf_weight=8.7 \
         --stages train_single eval_single
-    # the regulariser's weight at the crop-relative kernel (rloss's 2e-9 ~ 8.7 here)
-    row crf_xy32_w2 --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=32 \
-        --set single.crf_weight=2 --stages train_single eval_single
-    row crf_xy32_w30 --set single.supervision=scribble --set single.loss=crf --set single.sigma_xy=32 \
-        --set single.crf_weight=30 --stages train_single eval_single
-    row dfr_xy32_w2 --set single.supervision=scribble --set single.loss=dfr --set single.sigma_xy=32 \
-        --set single.crf_weight=2 --stages train_single eval_single
-    # image labels: the CAM head alone for the first third of the steps (AFA trains CAMs alone for 10% of 20k
-    # steps; at 300 steps that is 30), AFA's seed thresholds 0.55 / 0.35, with and without the regulariser
-    row image_warm --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=100 \
-        --set single.seed_fg=0.55 --set single.seed_bg=0.35 --stages train_single eval_single
-    row image_warm_pce --set single.supervision=image --set single.loss=pce --set single.warmup_steps=100 \
-        --set single.seed_fg=0.55 --set single.seed_bg=0.35 --stages train_single eval_single
+    row crf_w30 --set single.supervision=scribble --set single.loss=crf --set single.crf_weight=30 \
+        --stages train_single eval_single
+    row crf_s05_rloss --set single.supervision=scribble --set single.loss=crf --set single.crf_scale=0.5 \
+        --set single.sigma_xy=100 --set single.crf_weight=8.7 --set paths.outputs="$OUT/msrc_single_s05" \
+        --stages data scribbles train_single eval_single
+    row image_nowarm_toco --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=0 \
+        --set single.seed_fg=0.7 --set single.seed_bg=0.25 --stages train_single eval_single
     ;;
   *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|single" >&2
      exit 2 ;;
