@@ -181,7 +181,7 @@ class TrainSegParams(TrainingParams, ResumableParams):
     batch_size: int = Field(8, ge=2)
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(1.5, gt=0)
-    scale_reference: Literal["image", "crop"] = "crop"
+    scale_reference: Literal["image", "crop"] = "image"
     freeze_backbone_bn: bool = False
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
