@@ -9,8 +9,13 @@ the given label at probability 0.7, bilateral sxy 50 / srgb 5). A pixel takes th
 class where that is foreground, is background where both maps say background, and is ignored (255) where
 only the high-threshold map says background.
 
-No departure from the reference: the combination rule is IRN's (a foreground pixel of the high-threshold
-map keeps its class even where the low-threshold map disagrees).
+The combination rule is IRN's (a foreground pixel of the high-threshold map keeps its class even where the
+low-threshold map disagrees). Departure: IRN's 0.30 / 0.05 belong to IRN's CAMs, whose best background
+threshold is 0.15 (its ``cam_eval_thres``); CAMs cut best elsewhere get the thresholds at the same place
+relative to their own best threshold t (:func:`calibrated_thresholds`: t^(ln 0.30 / ln 0.15) and
+t^(ln 0.05 / ln 0.15), which give back 0.30 / 0.05 at t = 0.15). With IRN's constants our CAMs (t = 0.47)
+call much of the background confident foreground, the boundary branch learns no boundary there, and
+training it longer made the walk worse (benchmarks/README.md, Propagation).
 """
 from __future__ import annotations
 
@@ -23,6 +28,19 @@ from pipeline.errors import ConfigError, DataError
 IGNORE = 255
 
 LabelCrfFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
+
+
+# IRN's thresholds and the CAM evaluation threshold they were chosen with (irn/run_sample.py)
+IRN_FG, IRN_BG, IRN_CAM_THRESHOLD = 0.30, 0.05, 0.15
+
+
+def calibrated_thresholds(cam_threshold: float) -> tuple[float, float]:
+    """(fg, bg) thresholds for CAMs whose best background threshold is ``cam_threshold``: IRN's 0.30 / 0.05
+    moved as the power that carries IRN's 0.15 to ``cam_threshold`` (IRN's own values at 0.15)."""
+    if not 0.0 < cam_threshold < 1.0:
+        raise ConfigError(f"ir_labels: the CAM threshold to calibrate from must lie in (0, 1), got {cam_threshold}")
+    return (cam_threshold ** (np.log(IRN_FG) / np.log(IRN_CAM_THRESHOLD)),
+            cam_threshold ** (np.log(IRN_BG) / np.log(IRN_CAM_THRESHOLD)))
 
 
 def _default_crf() -> LabelCrfFn:

@@ -341,12 +341,23 @@ class RwParams(Section):
 class IrLabelsParams(Section):
     """IRN's relation labels: CAM vs a high / low constant background, each refined by the label CRF."""
 
-    fg_threshold: float = Field(0.30, gt=0, le=1)
-    bg_threshold: float = Field(0.05, ge=0, lt=1)
+    fg_threshold: float | Literal["auto"] = "auto"
+    bg_threshold: float | Literal["auto"] = "auto"
     gt_prob: float = Field(0.7, gt=0, lt=1)
+
+    @field_validator("fg_threshold", "bg_threshold")
+    @classmethod
+    def _unit(cls, value):
+        if value != "auto" and not 0 <= value <= 1:
+            raise ValueError("must lie in [0, 1] or be auto")
+        return value
 
     @model_validator(mode="after")
     def _order(self):
+        if "auto" in (self.fg_threshold, self.bg_threshold):
+            if self.fg_threshold != self.bg_threshold:
+                raise ValueError("fg_threshold and bg_threshold are both auto or both numbers")
+            return self
         if self.bg_threshold >= self.fg_threshold:
             raise ValueError("bg_threshold must be below fg_threshold (high threshold = confident foreground)")
         return self

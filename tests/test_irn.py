@@ -194,3 +194,28 @@ def test_walk_rejects_bad_parameters():
         propagate_boundary(cams, np.array([1]), torch.zeros(2, 2), exp_times=-1)
     with pytest.raises(DataError, match="boundary"):
         propagate_boundary(cams, np.array([1]), torch.zeros(1, 2, 2))
+
+
+def test_relation_thresholds_are_irns_at_irns_cam_threshold_and_move_with_ours():
+    from pipeline.irn_labels import calibrated_thresholds
+
+    assert calibrated_thresholds(0.15) == pytest.approx((0.30, 0.05))
+    fg, bg = calibrated_thresholds(0.47)
+    assert fg == pytest.approx(0.619, abs=1e-3) and bg == pytest.approx(0.304, abs=1e-3)
+    assert bg < 0.47 < fg  # confident background below the best cut, confident foreground above it
+    lower, higher = calibrated_thresholds(0.3), calibrated_thresholds(0.6)
+    assert lower[0] < higher[0] and lower[1] < higher[1]
+    with pytest.raises(ConfigError, match="ir_labels"):
+        calibrated_thresholds(1.0)
+
+
+def test_relation_thresholds_are_both_auto_or_both_numbers():
+    from stages.config import load_params
+
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.raises(ConfigError, match="ir_labels"):
+        load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4"])
+    params = load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4", "ir_labels.bg_threshold=0.1"])
+    assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == (0.4, 0.1)

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ConfigError, WsssError
 from pipeline.io import load_cam, load_mask
-from stages import cam, crf, data, eval_rw_irn, ir_labels, rw_irn, synthetic, train_cls, train_irn
+from stages import cam, crf, data, eval_cam, eval_rw_irn, ir_labels, rw_irn, synthetic, train_cls, train_irn
 from stages.config import load_params
 from conftest import REPO
 
@@ -33,6 +33,9 @@ def test_irn_stages_write_labels_model_walk_and_pseudo_masks(irn_params):
         train_irn.run(params)
     train_cls.run(params)
     cam.run(params)
+    with pytest.raises(WsssError, match="eval-cam"):  # thresholds auto: calibrated to eval_cam's best one
+        ir_labels.run(params)
+    eval_cam.run(params)
     assert ir_labels.run(params) == 4
     out = Path(params.paths.outputs)
     ids = sorted(p.stem for p in (out / "cam" / "cam").glob("*.npz"))
@@ -67,6 +70,6 @@ def test_irn_params_are_validated():
     with pytest.raises(ConfigError, match="crf.source"):
         load_params(REPO / "params.yaml", ["crf.source=irn"])
     params = load_params(REPO / "params.yaml")
-    assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == (0.30, 0.05)
+    assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == ("auto", "auto")
     assert (params.rw_irn.beta, params.rw_irn.exp_times, params.rw_irn.radius) == (10.0, 8, 5)
     assert (params.train_irn.radius, params.train_irn.lr) == (10, 0.1)
