@@ -10,7 +10,7 @@
 #                                          # rw.bg_mode psa and irn, at beta 16 / logt 5 and the published
 #                                          # walks (PSA beta 8 logt 8; IRN beta 10, 2^8 steps)
 #   bash benchmarks/msrc.sh irn            # after cam-baseline: IRN relation labels -> boundary branch ->
-#                                          # boundary random walk -> eval -> CRF -> eval
+#                                          # boundary random walk -> eval -> CRF -> eval (2^8, 2^3, 2^5 steps)
 #   bash benchmarks/msrc.sh propagation-long  # after rw and irn: AffinityNet (8 epochs) and IRN's boundary
 #                                          # branch (20 epochs) trained longer, walks + CRF
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
@@ -77,6 +77,10 @@ case "${1:-}" in
   irn)
     run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
         --summary benchmarks/results/irn.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
+    for steps in 3 5; do  # shorter walks on the same boundary branch
+      run --out "$OUT/msrc" --set crf.source=rw_irn --set rw_irn.exp_times=$steps \
+          --summary benchmarks/results/irn.jsonl --stages rw_irn eval_rw_irn crf eval_pseudo
+    done
     ;;
   propagation-long)
     # after cam-baseline and `irn`/`rw` (their labels): AffinityNet and IRN's boundary branch trained longer
