@@ -93,8 +93,10 @@ case "${1:-}" in
       run --out "$OUT/msrc" --set crf.source=rw_irn --set rw_irn.exp_times=$steps \
           --summary benchmarks/results/propagation_long.jsonl --stages rw_irn eval_rw_irn crf eval_pseudo
     done
-    run --out "$OUT/msrc" --set crf.source=rw --set train_aff.epochs="${AFF_EPOCHS:-8}" \
-        --summary benchmarks/results/propagation_long.jsonl --stages train_aff rw eval_rw crf eval_pseudo
+    if [[ "${AFF_EPOCHS:-8}" != 0 ]]; then  # AFF_EPOCHS=0: the IRN part only
+      run --out "$OUT/msrc" --set crf.source=rw --set train_aff.epochs="${AFF_EPOCHS:-8}" \
+          --summary benchmarks/results/propagation_long.jsonl --stages train_aff rw eval_rw crf eval_pseudo
+    fi
     ;;
   methods)
     for method in ${METHODS:-cam seam ppl cpn}; do
