@@ -4,7 +4,8 @@ For every train image: the CAMs against a constant background of ``ir_labels.fg_
 foreground) and of ``ir_labels.bg_threshold`` (confident background), each argmax refined by IRN's label
 CRF (kernels from the ``crf`` section, ``ir_labels.gt_prob``); pixels in between are ignored
 (:func:`pipeline.irn_labels.relation_labels`). ``auto`` (the default of both thresholds) places IRN's
-0.30 / 0.05 relative to eval_cam's best threshold for the method (:func:`pipeline.irn_labels.calibrated_thresholds`). Written at full image resolution as
+0.30 / 0.05 relative to eval_cam's best threshold for the method
+(:func:`pipeline.irn_labels.calibrated_thresholds`). Written at full image resolution as
 ``outputs/ir_labels/<method>/<id>.png`` (VOC palette, 255 = ignore).
 """
 from __future__ import annotations
