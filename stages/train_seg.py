@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
@@ -39,6 +38,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.training_log import TrainingLog
 
 
 def seg_tag(params: Params) -> str:
@@ -112,35 +112,20 @@ def run(params: Params) -> dict:
     clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
     main = distributed.is_main()
     # rank 0 writes; a resumed run replays the steps already trained into the fresh dvclive log
-    with atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) if main else nullcontext() as out:
-        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) if main else None
-        curve: list[tuple[int, float]] = []
-
-        def log(step: int, values: dict) -> None:
-            if not main:
-                return
-            live.log_metric("loss", values["loss"])
-            live.log_metric("lr", values["lr"])
-            if "val_miou" not in values and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                values["val_miou"] = val_miou(model, val, len(class_names), device)
-            if "val_miou" in values:
-                curve.append((step + 1, values["val_miou"]))
-                live.log_metric("val_miou", values["val_miou"])
-            live.next_step()
-            bar.update(task, completed=step + 1)
-
+    with (atomic_dir(stage_dir(params, "train_seg", seg_tag(params))) if main else nullcontext() as out,
+          progress_bar(f"train_seg [{seg_tag(params)}]") as bar):
+        task = bar.add_task("train", total=cfg.steps)
+        log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
+                          cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        with progress_bar(f"train_seg [{seg_tag(params)}]") as bar:
-            task = bar.add_task("train", total=cfg.steps)
-            losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                        cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
-                                        resume_every=cfg.resume_every, resume_key=key)
+        losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                    cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
+                                    resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
             return {}
-        live.end()
         metrics = {"labels": cfg.labels, "final_loss": round(float(np.mean(losses[-10:])), 6),
-                   "val_miou_single_scale": round(curve[-1][1], 6),
+                   "val_miou_single_scale": round(log.end(), 6),
                    "train_seconds": round(time.perf_counter() - start, 2)}
         save_model(out / "model.pt", model.cpu(), params, class_names)
         write_json(out / "metrics.json", metrics)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from pipeline import distributed
 from pipeline.data.transforms import train_transform
@@ -38,6 +37,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.training_log import TrainingLog
 from stages.train_seg import val_miou
 
 LOSS_FIELDS = ("supervision", "loss", "crf_weight", "crf_scale", "sigma_rgb", "sigma_xy", "warmup_steps",
@@ -107,41 +107,26 @@ def run(params: Params) -> dict:
     clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
     main = distributed.is_main()
     # rank 0 writes; a resumed run replays the steps already trained into the fresh dvclive log
-    with atomic_dir(stage_dir(params, "train_single", tag)) if main else nullcontext() as out:
-        live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=None, report=None) if main else None
-        curve: list[tuple[int, float]] = []
-
-        def log(step: int, values: dict) -> None:
-            if not main:
-                return
-            for name, value in values.items():
-                if name != "val_miou":
-                    live.log_metric(name, value)
-            if "val_miou" not in values and ((step + 1) % cfg.val_every == 0 or step + 1 == cfg.steps):
-                values["val_miou"] = val_miou(model, val, len(class_names), device)
-            if "val_miou" in values:
-                curve.append((step + 1, values["val_miou"]))
-                live.log_metric("val_miou", values["val_miou"])
-            live.next_step()
-            bar.update(task, completed=step + 1)
-
+    with (atomic_dir(stage_dir(params, "train_single", tag)) if main else nullcontext() as out,
+          progress_bar(f"train_single [{tag}]") as bar):
+        task = bar.add_task("train", total=cfg.steps)
+        log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
+                          cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        with progress_bar(f"train_single [{tag}]") as bar:
-            task = bar.add_task("train", total=cfg.steps)
-            history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
-                                         cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log,
-                                         resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
+        history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
+                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log,
+                                     resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
             return {}
-        live.end()
+        final_val = log.end()
         tail = history[-10:]
         # the first steps include one-off costs (allocator, cudnn autotuning): time the rest
         timed = history[min(5, len(history) - 1):]
         metrics = {"supervision": cfg.supervision, "loss": cfg.loss,
                    "final_terms": {k: round(float(np.mean([h[k] for h in tail])), 6)
                                    for k in tail[-1] if k not in ("seconds", "lr", "val_miou")},
-                   "val_miou_single_scale": round(curve[-1][1], 6),
+                   "val_miou_single_scale": round(final_val, 6),
                    "seconds_per_step": round(float(np.mean([h["seconds"] for h in timed])), 4),
                    "train_seconds": round(time.perf_counter() - start, 2)}
         torch.save({"head": cfg.head, "class_names": class_names, "supervision": cfg.supervision,
