@@ -26,6 +26,8 @@
 #                                          # per train_seg.scale_reference; seconds, no training
 #   bash benchmarks/msrc.sh deeplab-eval   # the last DeepLab trained on LABELS (pseudo | gt) on MSRC train
 #                                          # (single scale, against the real masks) and on val with the CRF
+#   bash benchmarks/msrc.sh pseudo-val     # after cam-baseline: the pseudo-mask generator (CAM + CRF) run on the
+#                                          # val images, to compare with the DeepLab models on the same images
 #   bash benchmarks/msrc.sh single         # the single-stage branch on generated scribbles: full supervision,
 #                                          # pCE, pCE + CRF loss, DFR; and image labels (DFR on CAM seeds);
 #                                          # then the ablations behind the defaults.
@@ -170,6 +172,14 @@ case "${1:-}" in
     run --out "$OUT/msrc" --set train_seg.labels="$labels" --set eval_seg.use_crf=true \
         --summary benchmarks/results/deeplab.jsonl --stages eval_seg
     ;;
+  pseudo-val)
+    # the label generator of the `deeplab` rows (the cam-baseline classifier, CAM + CRF at train's best CAM
+    # threshold) applied to the 90 val images, where the DeepLab models are evaluated
+    mkdir -p "$OUT/msrc_val" && ln -sfn ../msrc/train_cls "$OUT/msrc_val/train_cls"
+    threshold=$(python -c "import json; print(json.load(open('$OUT/msrc/eval_cam/cam/metrics.json'))['best_threshold'])")
+    run --out "$OUT/msrc_val" --set data.train_split=val --set crf.bg_threshold="$threshold" \
+        --summary benchmarks/results/deeplab.jsonl --stages data cam eval_cam crf eval_pseudo
+    ;;
   single)
     row() {
       name=$1; shift
@@ -206,6 +216,6 @@ case "${1:-}" in
     row image_nowarm_toco --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=0 \
         --set single.seed_fg=0.7 --set single.seed_bg=0.25 --stages train_single eval_single
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|single" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|pseudo-val|single" >&2
      exit 2 ;;
 esac
