@@ -121,6 +121,11 @@ case "${1:-}" in
     variant ppl_fusion --set method=ppl --set methods.ppl.fusion=true
     variant cpn --set method=cpn
     variant ppl_fusion_ctrl --set method=ppl --set methods.ppl.fusion=true --set 'methods.ppl.granularities=[1,1,1]'
+    # ablations: which term costs what (SEAM: both branches classified, PCM trained by the low-activation
+    # term only; CPN: I, I1, I2 classified, no L_CP, no PRCM, raw read-out)
+    variant seam_clsonly --set method=seam --set methods.seam.er_weight=0 --set methods.seam.ecr_weight=0
+    variant cpn_clsonly --set method=cpn --set methods.cpn.cp_weight=0 --set methods.cpn.prcm_weight=0 \
+        --set methods.cpn.cam_source=raw
     ;;
   investigate)
     light() { name=$1; shift; run --out "$OUT/inv/$name" --set train_cls.crop_size=160 --set train_cls.epochs=6 \
