@@ -190,10 +190,16 @@ class TrainSegParams(TrainingParams, ResumableParams):
 class EvalSegParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 0.75, 1.25, 1.5], min_length=1)
     flip: bool = True
-    use_crf: bool = False
-    headline: Literal["best", "multi_scale", "single_scale"] = "best"
+    use_crf: bool = True
+    headline: Literal["best", "multi_scale", "single_scale", "multi_scale_crf"] = "best"
 
     _positive = field_validator("scales")(CamParams._positive.__func__)
+
+    @model_validator(mode="after")
+    def _crf_headline_needs_crf(self):
+        if self.headline == "multi_scale_crf" and not self.use_crf:
+            raise ValueError("headline multi_scale_crf needs use_crf: true")
+        return self
 
 
 class ScribblesParams(Section):
@@ -269,7 +275,7 @@ class SingleParams(TrainingParams, ResumableParams):
 
 
 class EvalSingleParams(EvalSegParams):
-    pass
+    use_crf: bool = False
 
 
 class OverlaysParams(Section):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import ConfigError
+
 from stages import data, eval_cam, eval_seg, synthetic, train_seg
 from stages.common import evaluate_mask_dir, open_split
 from test_inspect import _fake_cams, _params
@@ -35,12 +37,12 @@ def test_eval_cam_headline_metrics_per_class_file_and_sweep_end_warning(tmp_path
     assert "best threshold 0.1 is the highest of the sweep" in err and "eval_cam.threshold_max" in err
 
 
-@pytest.mark.parametrize("headline", ["best", "single_scale"])
+@pytest.mark.parametrize("headline", ["best", "single_scale", "multi_scale_crf"])
 def test_eval_seg_names_its_headline_protocol_and_predictions_follow_it(tmp_path, headline):
     params = _params(tmp_path, "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
                      "train_seg.labels=gt", "train_seg.steps=2", "train_seg.batch_size=2", "train_seg.crop_size=48",
                      "train_seg.val_every=2", "eval_seg.scales=[1.0, 0.5]", "eval_seg.flip=false",
-                     f"eval_seg.headline={headline}")
+                     "eval_seg.use_crf=true", f"eval_seg.headline={headline}")
     synthetic.run(params)
     data.run(params)
     train_seg.run(params)
@@ -48,14 +50,21 @@ def test_eval_seg_names_its_headline_protocol_and_predictions_follow_it(tmp_path
     out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
     stored = json.loads((out / "metrics.json").read_text())
     assert "per_class_iou" not in stored and (out / "per_class.csv").is_file()
-    single, multi = stored["miou_single_scale"], stored["miou_multi_scale"]
+    figures = {"single scale": stored["miou_single_scale"], "multi-scale 1,0.5": stored["miou_multi_scale"],
+               "multi-scale 1,0.5 + CRF": stored["miou_multi_scale_crf"]}
     if headline == "best":
-        assert stored["miou"] == max(single, multi)
-        assert stored["protocol"] == ("single scale" if single > multi else "multi-scale 1,0.5")
+        assert stored["miou"] == max(figures.values()) and figures[stored["protocol"]] == stored["miou"]
+    elif headline == "single_scale":
+        assert stored["miou"] == figures["single scale"] and stored["protocol"] == "single scale"
     else:
-        assert stored["miou"] == single and stored["protocol"] == "single scale"
+        assert stored["protocol"] == "multi-scale 1,0.5 + CRF" and stored["miou"] == stored["miou_multi_scale_crf"]
     val, index = open_split(params, "val")
     conf, _ = evaluate_mask_dir(val, out / "pred", len(index["classes"]), 1, "check")
     from pipeline.metrics import mean_iou
     assert mean_iou(conf) == pytest.approx(metrics["miou"], abs=1e-6)
-    assert not (out / "pred_single_scale").exists()
+    assert not list(out.glob("pred_*"))
+
+
+def test_eval_seg_crf_headline_without_the_crf_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="eval_seg.*multi_scale_crf needs use_crf"):
+        _params(tmp_path, "eval_seg.use_crf=false", "eval_seg.headline=multi_scale_crf")
