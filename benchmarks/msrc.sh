@@ -13,6 +13,8 @@
 #                                          # boundary random walk -> eval -> CRF -> eval (2^8, 2^3, 2^5 steps)
 #   bash benchmarks/msrc.sh propagation-long  # after rw and irn: AffinityNet (8 epochs) and IRN's boundary
 #                                          # branch (20 epochs) trained longer, walks + CRF
+#   bash benchmarks/msrc.sh propagation-crop  # after cam-baseline: AffinityNet and IRN's branch trained on
+#                                          # PROP_CROP (320) crops, whole MSRC photos; walks, CRF
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
@@ -99,6 +101,19 @@ case "${1:-}" in
       run --out "$OUT/msrc" --set crf.source=rw --set train_aff.epochs="${AFF_EPOCHS:-8}" \
           --summary benchmarks/results/propagation_long.jsonl --stages train_aff rw eval_rw crf eval_pseudo
     fi
+    ;;
+  propagation-crop)
+    # after cam-baseline: AffinityNet and IRN's boundary branch trained on crops of PROP_CROP (320: whole MSRC
+    # photos, as IRN's 512 crops hold whole VOC photos) instead of the ladder's 224, 3 epochs each, walks
+    # then CRF; in msrc_crop<N>/ beside msrc/ (whose data, classifier and CAMs it links)
+    crop=${PROP_CROP:-320}
+    dir="$OUT/msrc_crop$crop"
+    mkdir -p "$dir"
+    for stage in data train_cls cam eval_cam; do ln -sfn "../msrc/$stage" "$dir/$stage"; done
+    run --out "$dir" --set crf.source=rw --set train_aff.crop_size="$crop" \
+        --summary benchmarks/results/propagation_crop.jsonl --stages aff_labels train_aff rw eval_rw crf eval_pseudo
+    run --out "$dir" --set crf.source=rw_irn --set train_irn.crop_size="$crop" \
+        --summary benchmarks/results/propagation_crop.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
     ;;
   methods)
     for method in ${METHODS:-cam seam ppl cpn}; do
