@@ -236,6 +236,6 @@ case "${1:-}" in
     row image_nowarm_toco --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=0 \
         --set single.seed_fg=0.7 --set single.seed_bg=0.25 --stages train_single eval_single
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|deeplab|deeplab-crops|deeplab-eval|pseudo-val|single" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|propagation-crop|deeplab|deeplab-crops|deeplab-eval|pseudo-val|single" >&2
      exit 2 ;;
 esac
