@@ -183,6 +183,8 @@ case "${1:-}" in
     seg weak_image_lr1e-3 --set train_seg.scale_reference=image --set train_seg.lr=0.001
     seg weak_image_frozen_lr1e-3 --set train_seg.scale_reference=image --set train_seg.freeze_backbone_bn=true \
         --set train_seg.lr=0.001
+    seg full_image_frozen_lr1e-3 --set train_seg.labels=gt --set train_seg.scale_reference=image \
+        --set train_seg.freeze_backbone_bn=true --set train_seg.lr=0.001
     ;;
   deeplab-crops)
     python benchmarks/seg_crop_stats.py --root "$DATA" --crop 160
