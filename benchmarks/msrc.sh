@@ -173,18 +173,18 @@ case "${1:-}" in
       run --out "$OUT/msrc" --set train_seg.steps="$steps" --set train_seg.val_every="$steps" \
           --summary benchmarks/results/deeplab.jsonl --stages train_seg eval_seg "$@"
     }
-    seg weak_crop --set train_seg.scale_reference=crop
-    seg full_crop --set train_seg.labels=gt --set train_seg.scale_reference=crop
-    seg weak_image --set train_seg.scale_reference=image
-    seg full_image --set train_seg.labels=gt --set train_seg.scale_reference=image
-    seg weak_image_frozen --set train_seg.scale_reference=image --set train_seg.freeze_backbone_bn=true
-    seg full_image_frozen --set train_seg.labels=gt --set train_seg.scale_reference=image \
-        --set train_seg.freeze_backbone_bn=true
-    seg weak_image_lr1e-3 --set train_seg.scale_reference=image --set train_seg.lr=0.001
-    seg weak_image_frozen_lr1e-3 --set train_seg.scale_reference=image --set train_seg.freeze_backbone_bn=true \
-        --set train_seg.lr=0.001
-    seg full_image_frozen_lr1e-3 --set train_seg.labels=gt --set train_seg.scale_reference=image \
-        --set train_seg.freeze_backbone_bn=true --set train_seg.lr=0.001
+    # every row names its batch-norm and learning-rate settings; the defaults since session 5 are the
+    # frozen_lr1e-3 rows (train_seg.freeze_backbone_bn auto -> frozen for a pretrained backbone, lr 1e-3)
+    bn_lr() { echo --set train_seg.freeze_backbone_bn="$1" --set train_seg.lr="$2"; }
+    seg weak_crop --set train_seg.scale_reference=crop $(bn_lr false 0.01)
+    seg full_crop --set train_seg.labels=gt --set train_seg.scale_reference=crop $(bn_lr false 0.01)
+    seg weak_image --set train_seg.scale_reference=image $(bn_lr false 0.01)
+    seg full_image --set train_seg.labels=gt --set train_seg.scale_reference=image $(bn_lr false 0.01)
+    seg weak_image_frozen --set train_seg.scale_reference=image $(bn_lr true 0.01)
+    seg full_image_frozen --set train_seg.labels=gt --set train_seg.scale_reference=image $(bn_lr true 0.01)
+    seg weak_image_lr1e-3 --set train_seg.scale_reference=image $(bn_lr false 0.001)
+    seg weak_image_frozen_lr1e-3 --set train_seg.scale_reference=image $(bn_lr true 0.001)
+    seg full_image_frozen_lr1e-3 --set train_seg.labels=gt --set train_seg.scale_reference=image $(bn_lr true 0.001)
     ;;
   deeplab-crops)
     python benchmarks/seg_crop_stats.py --root "$DATA" --crop 160

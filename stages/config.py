@@ -182,9 +182,16 @@ class TrainSegParams(TrainingParams, ResumableParams):
     scale_min: float = Field(0.5, gt=0)
     scale_max: float = Field(1.5, gt=0)
     scale_reference: Literal["image", "crop"] = "image"
-    freeze_backbone_bn: bool = False
+    freeze_backbone_bn: bool | Literal["auto"] = "auto"
+    lr: float = Field(1e-3, gt=0)
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
+
+    def freezes_backbone_bn(self, pretrained: str | None) -> bool:
+        """``auto``: keep the backbone's batch norms at their pretrained state when there is one."""
+        if self.freeze_backbone_bn == "auto":
+            return pretrained not in (None, "none")
+        return self.freeze_backbone_bn
 
 
 class EvalSegParams(Section):

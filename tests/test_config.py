@@ -89,3 +89,14 @@ def test_single_warmup_auto_waits_for_the_cam_head_only_with_image_labels():
     assert load_params(REPO / "params.yaml", ["single.warmup_steps=12"]).single.warmup() == 12
     with pytest.raises(ConfigError, match="single.warmup_steps"):
         load_params(REPO / "params.yaml", ["single.warmup_steps=-1"])
+
+
+def test_deeplab_backbone_bn_auto_freezes_only_pretrained_backbones():
+    cfg = load_params(REPO / "params.yaml").train_seg
+    assert cfg.freeze_backbone_bn == "auto"
+    assert cfg.freezes_backbone_bn("imagenet") and not cfg.freezes_backbone_bn("none")
+    assert not cfg.freezes_backbone_bn(None)
+    fixed = load_params(REPO / "params.yaml", ["train_seg.freeze_backbone_bn=false"]).train_seg
+    assert not fixed.freezes_backbone_bn("imagenet")
+    with pytest.raises(ConfigError, match="train_seg.freeze_backbone_bn"):
+        load_params(REPO / "params.yaml", ["train_seg.freeze_backbone_bn=sometimes"])
