@@ -34,7 +34,8 @@ class CamMethod(nn.Module):
         raise NotImplementedError
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
-        """Raw class activation maps (B, num_classes, h, w) at feature resolution, foreground classes only.
+        """Raw class activation maps (B, num_classes, h, w), foreground classes only, at feature resolution
+        or, where the authors' network resizes its output to the input (SEAM, CPN), at the input size.
         The read-out applies ReLU, resizes, fuses scales and flips, and normalises (``readout_norm``)."""
         raise NotImplementedError
 

@@ -1,24 +1,33 @@
 """Correlation modules that refine a CAM with learned feature similarity, and the CAM utilities they share.
 
-- :class:`PixelCorrelationModule` (PCM): SEAM (Wang et al., CVPR 2020, Sec. 3.3, eq. 6). Pixel-to-pixel
-  affinity ``ReLU(cos(theta_i, theta_j))`` normalised over ``j``; ``refined_i = sum_j a_ij * seed_j``.
-  The affinity is (h*w) x (h*w) on the feature grid: inherent to PCM. At a 448 crop and stride 8 that is
-  3136^2 (~39 MB a float32 map per image); at stride 16 784^2 (~2.5 MB). :func:`pcm_propagate` works in
-  blocks of query pixels, so without autograd (CAM read-out) it never holds the whole matrix; in training
-  autograd keeps every block, i.e. the full matrix per image.
+- :class:`PixelCorrelationModule` (PCM): SEAM (Wang et al., CVPR 2020, Sec. 3.3, eq. 6), as
+  YudeWang/SEAM network/resnet38_SEAM.py ``Net.PCM``. Pixel-to-pixel affinity ``ReLU(e_i . e_j)`` of the
+  embeddings ``e = f9(f) / (||f9(f)|| + 1e-5)``, normalised over ``i`` (``+ 1e-5``);
+  ``refined_j = sum_i a_ij * seed_i``. The affinity is (h*w) x (h*w) on the feature grid: inherent to
+  PCM. At a 448 crop and stride 8 that is 3136^2 (~39 MB a float32 map per image); at stride 16 784^2
+  (~2.5 MB). :func:`pcm_propagate` works in blocks of query pixels, so without autograd (CAM read-out) it
+  never holds the whole matrix; in training autograd keeps every block, i.e. the full matrix per image.
 - :class:`PixelRegionCorrelationModule`: CPN (Zhang et al., ICCV 2021, Sec. 3.3) as the authors' code
-  builds it (Ferenas/CPN, network/resnet38_CPN.py): SEAM's PCM **plus** a region term. Region context
-  vectors are the features averaged under a softmax over pixels of each seed channel (their
-  SpatialGather); each pixel's ReLU'd embedding is compared with the ReLU'd projection of every context
-  vector, scaled by ``K^-1/2`` and soft-maxed over pixels; that map, times the seed, is added to the PCM
-  output. Pixel x region is (h*w) x K: no second pixel-pixel matrix.
+  builds it (Ferenas/CPN network/resnet38_CPN.py ``forward``, ``PCM``, ``PRCM``; network/da_atten.py
+  ``SpatialGather_Module``): SEAM's PCM **plus** a region term. Region context vectors are ``f`` averaged
+  under a softmax over pixels of each seed channel (SpatialGather, scale 1); ``f10`` projects them
+  (ReLU) into keys; each pixel's ``ReLU(f9(f))`` is compared with every key, scaled by ``K^-1/2`` and
+  soft-maxed over pixels; that map, times the seed, is added to the PCM output. Pixel x region is
+  (h*w) x K: no second pixel-pixel matrix.
+
+  **Key layout** (``key_layout``). The authors' PRCM reshapes f10's (B, E, K, 1) output to (B, K, E) in
+  memory order, without a transpose, so the key of region r is the block ``r*E .. r*E + E - 1`` of the
+  row-major (E x K) array: it mixes embedding channels of all regions' contexts (``"authors"``, the
+  default; the published numbers come from it). The paper reads one key per region from its own context
+  (``"per_class"``): a departure kept as an option.
 
 Inputs, as in SEAM's and CPN's resnet38 networks: the detached **mid-level** backbone stages (ResNet-38 b4
 and b5, 512 and 1024 channels, each through a bias-free 1x1 conv + ReLU: ``f8_3``, ``f8_4``) and the
-downsampled normalised image, concatenated (``f``); a bias-free 1x1 conv ``f9`` gives the PCM embedding.
-The stages are chosen by index into the backbone's feature list (``stages``, default ``(-3, -2)``), never
-by default the last stage, which is the classifier's own input (an affinity built on it copies the CAM's
-own peaks). ``(-3, -2)`` is the b4 + b5 equivalent of every backbone here (``stage_channels``):
+normalised image resized to the CAM grid (bilinear, ``align_corners=True`` as the authors), concatenated
+(``f``); a bias-free 1x1 conv ``f9`` gives the PCM embedding. The stages are chosen by index into the
+backbone's feature list (``stages``, default ``(-3, -2)``), never by default the last stage, which is the
+classifier's own input (an affinity built on it copies the CAM's own peaks). ``(-3, -2)`` is the b4 + b5
+equivalent of every backbone here (``stage_channels``):
 
 ==================  ==========================================  =====================================
 backbone            stages (shallow -> deep)                    ``(-3, -2)``
@@ -30,9 +39,13 @@ efficientnet_lite   stride-4 block, stride-8 (40), stride-16     stride-8 block 
 tiny (tests)        w, 2w, 4w, 8w                                2w + 4w
 ==================  ==========================================  =====================================
 
-Stages on a finer grid than the CAM (e.g. stride 8 with output stride 16) are resized to the CAM grid
-(bilinear) after their 1x1 projection. Weight init as the references: Kaiming-normal for the stage
-projections, Xavier-uniform with gain 4 for ``f9`` (and CPN's ``f10``).
+Stages on a finer grid than the CAM (e.g. stride 8 with output stride 16; ResNet-38's b4, b5 and b7 share
+one grid, so the authors have no such resize) are resized to the CAM grid (bilinear, with the same
+``align_corners`` as the image) after their 1x1 projection. Weight init as the references:
+Kaiming-normal for the stage projections, Xavier-uniform with gain 4 for ``f9`` (and CPN's ``f10``).
+
+Departures (options; the defaults are the authors'): ``align_corners=False`` for the resizes
+(``align_corners``), the paper's per-region keys (``key_layout="per_class"``).
 """
 from __future__ import annotations
 
@@ -45,13 +58,14 @@ from torch import nn
 from pipeline.errors import ConfigError
 
 EPS = 1e-5
+KEY_LAYOUTS = ("authors", "per_class")
 
 
 def max_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """ReLU, then divide every (image, channel) map by its spatial maximum: values in [0, 1). This is how
-    SEAM and CPN normalise the CAM they feed to PCM / PRCM (the seed)."""
+    """``ReLU(ReLU(x) - eps) / (max ReLU(x) + eps)`` per (image, channel) map: values in [0, 1). This is
+    how SEAM's and CPN's ``Net.forward`` normalise the CAM they feed to PCM / PRCM (the seed)."""
     cams = F.relu(cams)
-    return cams / (cams.amax(dim=(2, 3), keepdim=True) + eps)
+    return F.relu(cams - eps) / (cams.amax(dim=(2, 3), keepdim=True) + eps)
 
 
 def minmax_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -107,6 +121,14 @@ def low_activation_loss(refined_fg: torch.Tensor, fraction: float = 0.25) -> tor
     return F.relu(strongest.topk(k, dim=1, largest=False).values).mean()
 
 
+def resize(x: torch.Tensor, size: Sequence[int], align_corners: bool = True) -> torch.Tensor:
+    """Bilinear resize to ``size`` (the identity when the size already matches). The authors' SEAM and
+    CPN resize with ``align_corners=True`` everywhere inside the network and the training loop."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
+
+
 def resolve_stages(stages: Sequence[int], num_stages: int, option: str) -> tuple[int, ...]:
     """Validate backbone stage indices (negative counts from the deepest) -> non-negative indices."""
     stages = tuple(stages)
@@ -135,8 +157,10 @@ class CorrelationFeatures(nn.Module):
         stage_dims: Sequence[int] = (64, 128),
         use_image: bool = True,
         option: str = "pcm",
+        align_corners: bool = True,
     ):
         super().__init__()
+        self.align_corners = align_corners
         self.stages = resolve_stages(stages, len(stage_channels), f"{option}_stages")
         if len(stage_dims) != len(self.stages):
             raise ConfigError(
@@ -159,12 +183,10 @@ class CorrelationFeatures(nn.Module):
         if self.use_image:
             if image is None:
                 raise ValueError("CorrelationFeatures(use_image=True) needs the (normalised) image")
-            parts.append(F.interpolate(image, size=grid, mode="bilinear", align_corners=False))
+            parts.append(resize(image, grid, self.align_corners))
         for proj, index in zip(self.stage_proj, self.stages):
             projected = proj(features[index].detach())  # a 1x1 conv commutes with the resize below
-            if projected.shape[-2:] != grid:
-                projected = F.interpolate(projected, size=grid, mode="bilinear", align_corners=False)
-            parts.append(F.relu(projected))
+            parts.append(F.relu(resize(projected, grid, self.align_corners)))
         return torch.cat(parts, dim=1)
 
 
@@ -177,12 +199,18 @@ def embedding_conv(in_channels: int, embed_dim: int) -> nn.Conv2d:
     return conv
 
 
+def unit_embedding(embedding: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """(B, D, h, w) -> (B, D, N): each pixel's vector divided by (its L2 norm + eps), as SEAM's PCM."""
+    flat = embedding.flatten(2)
+    return flat / (flat.norm(dim=1, keepdim=True) + eps)
+
+
 def pixel_affinity(embedding: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Dense PCM affinity (B, N, N) of an embedding (B, D, h, w): ReLU(cosine), each row summing to 1.
-    For inspection and tests; :func:`pcm_propagate` applies it block-wise."""
-    unit = F.normalize(embedding.flatten(2), dim=1, eps=eps)
+    """Dense PCM affinity (B, N, N) of an embedding (B, D, h, w): ReLU(cosine), each row divided by (its
+    sum + eps). For inspection and tests; :func:`pcm_propagate` applies it block-wise."""
+    unit = unit_embedding(embedding, eps)
     affinity = F.relu(unit.transpose(1, 2) @ unit)
-    return affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(eps)
+    return affinity / (affinity.sum(dim=-1, keepdim=True) + eps)
 
 
 def pcm_propagate(
@@ -193,13 +221,13 @@ def pcm_propagate(
     b, k, h, w = cams.shape
     if embedding.shape[0] != b or embedding.shape[-2:] != (h, w):
         raise ValueError(f"pcm_propagate: cams {tuple(cams.shape)} and embedding {tuple(embedding.shape)} differ")
-    unit = F.normalize(embedding.flatten(2), dim=1, eps=eps)  # (B, D, N)
+    unit = unit_embedding(embedding, eps)  # (B, D, N)
     values = cams.flatten(2)  # (B, K, N)
     blocks = []
     for start in range(0, h * w, chunk_size):
         query = unit[:, :, start : start + chunk_size]
-        affinity = F.relu(query.transpose(1, 2) @ unit)  # (B, n, N)
-        affinity = affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(eps)
+        affinity = F.relu(query.transpose(1, 2) @ unit)  # (B, n, N); symmetric, so rows = their columns
+        affinity = affinity / (affinity.sum(dim=-1, keepdim=True) + eps)
         blocks.append(values @ affinity.transpose(1, 2))  # (B, K, n)
     return torch.cat(blocks, dim=-1).view(b, k, h, w)
 
@@ -208,9 +236,10 @@ class PixelCorrelationModule(nn.Module):
     """SEAM's PCM: ``f`` -> ``f9`` embedding -> affinity propagation of the seed (background first)."""
 
     def __init__(self, stage_channels: Sequence[int], stages: Sequence[int] = (-3, -2),
-                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True):
+                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True,
+                 align_corners: bool = True):
         super().__init__()
-        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "pcm")
+        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "pcm", align_corners)
         self.embed = embedding_conv(self.features.out_channels, embed_dim)
 
     def forward(self, seed: torch.Tensor, features: Sequence[torch.Tensor],
@@ -226,6 +255,15 @@ def spatial_gather(features: torch.Tensor, seed: torch.Tensor, scale: float = 1.
     return weights @ features.flatten(2).transpose(1, 2)
 
 
+def authors_key_layout(keys: torch.Tensor) -> torch.Tensor:
+    """The authors' PRCM keys from per-region projections (B, K, E): f10's output laid out (B, E, K) in
+    memory and read back as (B, K, E) without a transpose, i.e. ``key[r, j] = proj[(r*E + j) % K,
+    (r*E + j) // K]``: each key mixes embedding channels of several regions (Ferenas/CPN
+    network/resnet38_CPN.py, ``PRCM``: ``F.relu(self.f10(cam)).view(n, 21, -1)``)."""
+    b, k, e = keys.shape
+    return keys.transpose(1, 2).reshape(b, k, e)
+
+
 def region_attention(pixels: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """CPN's PRCM map: ``softmax over pixels (keys . pixels / sqrt(K))`` for pixel embeddings (B, E, h, w)
     and per-region keys (B, K, E) -> (B, K, h, w); every channel sums to 1 over the pixels."""
@@ -236,13 +274,19 @@ def region_attention(pixels: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 class PixelRegionCorrelationModule(nn.Module):
     """CPN's refinement as the authors' network computes it:
-    ``PCM(seed) + seed * softmax_pixels(ReLU(f10(context)) . ReLU(f9(f)) / sqrt(K))``, where the context
-    vectors are :func:`spatial_gather` of ``f`` under the seed, and ``f9`` is shared with the PCM term."""
+    ``PCM(seed) + seed * softmax_pixels(keys . ReLU(f9(f)) / sqrt(K))`` with ``keys`` = ``ReLU(f10(context))``
+    in the authors' layout (:func:`authors_key_layout`; ``key_layout="per_class"``: one key per region, as
+    the paper reads), where the context vectors are :func:`spatial_gather` of ``f`` under the seed, and
+    ``f9`` is shared with the PCM term."""
 
     def __init__(self, stage_channels: Sequence[int], stages: Sequence[int] = (-3, -2),
-                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True):
+                 stage_dims: Sequence[int] = (64, 128), embed_dim: int = 192, use_image: bool = True,
+                 align_corners: bool = True, key_layout: str = "authors"):
         super().__init__()
-        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "prcm")
+        if key_layout not in KEY_LAYOUTS:
+            raise ConfigError(f"cpn.key_layout: unknown {key_layout!r}; choose one of {', '.join(KEY_LAYOUTS)}")
+        self.key_layout = key_layout
+        self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "prcm", align_corners)
         self.embed = embedding_conv(self.features.out_channels, embed_dim)  # f9
         self.key = nn.Linear(self.features.out_channels, embed_dim, bias=False)  # f10 on (B, K, D)
         nn.init.xavier_uniform_(self.key.weight, gain=4.0)
@@ -253,5 +297,7 @@ class PixelRegionCorrelationModule(nn.Module):
         f = self.features(features, image)
         embedding = self.embed(f)
         keys = F.relu(self.key(spatial_gather(f, seed)))
+        if self.key_layout == "authors":
+            keys = authors_key_layout(keys)
         region = region_attention(F.relu(embedding), keys)
         return pcm_propagate(seed, embedding) + region * seed
