@@ -9,6 +9,7 @@ import torch
 
 from pipeline.errors import ConfigError, DataError
 from pipeline.methods import build_method
+from pipeline.methods.complementary_patches import hidden_regions, scaled_segments
 from pipeline.methods.cpn import (
     CPN,
     complementary_loss,
@@ -21,6 +22,7 @@ from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.correlation import (
     PixelRegionCorrelationModule,
     add_background,
+    authors_key_layout,
     correlation_seed,
     pcm_propagate,
     region_attention,
@@ -41,22 +43,62 @@ def assert_exact_complements(keep1: np.ndarray, keep2: np.ndarray, shape: tuple[
 
 def test_grid_masks_are_complements_of_whole_cells():
     rng = np.random.default_rng(0)
-    keep1, keep2 = complementary_masks(30, 40, rng, "grid", grid_size=4)
+    keep1, keep2 = complementary_masks(30, 40, rng, "grid", grid_size=4, draw="half")
     assert_exact_complements(keep1, keep2, (30, 40))
     rows, cols = np.arange(30) * 4 // 30, np.arange(40) * 4 // 40
     cells = rows[:, None] * 4 + cols[None, :]
     kept_cells = [bool(keep1[cells == c].all()) for c in range(16)]
     assert all(keep1[cells == c].all() or not keep1[cells == c].any() for c in range(16))  # whole cells
     assert sum(kept_cells) == 8  # exactly half hidden in I1, the other half in I2
-    other1, _ = complementary_masks(30, 40, rng, "grid", grid_size=4)
-    draws = {complementary_masks(30, 40, rng, "grid", grid_size=4)[0].tobytes() for _ in range(10)}
+    other1, _ = complementary_masks(30, 40, rng, "grid", grid_size=4, draw="half")
+    draws = {complementary_masks(30, 40, rng, "grid", grid_size=4, draw="half")[0].tobytes() for _ in range(10)}
     assert len(draws | {other1.tobytes()}) > 1  # random
 
 
 def test_grid_odd_region_count_hides_floor_half():
-    keep1, keep2 = complementary_masks(9, 9, np.random.default_rng(1), "grid", grid_size=3)
+    keep1, keep2 = complementary_masks(9, 9, np.random.default_rng(1), "grid", grid_size=3, draw="half")
     assert_exact_complements(keep1, keep2, (9, 9))
     assert (~keep1).sum() == 4 * 9  # 4 of 9 cells of 3x3 pixels hidden in I1
+
+
+def test_authors_draw_hides_drawn_ids_with_replacement():
+    """hide_patch_ss: floor((n + 1) / 2) ids drawn with replacement from 0..n, 0 naming no region: on 16
+    cells 8 draws hide 16 * (1 - (16/17)^8) = 6.15 distinct cells on average, sometimes all 8, never 9."""
+    regions = np.arange(16)
+    rng = np.random.default_rng(0)
+    counts = np.array([len(np.unique(hidden_regions(regions, rng, "authors"))) for _ in range(4000)])
+    assert counts.max() <= 8 and counts.min() >= 1
+    assert abs(counts.mean() - 16 * (1 - (16 / 17) ** 8)) < 0.1
+    keep1, keep2 = complementary_masks(30, 40, rng, "grid", grid_size=4)  # the default draw
+    assert not (keep1 & keep2).any() and (keep1 | keep2).all()
+    assert len(np.unique(hidden_regions(regions, rng, "half"))) == 8
+    with pytest.raises(ConfigError, match="cpn.hide_draw"):
+        hidden_regions(regions, rng, "all")
+
+
+def test_superpixel_count_scales_with_the_crop_area():
+    assert scaled_segments(300, 448, 448, 448) == 300  # the authors' crop
+    assert scaled_segments(300, 224, 224, 448) == 75
+    assert scaled_segments(300, 160, 160, 448) == 38
+    assert scaled_segments(300, 8, 8, 448) == 2  # at least two regions
+    assert scaled_segments(300, 224, 224, 0) == 300  # 0: as it is
+
+
+def test_slic_sees_the_normalised_image():
+    """CPN's _masks runs SLIC on the backbone-normalised image (the authors' hide_patch_ss gets the
+    normalised tensor), n_segments scaled to the crop."""
+    images = torch.from_numpy(_smooth_image(48, 56)).permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    method = CPN(TinyBackbone(), 3, slic_reference_size=56)
+    torch.manual_seed(3)
+    keep1, keep2 = method._masks(images)
+    torch.manual_seed(3)
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+    normalised = method.backbone.normalize(images).permute(0, 2, 3, 1).numpy()
+    n = scaled_segments(300, 48, 56, 56)
+    for i in range(2):
+        expected, _ = complementary_masks(48, 56, rng, "slic", n_segments=n, image=normalised[i])
+        assert np.array_equal(keep1[i, 0].numpy().astype(bool), expected)
+    torch.testing.assert_close(keep1 + keep2, torch.ones_like(keep1))
 
 
 def _smooth_image(h: int, w: int) -> np.ndarray:
@@ -68,7 +110,8 @@ def test_slic_masks_are_complements_of_whole_superpixels():
     from skimage.segmentation import slic
 
     image = _smooth_image(48, 56)
-    keep1, keep2 = complementary_masks(48, 56, np.random.default_rng(0), "slic", n_segments=300, image=image)
+    keep1, keep2 = complementary_masks(48, 56, np.random.default_rng(0), "slic", n_segments=300, image=image,
+                                       draw="half")
     assert_exact_complements(keep1, keep2, (48, 56))
     segments = slic(image, n_segments=300, compactness=10.0, start_label=0, channel_axis=-1)
     ids = np.unique(segments)
@@ -183,9 +226,27 @@ def test_prcm_is_pcm_plus_region_term_times_the_seed():
     f = prcm.features(features, images)
     embedding = prcm.embed(f)
     keys = torch.relu(prcm.key(spatial_gather(f, seed)))
-    expected = pcm_propagate(seed, embedding) + region_attention(torch.relu(embedding), keys) * seed
+    expected = pcm_propagate(seed, embedding) + region_attention(torch.relu(embedding), authors_key_layout(keys)) * seed
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(prcm(torch.zeros_like(seed), features, images), torch.zeros_like(seed))
+    prcm.key_layout = "per_class"  # the paper's reading: one key per region
+    expected = pcm_propagate(seed, embedding) + region_attention(torch.relu(embedding), keys) * seed
+    torch.testing.assert_close(prcm(seed, features, images), expected)
+    with pytest.raises(ConfigError, match="cpn.key_layout"):
+        PixelRegionCorrelationModule(backbone.stage_channels, key_layout="transposed")
+
+
+def test_authors_key_layout_reads_f10_output_in_memory_order():
+    """resnet38_CPN.py PRCM: f10's (B, E, K, 1) output viewed as (B, K, E): key r = the r-th run of E
+    values of the row-major (E x K) array, so it mixes channels of several regions."""
+    b, k, e = 2, 4, 6
+    per_region = torch.randn(b, k, e)  # [b, region, channel]
+    conv_layout = per_region.transpose(1, 2)[..., None].contiguous()  # (B, E, K, 1), as f10's output
+    keys = authors_key_layout(per_region)
+    torch.testing.assert_close(keys, conv_layout.view(b, k, -1))
+    flat = per_region.transpose(1, 2).flatten(1)  # channel c of region r at c * K + r
+    assert keys[0, 1, 0] == flat[0, e] == per_region[0, e % k, e // k]
+    assert not torch.equal(keys, per_region)
 
 
 def test_training_step_terms_and_cam_shapes():
@@ -199,9 +260,10 @@ def test_training_step_terms_and_cam_shapes():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.prcm.parameters())
     refined = method.cam(images)
     # PCM output (a convex combination of seed values in [0, 1]) + softmax weight x seed: in [0, 2]
-    assert refined.shape == (4, 3, 4, 4) and (refined >= 0).all() and (refined <= 2 + 1e-5).all()
+    assert refined.shape == (4, 3, 64, 64) and (refined >= 0).all() and (refined <= 2 + 1e-5).all()
     raw = CPN(TinyBackbone(), 3, cam_source="raw")
-    assert raw.cam(images).shape == (4, 3, 4, 4)
+    assert raw.cam(images).shape == (4, 3, 64, 64)  # the authors' network output: at the input size
+    assert CPN(TinyBackbone(), 3, cam_source="raw", resolution="grid").cam(images).shape == (4, 3, 4, 4)
     with pytest.raises(ConfigError, match="cpn.cam_source"):
         CPN(TinyBackbone(), 3, cam_source="both")
 

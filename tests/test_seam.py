@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 from pipeline.methods import build_method
-from pipeline.methods.seam import SEAM, equivariant_l1
+from pipeline.methods.seam import SEAM, equivariant_l1, scaled_size
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.correlation import (
     CorrelationFeatures,
@@ -132,6 +132,8 @@ def test_bad_options_raise_config_error():
         SEAM(TinyBackbone(), 3, pcm_stage_dims=(1, 2, 3, 4, 5))
     with pytest.raises(ConfigError, match="pcm_stages"):
         SEAM(TinyBackbone(), 3, pcm_stages=(-5, -2))
+    with pytest.raises(ConfigError, match="seam.resolution: unknown 'image'"):
+        SEAM(TinyBackbone(), 3, resolution="image")
 
 
 def test_training_step_terms_and_cam_shape():
@@ -145,7 +147,18 @@ def test_training_step_terms_and_cam_shape():
     out["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.pcm.parameters())  # L_ECR trains PCM
     assert method.classifier.weight.grad.abs().sum() > 0
-    assert method.cam(images).shape == (4, 3, 4, 4)
+    assert method.cam(images).shape == (4, 3, 64, 64)  # the authors' network output: at the input size
+    on_grid = SEAM(TinyBackbone(), 3, scale=0.5, resolution="grid")
+    assert on_grid.cam(images).shape == (4, 3, 4, 4)
+    assert on_grid.training_step(images, labels)["loss"].isfinite()
+
+
+def test_branch_size_is_that_of_scale_factor():
+    """A(I) has F.interpolate(scale_factor=0.3)'s size, floor(side * 0.3), as the authors' img2."""
+    for height, width in [(20, 20), (448, 448), (225, 333), (7, 11)]:
+        expected = F.interpolate(torch.zeros(1, 1, height, width), scale_factor=0.3, mode="bilinear",
+                                 align_corners=True).shape[-2:]
+        assert scaled_size(height, width, 0.3) == tuple(expected)
 
 
 def test_short_training_reduces_loss():
