@@ -11,6 +11,11 @@ over scales and flips. Each labelled class's map is then normalised to [0, 1] in
 
 By default each method's own (``CamMethod.readout_norm``) is used. The references sum the raw maps and
 clip at zero once; the per-scale ReLU here is the same for their refined maps, which are non-negative.
+SEAM's and CPN's ``cam`` return their network's output at the scaled input's size (as the authors'
+``Net.forward``); the resize to the image here is then the authors' ``align_corners=False`` upsampling of
+infer_SEAM.py / infer_cam.py. Departures of this shared read-out from those scripts: each scaled image is
+resized here bilinearly on the tensor (theirs: PIL bicubic), and CPN's final halving of the normalised
+map is not done (a threshold t on theirs is 2t here).
 """
 from __future__ import annotations
 
