@@ -47,8 +47,8 @@ image (``align_corners=False``) and min-max normalises them as infer_cam.py.
 
 Options that depart from the authors' code (defaults are the authors'):
 
-- ``key_layout="per_class"``: one key per region from its own context, as the paper reads (issue 18:
-  the refined map differs by up to 84% of its maximum).
+- ``key_layout="per_class"``: one key per region from its own context, as the paper reads (issue 18;
+  the refined map, L_CP and the f9/f10 gradients all change).
 - ``resolution="grid"``, ``align_corners=False``: as in :mod:`pipeline.methods.seam`.
 - ``patch_mode="grid"``; ``slic_reference_size=0`` (``n_segments`` as it is, whatever the crop);
   ``hide_draw="half"`` (exactly ``floor(n / 2)`` distinct patches hidden, the paper's 50%).

@@ -38,7 +38,7 @@ Options that depart from the authors' code (defaults are the authors'):
 
 - ``resolution="grid"``: outputs stay on the feature grid; N, L_cls, L_min are computed there and the
   maps are resized to A(I)'s size only for L_ER / L_ECR. The ReLU inside N does not commute with the
-  resize, so this changes every term (issue 18: ER 16%, ECR 5% at stride 8).
+  resize, so this changes every term, most at the CAMs' zero crossings (issue 18).
 - ``align_corners=False`` for every resize inside the network and the loss (the authors': True).
 
 Kept departures that do not change what is computed or that belong to the backbone:
