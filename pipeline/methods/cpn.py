@@ -79,6 +79,7 @@ from pipeline.methods.complementary_patches import (
     neutral_colour,
     scaled_segments,
 )
+from pipeline.methods.seam import check_resolution
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.correlation import (
     PixelRegionCorrelationModule,
@@ -90,7 +91,6 @@ from pipeline.models.correlation import (
     ohem_l1,
     resize,
 )
-from pipeline.methods.seam import check_resolution
 
 CAM_SOURCES = ("raw", "refined")
 
