@@ -37,11 +37,13 @@ _EPS = 1e-5
 
 def boundary_transition(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
     """Sparse CSR (N, N) transition D^-1 A^beta of an (h, w) boundary map, N = h * w, a_ij from the path
-    maximum (:func:`pipeline.boundary.boundary_affinities`)."""
+    maximum (:func:`pipeline.boundary.boundary_affinities`) over every in-image pair (IRN's
+    ``propagate_to_edge`` pads the map with radius cells of boundary 1 left, right and below, so that all
+    of them exist)."""
     if boundary.dim() != 2:
         raise DataError(f"boundary_transition: boundary must be (h, w), got shape {tuple(boundary.shape)}")
     h, w = boundary.shape
-    return transition_matrix(boundary_affinities(boundary, radius), h, w, radius, beta)
+    return transition_matrix(boundary_affinities(boundary, radius, "full"), h, w, radius, beta, pair_set="full")
 
 
 def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, boundary: torch.Tensor,
