@@ -68,28 +68,30 @@ def test_path_cells_follow_the_straight_line():
     assert all((0, 0) in c and o in c for o, c in cells.items())
 
 
-def test_boundary_affinities_are_the_path_maximum_in_pair_order():
+@pytest.mark.parametrize("pair_set", ["psa", "full"])
+def test_boundary_affinities_are_the_path_maximum_in_pair_order(pair_set):
     gen = torch.Generator().manual_seed(0)
     boundary = torch.rand(6, 8, generator=gen)
     radius = 4
     table = dict(zip(map(tuple, radius_offsets(radius).tolist()), path_cells(radius)))
-    src, dst = pair_indices(6, 8, radius)
+    src, dst = pair_indices(6, 8, radius, pair_set=pair_set)
+    assert src.numel() > 0
     expected = []
     for s, d in zip(src.tolist(), dst.tolist()):
         (sy, sx), (ty, tx) = divmod(s, 8), divmod(d, 8)
         expected.append(1 - max(float(boundary[sy + py, sx + px]) for py, px in table[(ty - sy, tx - sx)]))
-    torch.testing.assert_close(boundary_affinities(boundary, radius), torch.tensor(expected))
+    torch.testing.assert_close(boundary_affinities(boundary, radius, pair_set), torch.tensor(expected))
 
 
 def test_a_wall_cuts_affinity_across_it_and_not_along_it():
-    h = w = 9
+    h, w, wall = 9, 17, 8
     boundary = torch.zeros(h, w)
-    boundary[:, 4] = 1.0  # a vertical wall
+    boundary[:, wall] = 1.0  # a vertical wall
     aff = boundary_affinities(boundary, 5)
     src, dst = pair_indices(h, w, 5)
     sx, dx = src % w, dst % w
-    across = ((sx < 4) & (dx > 4)) | ((sx > 4) & (dx < 4))
-    same_side = ((sx < 4) & (dx < 4)) | ((sx > 4) & (dx > 4))
+    across = ((sx < wall) & (dx > wall)) | ((sx > wall) & (dx < wall))
+    same_side = ((sx < wall) & (dx < wall)) | ((sx > wall) & (dx > wall))
     assert across.any() and same_side.any()
     assert torch.all(aff[across] == 0.0)
     assert torch.all(aff[same_side] == 1.0)  # including pairs running parallel to the wall
