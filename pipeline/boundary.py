@@ -15,9 +15,9 @@ Departures from jiwoon-ahn/irn (``net/resnet50_irn.py``, ``misc/indexing.py``, `
   bilinear interpolation (IRN upsamples by a fixed factor and crops top-left; a stage finer than stride 4,
   as the ``tiny`` backbone's first, is resized down the same way).
 - Pairs are those of :func:`pipeline.affinity.pair_indices` (the same half-disc of offsets as IRN's
-  ``search_dirs``). Training, as IRN's ``PathIndex`` (``train_irn.pair_set: psa``, the default), starts no
-  pair within radius - 1 cells of the left, right or bottom border (PSA's pair set); ``full`` (departure,
-  not measured) keeps every in-bounds pair. IRN's walk pads the boundary map so that every in-image pair
+  ``search_dirs``). By default training starts, as IRN's ``PathIndex``, no pair within radius - 1 cells of
+  the left, right or bottom border (``train_irn.pair_set: psa``, PSA's pair set); the departure is the
+  option ``full`` (not measured), every in-bounds pair. IRN's walk pads the boundary map so that every in-image pair
   exists: :func:`pipeline.irn_walk.boundary_transition` uses ``full``.
 - The path maximum is taken over shifted views of the boundary map, one per path cell of each offset, in
   the pair order of ``pair_indices`` (offset-major); IRN orders the offsets by path length and gathers a flat

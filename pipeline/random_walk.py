@@ -1,7 +1,8 @@
 """Random-walk propagation of CAMs with AffinityNet affinities (Ahn & Kwak, CVPR 2018, sec. 3.4).
 
-The affinity matrix A holds a_ij^beta for every pair of grid cells closer than the radius (both directions)
-and 1 on the diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
+The affinity matrix A holds a_ij^beta for every pair of the pair set (both directions; PSA's by default,
+:mod:`pipeline.affinity`, where a cell in no pair only keeps its own score, as in PSA's walk) and 1 on the
+diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
 T sums to 1. Scores v (N, C) are propagated as v <- T v for t = 2^logt steps (eq. 11). T is a sparse CSR
 matrix with at most N (2M + 1) non-zeros (M = half-disc offsets), and the walk is t sparse products with an
 (N, C) matrix, so memory stays linear in the number of cells; neither A nor T^t is ever formed densely.

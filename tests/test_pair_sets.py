@@ -24,7 +24,8 @@ SMALL = [size for size in SIZES if size[1] * size[2] <= 300] + [(10, 11, 21)]  #
 def psa_offsets(radius: int) -> list[tuple[int, int]]:
     """(0, 1)..(0, r - 1), then dy = 1..r - 1 with dx = -(r - 1)..r - 1, within the open disc."""
     offsets = [(0, dx) for dx in range(1, radius)]
-    offsets += [(dy, dx) for dy in range(1, radius) for dx in range(-radius + 1, radius) if dy * dy + dx * dx < radius ** 2]
+    offsets += [(dy, dx) for dy in range(1, radius) for dx in range(-radius + 1, radius)
+                if dy * dy + dx * dx < radius ** 2]
     return offsets
 
 
