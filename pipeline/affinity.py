@@ -6,7 +6,19 @@ absolute channel differences, as in the authors' implementation). Only pairs clo
 grid are used, in training (eq. 4-7) and in the random walk (:mod:`pipeline.random_walk`).
 
 Pair indexing: each unordered pair is enumerated once through a half-disc of offsets (dy > 0, or dy == 0
-and dx > 0) with dy^2 + dx^2 < radius^2 (strict, as PSA: radius 5 -> 34 offsets).
+and dx > 0) with dy^2 + dx^2 < radius^2 (strict, as PSA: radius 5 -> 34 offsets), offset-major, the sources
+of each offset row-major. The pair set (``pair_set``, ``train_aff.pair_set``: the training pairs and the
+walk's, through the checkpoint):
+
+* ``psa`` (default; PSA ``tool/pyutils.py`` get_indices_of_pairs, the pairs of its training and of its walk
+  ``infer_aff.py``; IRN's ``misc/indexing.py`` PathIndex keeps the same sources for its training pairs):
+  sources are only the cells with y <= h - radius and radius - 1 <= x <= w - radius, so no pair starts in
+  the first or last radius - 1 columns or in the last radius - 1 rows. Border cells keep only the links
+  that start inside (some, near the top corners, none at all), and a grid narrower than 2 radius - 1 or
+  lower than radius has no pair.
+* ``full`` (departure, not measured): every in-bounds pair, so the border band links in every direction.
+
+The loss's denominators add 1e-5 to the pair counts, as PSA's ``train_aff.py``.
 """
 from __future__ import annotations
 
@@ -22,7 +34,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.methods.base import backbone_head_groups
 from pipeline.models.backbones.base import Backbone
 
-_LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss (PSA's constant)
+_LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss and to its pair counts (PSA's constant)
 
 
 def _check_radius(radius: int) -> int:
@@ -48,50 +60,78 @@ def radius_offsets(radius: int) -> torch.Tensor:
     return _offsets(_check_radius(radius)).clone()
 
 
+PAIR_SETS = ("psa", "full")  # see the module docstring
+
+
+def source_windows(h: int, w: int, radius: int, pair_set: str = "psa") -> list[tuple[int, int, int, int, int, int]]:
+    """(dy, dx, y0, y1, x0, x1) for each offset of :func:`radius_offsets` (in order) whose pairs exist: its
+    sources are the cells y0 <= y < y1, x0 <= x < x1 (row-major), each paired with (y + dy, x + dx)."""
+    _check_radius(radius)
+    if pair_set not in PAIR_SETS:
+        raise ConfigError(f"pair_set: must be one of {', '.join(PAIR_SETS)}, got {pair_set!r}")
+    windows = []
+    for dy, dx in _offsets(radius).tolist():
+        if pair_set == "psa":
+            y1, x0, x1 = h - radius + 1, radius - 1, w - radius + 1
+        else:  # every source whose destination lies on the grid
+            y1, x0, x1 = h - dy, max(0, -dx), min(w, w - dx)
+        if y1 > 0 and x1 > x0:
+            windows.append((dy, dx, 0, y1, x0, x1))
+    return windows
+
+
 @functools.lru_cache(maxsize=32)
-def _pairs(h: int, w: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    offsets = _offsets(radius)
-    dy = offsets[:, 0].view(-1, 1, 1)
-    dx = offsets[:, 1].view(-1, 1, 1)
-    ys = torch.arange(h).view(1, h, 1)
-    xs = torch.arange(w).view(1, 1, w)
-    ty, tx = ys + dy, xs + dx
-    valid = (ty < h) & (tx >= 0) & (tx < w)  # ty >= 0 always, since dy >= 0
-    src = (ys * w + xs).expand_as(valid)[valid]
-    dst = (ty * w + tx)[valid]
-    return src.contiguous(), dst.contiguous()
+def _pairs(h: int, w: int, radius: int, pair_set: str) -> tuple[torch.Tensor, torch.Tensor]:
+    src, dst = [], []
+    for dy, dx, y0, y1, x0, x1 in source_windows(h, w, radius, pair_set):
+        cells = (torch.arange(y0, y1).view(-1, 1) * w + torch.arange(x0, x1).view(1, -1)).flatten()
+        src.append(cells)
+        dst.append(cells + dy * w + dx)
+    if not src:
+        return torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(src), torch.cat(dst)
 
 
-def pair_indices(h: int, w: int, radius: int, device: torch.device | str | None = None
+def pair_indices(h: int, w: int, radius: int, device: torch.device | str | None = None, pair_set: str = "psa"
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flat indices (src, dst), each (P,) int64, of every unordered pair of cells of an h x w grid closer
-    than ``radius`` (one direction per pair, see :func:`radius_offsets`); row-major flat index y * w + x.
+    """Flat indices (src, dst), each (P,) int64, of the unordered pairs of cells of an h x w grid closer
+    than ``radius`` in ``pair_set`` (module docstring), one direction per pair (see :func:`radius_offsets`);
+    row-major flat index y * w + x; offset-major order, as PSA's (directions, sources) layout flattened.
 
-    Pairs never wrap across rows. The result is cached per (h, w, radius): treat it as read-only.
+    Pairs never wrap across rows. The result is cached per (h, w, radius, pair_set): treat it as read-only.
     """
     _check_radius(radius)
     if h < 1 or w < 1:
         raise DataError(f"pair_indices: grid must be at least 1 x 1, got {h} x {w}")
-    src, dst = _pairs(int(h), int(w), radius)
+    source_windows(1, 1, radius, pair_set)  # validates pair_set
+    src, dst = _pairs(int(h), int(w), radius, pair_set)
     return src.to(device), dst.to(device)
 
 
-def pair_affinities(features: torch.Tensor, radius: int) -> torch.Tensor:
+def training_pairs(h: int, w: int, radius: int, pair_set: str, device: torch.device | str | None,
+                   section: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pair_indices` for a training grid, or a :class:`ConfigError` naming ``section``'s crop size
+    and radius when the grid holds no pair (a loss on no pair would train nothing)."""
+    src, dst = pair_indices(h, w, radius, device=device, pair_set=pair_set)
+    if src.numel() == 0:
+        raise ConfigError(f"{section}: a {h}x{w} training grid holds no {pair_set} pair within radius {radius} "
+                          f"(psa needs at least {radius} x {2 * radius - 1} cells): raise {section}.crop_size "
+                          f"or lower {section}.radius")
+    return src, dst
+
+
+def pair_affinities(features: torch.Tensor, radius: int, pair_set: str = "psa") -> torch.Tensor:
     """a_ij = exp(-mean_c |f_ic - f_jc|) for features (..., D, h, w) -> (..., P), computed in float32, in
-    the pair order of ``pair_indices(h, w, radius)``.
+    the pair order of ``pair_indices(h, w, radius, pair_set=pair_set)``.
 
     Each offset compares two shifted views of the grid, so no (D, P) gather of features is materialised.
     """
-    _check_radius(radius)
     h, w = features.shape[-2:]
     features = features.float()
     distances = []
-    for dy, dx in _offsets(radius).tolist():
-        x0, x1 = max(0, -dx), min(w, w - dx)
-        if dy >= h or x0 >= x1:
-            continue
-        here = features[..., : h - dy, x0:x1]
-        there = features[..., dy:, x0 + dx : x1 + dx]
+    for dy, dx, y0, y1, x0, x1 in source_windows(h, w, radius, pair_set):
+        here = features[..., y0:y1, x0:x1]
+        there = features[..., y0 + dy : y1 + dy, x0 + dx : x1 + dx]
         diff = here - there
         diff = diff.abs_() if not diff.requires_grad else diff.abs()  # in place when no graph is recorded
         distances.append(diff.mean(dim=-3).flatten(-2))
@@ -106,7 +146,8 @@ def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor,
 
     ``aff`` (..., P) affinities in [0, 1]; ``fg_pos``/``bg_pos``/``neg`` boolean masks of the same shape
     (see :func:`pipeline.affinity_labels.pair_labels`). L_fg+ and L_bg+ average -log(a) over their pairs,
-    L_neg averages -log(1 - a). An empty set contributes 0; 1e-5 is added inside both logs (as PSA).
+    L_neg averages -log(1 - a). An empty set contributes 0; 1e-5 is added inside both logs and to each
+    pair count (as PSA).
     Returns {"loss", "fg_pos", "bg_pos", "neg"} (the three terms unweighted).
     """
     if not (aff.shape == fg_pos.shape == bg_pos.shape == neg.shape):
@@ -119,7 +160,7 @@ def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor,
 
     def masked_mean(cost: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.to(cost.dtype)
-        return (cost * mask).sum() / mask.sum().clamp_min(1.0)
+        return (cost * mask).sum() / (mask.sum() + _LOG_EPS)  # PSA: sum(label * cost) / (sum(label) + 1e-5)
 
     fg = masked_mean(pos_cost, fg_pos)
     bg = masked_mean(pos_cost, bg_pos)
@@ -141,13 +182,14 @@ class AffinityNet(nn.Module):
     The backbone stages ``stages`` (default: the last three) each go through a 1x1 conv + GroupNorm + ReLU
     reduction (PSA: 64 / 128 / 256 channels), are bilinearly resized to the grid at ``grid_stride``
     (default 8, PSA; IRN uses 4) of size ceil(H / grid_stride) x ceil(W / grid_stride), concatenated, and
-    mapped by a final 1x1 conv to the ``embed_dim``-channel affinity embedding (PSA: 448).
+    mapped by a final 1x1 conv to the ``embed_dim``-channel affinity embedding (PSA: 448). Training and the
+    walk use the pairs of ``pair_set`` (module docstring; PSA's by default).
     The backbone is fine-tuned at the base learning rate, the new layers at 10x (:meth:`param_groups`).
     """
 
     def __init__(self, backbone: Backbone, stages: Sequence[int] = (-3, -2, -1),
                  reduce_channels: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
-                 grid_stride: int = 8, radius: int = 5):
+                 grid_stride: int = 8, radius: int = 5, pair_set: str = "psa"):
         super().__init__()
         num_stages = len(backbone.stage_channels)
         if len(stages) == 0 or len(stages) != len(reduce_channels):
@@ -162,6 +204,8 @@ class AffinityNet(nn.Module):
         self.stages = tuple(s % num_stages for s in stages)
         self.grid_stride = grid_stride
         self.radius = _check_radius(radius)
+        source_windows(1, 1, radius, pair_set)  # validates pair_set
+        self.pair_set = pair_set
         self.reductions = nn.ModuleList(
             _reduction(backbone.stage_channels[s], c) for s, c in zip(self.stages, reduce_channels)
         )
@@ -184,8 +228,8 @@ class AffinityNet(nn.Module):
 
     def affinities(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D, h, w) features -> (B, P) affinities exp(-mean_c |f_i - f_j|) in float32, for the pairs
-        ``pair_indices(h, w, self.radius)`` in that order."""
-        return pair_affinities(features, self.radius)
+        ``pair_indices(h, w, self.radius, pair_set=self.pair_set)`` in that order."""
+        return pair_affinities(features, self.radius, self.pair_set)
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms for images (B, 3, H, W) and confident label maps (B, H, W) at image resolution
@@ -197,7 +241,7 @@ class AffinityNet(nn.Module):
                             f"got {tuple(labels.shape)}")
         features = self(images)
         h, w = features.shape[-2:]
-        src, dst = pair_indices(h, w, self.radius, device=features.device)
+        src, dst = training_pairs(h, w, self.radius, self.pair_set, features.device, "train_aff")
         grid_labels = downsample_labels(labels.to(features.device), (h, w))
         fg_pos, bg_pos, neg = pair_labels(grid_labels, src, dst)
         terms = affinity_loss(self.affinities(features), fg_pos, bg_pos, neg)

@@ -15,13 +15,15 @@ Departures from jiwoon-ahn/irn (``net/resnet50_irn.py``, ``misc/indexing.py``, `
   bilinear interpolation (IRN upsamples by a fixed factor and crops top-left; a stage finer than stride 4,
   as the ``tiny`` backbone's first, is resized down the same way).
 - Pairs are those of :func:`pipeline.affinity.pair_indices` (the same half-disc of offsets as IRN's
-  ``search_dirs``) over the whole grid; IRN's fixed-size index drops pairs whose source lies within
-  radius - 1 cells of the left, right or bottom border, so every pair it keeps is one of ours.
+  ``search_dirs``). By default training starts, as IRN's ``PathIndex``, no pair within radius - 1 cells of
+  the left, right or bottom border (``train_irn.pair_set: psa``, PSA's pair set); the departure is the
+  option ``full`` (not measured), every in-bounds pair. IRN's walk pads the boundary map so that every in-image pair
+  exists: :func:`pipeline.irn_walk.boundary_transition` uses ``full``.
 - The path maximum is taken over shifted views of the boundary map, one per path cell of each offset, in
-  the pair order of ``pair_indices``; IRN gathers a flat index per path length. Same values.
+  the pair order of ``pair_indices`` (offset-major); IRN orders the offsets by path length and gathers a flat
+  index per length. Same pairs, same values.
 - IRN's displacement-field branch (instance masks) is out of scope; its affinity loss is the half of the
   total loss that concerns the boundary, which here is the whole loss.
-- The loss averages with a denominator clamped at 1 (IRN adds 1e-5): the same values for non-empty sets.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.affinity import affinity_loss, pair_indices, radius_offsets
+from pipeline.affinity import affinity_loss, radius_offsets, source_windows, training_pairs
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.base import Backbone
 
@@ -62,21 +64,19 @@ def path_cells(radius: int) -> list[list[tuple[int, int]]]:
     return [list(cells) for cells in _paths(radius)]
 
 
-def boundary_affinities(boundary: torch.Tensor, radius: int) -> torch.Tensor:
+def boundary_affinities(boundary: torch.Tensor, radius: int, pair_set: str = "psa") -> torch.Tensor:
     """a_ij = 1 - max of ``boundary`` (..., h, w) over the path from i to j, for every pair of
-    ``pair_indices(h, w, radius)`` in that order -> (..., P) float32.
+    ``pair_indices(h, w, radius, pair_set=pair_set)`` in that order -> (..., P) float32 (``psa``: the pairs
+    of IRN's ``PathIndex``, ``full``: every in-bounds pair).
 
     Each path cell of each offset is one shifted view of the map, so memory is linear in the pairs.
     """
-    offsets = radius_offsets(radius).tolist()
     h, w = boundary.shape[-2:]
     boundary = boundary.float()
+    paths = dict(zip(map(tuple, radius_offsets(radius).tolist()), _paths(radius)))
     maxima = []
-    for (dy, dx), cells in zip(offsets, _paths(radius)):
-        x0, x1 = max(0, -dx), min(w, w - dx)
-        if dy >= h or x0 >= x1:
-            continue
-        views = [boundary[..., py : py + h - dy, x0 + px : x1 + px] for py, px in cells]
+    for dy, dx, y0, y1, x0, x1 in source_windows(h, w, radius, pair_set):
+        views = [boundary[..., y0 + py : y1 + py, x0 + px : x1 + px] for py, px in paths[(dy, dx)]]
         maxima.append(torch.stack(views, dim=0).amax(dim=0).flatten(-2))
     if not maxima:
         return boundary.new_zeros(boundary.shape[:-2] + (0,))
@@ -96,13 +96,14 @@ class BoundaryNet(nn.Module):
     are computed without gradient and it stays in eval mode (frozen BatchNorm statistics).
     """
 
-    def __init__(self, backbone: Backbone, branch_channels: int = 32, radius: int = 10):
+    def __init__(self, backbone: Backbone, branch_channels: int = 32, radius: int = 10, pair_set: str = "psa"):
         super().__init__()
         if branch_channels < 1:
             raise ConfigError(f"train_irn.branch_channels: must be >= 1, got {branch_channels}")
         self.backbone = backbone.requires_grad_(False)
-        radius_offsets(radius)  # validates the radius
+        source_windows(1, 1, radius, pair_set)  # validates the radius and the pair set
         self.radius = radius
+        self.pair_set = pair_set
         self.reductions = nn.ModuleList(_edge_reduction(c, branch_channels) for c in backbone.stage_channels)
         self.classifier = nn.Conv2d(branch_channels * len(backbone.stage_channels), 1, 1, bias=True)
 
@@ -148,9 +149,9 @@ class BoundaryNet(nn.Module):
                             f"got {tuple(labels.shape)}")
         boundary = torch.sigmoid(self(images).float())[:, 0]
         h, w = boundary.shape[-2:]
-        src, dst = pair_indices(h, w, self.radius, device=boundary.device)
+        src, dst = training_pairs(h, w, self.radius, self.pair_set, boundary.device, "train_irn")
         fg_pos, bg_pos, neg = pair_labels(downsample_labels(labels.to(boundary.device), (h, w)), src, dst)
-        terms = affinity_loss(boundary_affinities(boundary, self.radius), fg_pos, bg_pos, neg)
+        terms = affinity_loss(boundary_affinities(boundary, self.radius, self.pair_set), fg_pos, bg_pos, neg)
         return {"loss": terms["loss"], **{k: v.detach() for k, v in terms.items() if k != "loss"}}
 
     def param_groups(self, lr: float, head_lr_mult: float = 1.0) -> list[dict]:

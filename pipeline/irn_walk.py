@@ -1,23 +1,24 @@
 """IRN's random walk: CAMs propagated with affinities from the class-boundary map (Ahn, Cho & Kwak,
 CVPR 2019; jiwoon-ahn/irn ``misc/indexing.py: propagate_to_edge``, ``step/make_sem_seg_labels.py``).
 
-On the stride-4 grid: affinities a_ij = 1 - max boundary on the path i -> j for pairs within ``radius``
-(IRN 5, :func:`pipeline.boundary.boundary_affinities`); transition T = D^-1 A^beta (beta 10) with
-self-affinity 1; the start is the boundary-gated CAM v = cam * (1 - B) (foreground classes only, each
-normalised by its maximum); t = 2^exp_times steps (exp_times 8: 256). The walked maps are bilinearly
-upsampled to the image, divided by their overall maximum, and a constant background channel
-(``bg_threshold``, IRN's ``sem_seg_bg_thres`` 0.25) joins them before the argmax.
+On the stride-4 grid of ceil(H / 4) x ceil(W / 4) cells: affinities a_ij = 1 - max boundary on the path
+i -> j for every pair within ``radius`` (IRN 5, :func:`pipeline.boundary.boundary_affinities`); transition
+T = D^-1 A^beta (beta 10) with self-affinity 1; the start is the boundary-gated CAM v = cam * (1 - B)
+(foreground classes only, each normalised by its maximum); t = 2^exp_times steps (exp_times 8: 256). The
+walked maps are bilinearly upsampled x4 and cropped to the image (IRN's ``make_sem_seg_labels.py``), divided
+by their overall maximum, and a constant background channel (``bg_threshold``, IRN's ``sem_seg_bg_thres``
+0.25) joins them before the argmax.
 
 T is the sparse CSR matrix of :func:`pipeline.random_walk.transition_matrix` (memory linear in cells);
 IRN builds it densely and squares it ``exp_times`` times. IRN normalises the columns of A^beta and
 multiplies the CAM row vector from the left, which for a symmetric A is the same walk as v <- D^-1 A v.
 
 Departures from the reference:
-- Our CAMs are stored at image resolution; the stride-4 start is their area average over each cell,
+- Our CAMs are stored at image resolution; the stride-4 start is their average over each 4 x 4 cell (the
+  last row and column of cells, when the image is not a multiple of 4, over their pixels inside the image),
   renormalised per class by its maximum (IRN interpolates each scale's network CAM to stride 4 and
   normalises by the maximum the same way).
-- Upsampling goes to the image size directly (IRN: x4, then crops top-left): a sub-cell shift at most.
-- The division by the maximum is guarded by 1e-5 (IRN divides by it bare: NaN for an all-zero CAM).
+- A walk that is zero everywhere stays zero (IRN divides by its maximum: NaN).
 - The constant background is a parameter of this function; the ``rw_irn`` stage defaults it to eval_cam's
   best threshold for the method (``rw_irn.bg_threshold: auto``) instead of IRN's 0.25, which was tuned on
   IRN's CAMs. Measured on MSRC (2^8 steps): 0.25 gives 39.3 mIoU, 0.47 (auto) 42.9.
@@ -28,20 +29,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.boundary import boundary_affinities
+from pipeline.boundary import GRID_STRIDE, boundary_affinities
 from pipeline.errors import ConfigError, DataError
-from pipeline.random_walk import random_walk, transition_matrix
+from pipeline.random_walk import grid_to_image, random_walk, transition_matrix
 
 _EPS = 1e-5
 
 
 def boundary_transition(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
     """Sparse CSR (N, N) transition D^-1 A^beta of an (h, w) boundary map, N = h * w, a_ij from the path
-    maximum (:func:`pipeline.boundary.boundary_affinities`)."""
+    maximum (:func:`pipeline.boundary.boundary_affinities`) over every in-image pair (IRN's
+    ``propagate_to_edge`` pads the map with radius cells of boundary 1 left, right and below, so that all
+    of them exist)."""
     if boundary.dim() != 2:
         raise DataError(f"boundary_transition: boundary must be (h, w), got shape {tuple(boundary.shape)}")
     h, w = boundary.shape
-    return transition_matrix(boundary_affinities(boundary, radius), h, w, radius, beta)
+    return transition_matrix(boundary_affinities(boundary, radius, "full"), h, w, radius, beta, pair_set="full")
 
 
 def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, boundary: torch.Tensor,
@@ -50,7 +53,8 @@ def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, bounda
     """IRN semantic-segmentation labels from an image's CAMs and its boundary map.
 
     ``cams`` (K, H, W) in [0, 1] for the labelled classes ``keys`` (1-based); ``boundary`` (h, w) in
-    [0, 1] at stride 4 (:meth:`pipeline.boundary.BoundaryNet.boundary`; computation runs on its device).
+    [0, 1] on the stride-4 grid, (ceil(H / 4), ceil(W / 4)) (:meth:`pipeline.boundary.BoundaryNet.boundary`;
+    computation runs on its device).
     Returns (label map (H', W') uint8 with 0 / keys, scores (1 + K, H', W') float32 with the constant
     background as channel 0), (H', W') = ``image_size`` (default (H, W)).
     """
@@ -72,15 +76,21 @@ def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, bounda
     background = torch.full((1,) + out_size, float(bg_threshold), device=device)
     if keys.size == 0:
         return np.zeros(out_size, dtype=np.uint8), background.cpu().numpy()
-    h, w = boundary.shape
+    height, width = cams.shape[1:]
+    if tuple(boundary.shape) != (-(-height // GRID_STRIDE), -(-width // GRID_STRIDE)):
+        raise DataError(f"propagate_boundary: a {tuple(boundary.shape)} boundary map is not the stride-{GRID_STRIDE} "
+                        f"grid of {height}x{width} CAMs (ceil(size / {GRID_STRIDE}) cells)")
     with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
         boundary = boundary.float().clamp(0.0, 1.0)
-        start = F.adaptive_avg_pool2d(cams.clamp(0.0, 1.0)[None], (h, w))[0]
+        start = F.avg_pool2d(cams.clamp(0.0, 1.0)[None], GRID_STRIDE, GRID_STRIDE, ceil_mode=True)[0]
         start = start / (start.amax(dim=(1, 2), keepdim=True) + _EPS)
         start = start * (1.0 - boundary)
         walked = random_walk(start, boundary_transition(boundary, radius, beta), exp_times)
-        upsampled = F.interpolate(walked[None], size=out_size, mode="bilinear", align_corners=False)[0]
-        upsampled = upsampled / (upsampled.max() + _EPS)
+        upsampled = grid_to_image(walked, GRID_STRIDE, (height, width))  # x4, cropped top-left (IRN)
+        if out_size != (height, width):
+            upsampled = F.interpolate(upsampled[None], size=out_size, mode="bilinear", align_corners=False)[0]
+        peak = upsampled.max()
+        upsampled = upsampled / peak if peak > 0 else upsampled
         scores = torch.cat([background, upsampled], dim=0)
     lookup = np.concatenate([[0], keys]).astype(np.uint8)
     label_map = lookup[scores.argmax(dim=0).cpu().numpy()]

@@ -1,7 +1,8 @@
 """Random-walk propagation of CAMs with AffinityNet affinities (Ahn & Kwak, CVPR 2018, sec. 3.4).
 
-The affinity matrix A holds a_ij^beta for every pair of grid cells closer than the radius (both directions)
-and 1 on the diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
+The affinity matrix A holds a_ij^beta for every pair of the pair set (both directions; PSA's by default,
+:mod:`pipeline.affinity`, where a cell in no pair only keeps its own score, as in PSA's walk) and 1 on the
+diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
 T sums to 1. Scores v (N, C) are propagated as v <- T v for t = 2^logt steps (eq. 11). T is a sparse CSR
 matrix with at most N (2M + 1) non-zeros (M = half-disc offsets), and the walk is t sparse products with an
 (N, C) matrix, so memory stays linear in the number of cells; neither A nor T^t is ever formed densely.
@@ -48,16 +49,18 @@ from pipeline.affinity import pair_affinities, pair_indices
 from pipeline.errors import ConfigError, DataError
 
 
-def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, beta: float = 8.0) -> torch.Tensor:
+def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, beta: float = 8.0,
+                      pair_set: str = "psa") -> torch.Tensor:
     """Sparse CSR (N, N) transition matrix T = D^-1 A^beta, N = h * w, float32.
 
-    ``affinities`` (P,) are the pair affinities in the order of ``pair_indices(h, w, radius)``
-    (e.g. :func:`pipeline.affinity.pair_affinities`); self-affinities are 1.
+    ``affinities`` (P,) are the pair affinities in the order of ``pair_indices(h, w, radius,
+    pair_set=pair_set)`` (e.g. :func:`pipeline.affinity.pair_affinities`); self-affinities are 1. With PSA's
+    pair set a cell in no pair keeps its scores (its row is the unit vector), as in PSA's walk.
     """
     if beta <= 0:
         raise ConfigError(f"rw.beta: must be > 0, got {beta}")
     device = affinities.device
-    src, dst = pair_indices(h, w, radius, device=device)
+    src, dst = pair_indices(h, w, radius, device=device, pair_set=pair_set)
     if affinities.shape != src.shape:
         raise DataError(f"transition_matrix: expected {src.numel()} affinities for a {h}x{w} grid with radius "
                         f"{radius}, got shape {tuple(affinities.shape)}")
@@ -172,12 +175,13 @@ def grid_to_image(grid_scores: torch.Tensor, stride: int, size: tuple[int, int])
 def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: torch.Tensor,
                   bg_alpha: float = 16.0, bg_threshold: float = 0.25, beta: float = 8.0, logt: int = 8,
                   radius: int = 5, image_size: tuple[int, int] | None = None, bg_mode: str = "psa",
-                  grid_stride: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  grid_stride: int | None = None, pair_set: str = "psa") -> tuple[np.ndarray, np.ndarray]:
     """Random-walk pseudo mask from an image's CAMs and its AffinityNet features.
 
     ``cams`` (K, H, W) in [0, 1] for the labelled classes ``keys`` (1-based); ``features`` (D, h, w) from
     :class:`pipeline.affinity.AffinityNet` on the image padded to a multiple of the grid stride (computation
-    runs on their device); h = ceil(H / stride), w = ceil(W / stride). ``bg_mode`` ``psa`` walks
+    runs on their device); h = ceil(H / stride), w = ceil(W / stride); pairs of ``pair_set``
+    (:mod:`pipeline.affinity`, PSA's by default: the set the AffinityNet was trained on). ``bg_mode`` ``psa`` walks
     (1 - max cam)^bg_alpha with the classes; ``irn`` walks the classes alone and reads them out with
     :func:`irn_background` (``bg_threshold``). The result is resized to ``image_size`` when that differs
     from (H, W); the argmax runs over background + the labelled classes only.
@@ -201,7 +205,8 @@ def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: t
         cams = cams.clamp(0.0, 1.0)
         scores = torch.cat([background_channel(cams, bg_alpha), cams]) if bg_mode == "psa" else cams
         if scores.shape[0]:
-            transition = transition_matrix(pair_affinities(features, radius), h, w, radius, beta)
+            transition = transition_matrix(pair_affinities(features, radius, pair_set), h, w, radius, beta,
+                                           pair_set)
             walked = random_walk(pool_to_grid(scores, stride), transition, logt)
             walked = grid_to_image(walked, stride, (height, width))
         else:  # irn mode without a labelled class: nothing to walk, all background

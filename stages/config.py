@@ -327,6 +327,7 @@ class TrainAffParams(TrainingParams, ResumableParams):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(8, ge=1)
     radius: int = Field(5, ge=2)
+    pair_set: Literal["psa", "full"] = "psa"  # pipeline.affinity.PAIR_SETS; the walk (rw) uses the model's
     grid_stride: int = Field(8, ge=1)
     embed_dim: int = Field(448, ge=1)
 
@@ -387,6 +388,7 @@ class TrainIrnParams(TrainingParams, ResumableParams):
     scale_max: float = Field(1.5, gt=0)
     color_jitter: float = Field(0.0, ge=0, le=1)
     radius: int = Field(10, ge=2)
+    pair_set: Literal["psa", "full"] = "psa"  # pipeline.affinity.PAIR_SETS (training pairs; IRN's walk: all)
     branch_channels: int = Field(32, ge=1)
 
 

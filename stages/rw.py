@@ -2,11 +2,11 @@
 
 For every train image: the image padded to a multiple of the grid stride (with the colour the backbone
 normalises to 0, as PSA pads its normalised input with zeros), AffinityNet features on the grid, transition
-D^-1 A^beta over the sparse radius neighbourhood, 2^logt steps of the grid-pooled CAM, upsampled, cropped
-and arg-maxed over background + the labelled classes. The background follows ``rw.bg_mode``
-(:mod:`pipeline.random_walk`): ``psa`` walks (1 - max)^bg_alpha with the classes, ``irn`` walks the classes
-alone, divides them by their maximum and adds the constant ``bg_threshold`` (IRN 0.25). ``auto`` (the
-default of both) calibrates them to eval_cam's best threshold for the method. Writes ``outputs/rw/<method>/<id>.png`` (the label map)
+D^-1 A^beta over the pairs the model was trained on (``train_aff.radius``, ``train_aff.pair_set``), 2^logt
+steps of the grid-pooled CAM, upsampled, cropped and arg-maxed over background + the labelled classes. The
+background follows ``rw.bg_mode`` (:mod:`pipeline.random_walk`): ``psa`` walks (1 - max)^bg_alpha with the
+classes, ``irn`` walks the classes alone, divides them by their maximum and adds the constant
+``bg_threshold`` (IRN 0.25). ``auto`` (the default of both) calibrates them to eval_cam's best threshold for the method. Writes ``outputs/rw/<method>/<id>.png`` (the label map)
 and ``<id>.npz`` (the propagated scores, channel 0 = background, key 0: what ``crf.source: rw`` refines).
 On CPU images run in parallel processes (one torch thread each); on CUDA, in this process.
 """
@@ -55,7 +55,7 @@ def _walk(job: tuple[str, str, str], model_path: str, device: str, beta: float, 
         padded = pad_to_stride(to_image_tensor(image), stride, input_fill(model.backbone.normalize, device))
         features = model(padded[None].to(device))[0]
     labels, scores = propagate_cam(cams, keys, features, beta=beta, logt=logt, radius=model.radius,
-                                   grid_stride=stride, **bg)
+                                   grid_stride=stride, pair_set=model.pair_set, **bg)
     save_mask(out_stem + ".png", labels)
     save_cam(out_stem + ".npz", np.clip(scores, 0.0, 1.0), np.concatenate([[0], keys]))
 

@@ -20,7 +20,9 @@ from stages.label_map_training import train_on_label_maps
 
 def build_affinity_net(spec: dict, pretrained) -> AffinityNet:
     backbone = build_backbone(spec["backbone"], spec["output_stride"], pretrained=pretrained)
-    return AffinityNet(backbone, embed_dim=spec["embed_dim"], grid_stride=spec["grid_stride"], radius=spec["radius"])
+    # checkpoints written before train_aff.pair_set existed were trained (and are walked) on every pair
+    return AffinityNet(backbone, embed_dim=spec["embed_dim"], grid_stride=spec["grid_stride"], radius=spec["radius"],
+                       pair_set=spec.get("pair_set", "full"))
 
 
 def load_affinity_net(path: Path, device: torch.device) -> tuple[AffinityNet, dict]:
@@ -35,5 +37,6 @@ def run(params: Params) -> dict:
     cfg = params.train_aff
     label_dir = require(stage_dir(params, "aff_labels", params.method), "run `wsss-pipe aff-labels` first")
     spec = {"backbone": params.backbone.name, "output_stride": params.backbone.output_stride,
-            "embed_dim": cfg.embed_dim, "grid_stride": cfg.grid_stride, "radius": cfg.radius}
+            "embed_dim": cfg.embed_dim, "grid_stride": cfg.grid_stride, "radius": cfg.radius,
+            "pair_set": cfg.pair_set}
     return train_on_label_maps(params, "train_aff", cfg, label_dir, spec, build_affinity_net)

@@ -31,7 +31,9 @@ from stages.label_map_training import train_on_label_maps
 
 def build_boundary_net(spec: dict, pretrained) -> BoundaryNet:
     backbone = build_backbone(spec["backbone"], spec["output_stride"], pretrained=pretrained)
-    return BoundaryNet(backbone, branch_channels=spec["branch_channels"], radius=spec["radius"])
+    # checkpoints written before train_irn.pair_set existed were trained on every pair
+    return BoundaryNet(backbone, branch_channels=spec["branch_channels"], radius=spec["radius"],
+                       pair_set=spec.get("pair_set", "full"))
 
 
 def load_boundary_net(path: Path, device: torch.device) -> tuple[BoundaryNet, dict]:
@@ -46,5 +48,5 @@ def run(params: Params) -> dict:
     cfg = params.train_irn
     label_dir = require(stage_dir(params, "ir_labels", params.method), "run `wsss-pipe ir-labels` first")
     spec = {"backbone": params.backbone.name, "output_stride": params.backbone.output_stride,
-            "branch_channels": cfg.branch_channels, "radius": cfg.radius}
+            "branch_channels": cfg.branch_channels, "radius": cfg.radius, "pair_set": cfg.pair_set}
     return train_on_label_maps(params, "train_irn", cfg, label_dir, spec, build_boundary_net)

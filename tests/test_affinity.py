@@ -42,8 +42,8 @@ def test_radius_offsets_is_a_half_disc_of_psa_size():
 
 
 @pytest.mark.parametrize("h,w,radius", [(1, 1, 2), (1, 7, 3), (6, 1, 3), (4, 5, 2), (5, 4, 3), (7, 9, 5), (3, 12, 5)])
-def test_pair_indices_match_brute_force(h, w, radius):
-    src, dst = pair_indices(h, w, radius)
+def test_full_pair_indices_match_brute_force(h, w, radius):
+    src, dst = pair_indices(h, w, radius, pair_set="full")
     assert src.dtype == dst.dtype == torch.int64 and src.shape == dst.shape
     got = [frozenset(p) for p in zip(src.tolist(), dst.tolist())]
     assert all(len(p) == 2 for p in got)  # no self pairs
@@ -65,13 +65,15 @@ def test_bad_radius_is_a_config_error():
             radius_offsets(radius)
 
 
-def test_pair_affinities_match_gathered_definition():
+@pytest.mark.parametrize("pair_set", ["psa", "full"])
+def test_pair_affinities_match_gathered_definition(pair_set):
     torch.manual_seed(0)
-    features = torch.randn(2, 6, 9, 7)
-    src, dst = pair_indices(9, 7, 5)
+    features = torch.randn(2, 6, 9, 11)
+    src, dst = pair_indices(9, 11, 5, pair_set=pair_set)
+    assert src.numel() > 0
     flat = features.flatten(-2)
     expected = torch.exp(-(flat[..., src] - flat[..., dst]).abs().mean(dim=-2))
-    got = pair_affinities(features, 5)
+    got = pair_affinities(features, 5, pair_set)
     assert got.shape == (2, src.numel())
     torch.testing.assert_close(got, expected)
     assert bool(((got > 0) & (got <= 1)).all())
@@ -207,7 +209,7 @@ def test_downsample_labels_samples_cell_centres():
 
 def test_pair_labels_hand_made_counts():
     label_map = torch.tensor([[1, 1, 0], [2, 0, IGNORE]])
-    src, dst = pair_indices(2, 3, 2)
+    src, dst = pair_indices(2, 3, 2, pair_set="full")
     fg_pos, bg_pos, neg = pair_labels(label_map, src, dst)
     assert src.numel() == 11
     assert (int(fg_pos.sum()), int(bg_pos.sum()), int(neg.sum())) == (1, 1, 6)
@@ -254,7 +256,9 @@ def test_affinity_loss_guards_empty_sets_and_log_zero():
     none = torch.zeros(2, dtype=torch.bool)
     terms = affinity_loss(aff, torch.tensor([True, False]), none, torch.tensor([False, True]))
     assert terms["bg_pos"].item() == 0.0
-    assert torch.isfinite(terms["loss"]) and terms["fg_pos"].item() == pytest.approx(-math.log(1e-5), rel=1e-5)
+    # PSA's mean: sum(label * cost) / (sum(label) + 1e-5)
+    assert torch.isfinite(terms["loss"]) and terms["fg_pos"].item() == pytest.approx(-math.log(1e-5) / (1 + 1e-5),
+                                                                                     rel=1e-6)
     terms["loss"].backward()
     assert torch.isfinite(aff.grad).all()
     assert aff.grad[0] < 0 and aff.grad[1] > 0  # collapsed pairs are still pushed the right way
@@ -304,7 +308,7 @@ def test_short_training_reduces_the_loss():
     labels = torch.zeros(2, 32, 32, dtype=torch.uint8)
     labels[:, :, :14] = 4
     labels[:, :, 14:18] = IGNORE
-    net = make_net(grid_stride=4)
+    net = make_net(grid_stride=4, radius=3)  # PSA's pairs on the 8 x 8 grid need radius <= 4
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(8):
@@ -318,7 +322,7 @@ def test_short_training_reduces_the_loss():
 
 
 def test_training_step_under_autocast_keeps_float32_loss():
-    net = make_net(grid_stride=4)
+    net = make_net(grid_stride=4, radius=3)
     labels = torch.zeros(1, 24, 24, dtype=torch.uint8)
     labels[:, :, :12] = 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -326,3 +330,13 @@ def test_training_step_under_autocast_keeps_float32_loss():
     assert terms["loss"].dtype == torch.float32 and torch.isfinite(terms["loss"])
     with pytest.raises(DataError, match="labels"):
         net.training_step(torch.rand(1, 3, 24, 24), labels[:, :20])
+
+
+def test_training_on_a_grid_without_pairs_is_a_config_error():
+    net = make_net(grid_stride=4)  # radius 5: PSA's pairs need a grid of at least 5 x 9 cells
+    labels = torch.zeros(1, 32, 32, dtype=torch.uint8)
+    with pytest.raises(ConfigError, match="train_aff.crop_size"):
+        net.training_step(torch.rand(1, 3, 32, 32), labels)
+    assert make_net(grid_stride=4, pair_set="full").training_step(torch.rand(1, 3, 32, 32), labels)["loss"] >= 0
+    with pytest.raises(ConfigError, match="pair_set"):
+        make_net(pair_set="dense")

@@ -9,6 +9,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.irn_labels import relation_labels
 from pipeline.irn_walk import boundary_transition, propagate_boundary
 from pipeline.models.backbones import build_backbone
+from pipeline.random_walk import random_walk
 
 
 def _no_crf(image, labels, num_labels):
@@ -68,28 +69,30 @@ def test_path_cells_follow_the_straight_line():
     assert all((0, 0) in c and o in c for o, c in cells.items())
 
 
-def test_boundary_affinities_are_the_path_maximum_in_pair_order():
+@pytest.mark.parametrize("pair_set", ["psa", "full"])
+def test_boundary_affinities_are_the_path_maximum_in_pair_order(pair_set):
     gen = torch.Generator().manual_seed(0)
     boundary = torch.rand(6, 8, generator=gen)
     radius = 4
     table = dict(zip(map(tuple, radius_offsets(radius).tolist()), path_cells(radius)))
-    src, dst = pair_indices(6, 8, radius)
+    src, dst = pair_indices(6, 8, radius, pair_set=pair_set)
+    assert src.numel() > 0
     expected = []
     for s, d in zip(src.tolist(), dst.tolist()):
         (sy, sx), (ty, tx) = divmod(s, 8), divmod(d, 8)
         expected.append(1 - max(float(boundary[sy + py, sx + px]) for py, px in table[(ty - sy, tx - sx)]))
-    torch.testing.assert_close(boundary_affinities(boundary, radius), torch.tensor(expected))
+    torch.testing.assert_close(boundary_affinities(boundary, radius, pair_set), torch.tensor(expected))
 
 
 def test_a_wall_cuts_affinity_across_it_and_not_along_it():
-    h = w = 9
+    h, w, wall = 9, 17, 8
     boundary = torch.zeros(h, w)
-    boundary[:, 4] = 1.0  # a vertical wall
+    boundary[:, wall] = 1.0  # a vertical wall
     aff = boundary_affinities(boundary, 5)
     src, dst = pair_indices(h, w, 5)
     sx, dx = src % w, dst % w
-    across = ((sx < 4) & (dx > 4)) | ((sx > 4) & (dx < 4))
-    same_side = ((sx < 4) & (dx < 4)) | ((sx > 4) & (dx > 4))
+    across = ((sx < wall) & (dx > wall)) | ((sx > wall) & (dx < wall))
+    same_side = ((sx < wall) & (dx < wall)) | ((sx > wall) & (dx > wall))
     assert across.any() and same_side.any()
     assert torch.all(aff[across] == 0.0)
     assert torch.all(aff[same_side] == 1.0)  # including pairs running parallel to the wall
@@ -219,3 +222,28 @@ def test_relation_thresholds_are_both_auto_or_both_numbers():
         load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4"])
     params = load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4", "ir_labels.bg_threshold=0.1"])
     assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == (0.4, 0.1)
+
+
+@pytest.mark.parametrize("height,width", [(30, 45), (92, 124), (17, 21)])
+def test_walk_read_out_is_irns_at_any_image_size(height, width):
+    """IRN's make_sem_seg_labels: the stride-4 start (each 4 x 4 cell's mean, partial cells over their
+    pixels, / (max + 1e-5), times 1 - boundary), walked, upsampled x4 (scale_factor 4), cropped top-left,
+    divided by the overall maximum, the constant background first."""
+    gen = torch.Generator().manual_seed(height)
+    h, w = -(-height // 4), -(-width // 4)
+    cams = torch.rand(2, height, width, generator=gen).numpy()
+    boundary = torch.rand(h, w, generator=gen) * 0.8
+    start = np.zeros((2, h, w), np.float32)
+    for y in range(h):
+        for x in range(w):
+            start[:, y, x] = cams[:, 4 * y : 4 * y + 4, 4 * x : 4 * x + 4].mean(axis=(1, 2))
+    start /= start.max(axis=(1, 2), keepdims=True) + 1e-5
+    walked = random_walk(torch.from_numpy(start) * (1 - boundary), boundary_transition(boundary), 3)
+    up = torch.nn.functional.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)
+    up = up[0, :, :height, :width]
+    expected = torch.cat([torch.full((1, height, width), 0.25), up / up.max()]).numpy()
+    labels, scores = propagate_boundary(cams, np.array([3, 7]), boundary, exp_times=3)
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+    np.testing.assert_array_equal(labels, np.array([0, 3, 7])[expected.argmax(axis=0)])
+    with pytest.raises(DataError, match="stride-4 grid"):
+        propagate_boundary(cams, np.array([3, 7]), boundary[:-1])

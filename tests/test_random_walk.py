@@ -55,19 +55,28 @@ def test_transition_matrix_rejects_mismatched_affinities():
         transition_matrix(torch.rand(pair_indices(4, 4, 3)[0].numel()), 4, 4, 3, beta=0)
 
 
-def test_walk_never_crosses_a_zero_affinity_wall_and_fills_its_region():
+@pytest.mark.parametrize("pair_set", ["psa", "full"])
+def test_walk_never_crosses_a_zero_affinity_wall_and_fills_its_region(pair_set):
     h, w, wall, radius = 12, 20, 9, 5
-    aff = pair_affinities(walled_features(h, w, wall), radius)
-    transition = transition_matrix(aff, h, w, radius, beta=8)
+    aff = pair_affinities(walled_features(h, w, wall), radius, pair_set)
+    transition = transition_matrix(aff, h, w, radius, beta=8, pair_set=pair_set)
     seeds = torch.zeros(2, h, w)
-    seeds[0, 5, 2] = 1.0  # class seeded in the left region
+    seeds[0, 5, 5] = 1.0  # class seeded in the left region
     seeds[1, 3, 15] = 1.0  # class seeded in the right region
     walked = random_walk(seeds, transition, logt=8)
+    # cells in no pair (PSA's set: a few near the top corners) keep their own score, 0 here
+    src, dst = pair_indices(h, w, radius, pair_set=pair_set)
+    linked = torch.zeros(h * w, dtype=torch.bool)
+    linked[src], linked[dst] = True, True
+    linked = linked.view(h, w)
+    assert bool(linked.all()) == (pair_set == "full")
     left, right = walked[..., :wall], walked[..., wall:]
     assert bool((left[1] == 0).all()) and bool((right[0] == 0).all())
-    assert bool((left[0] > 0).all()) and bool((right[1] > 0).all())
+    assert bool((left[0] > 0)[linked[:, :wall]].all()) and bool((right[1] > 0)[linked[:, wall:]].all())
+    assert bool((walked[:, ~linked] == 0).all())
     # after 256 steps the seed has spread out over its region (near the stationary distribution)
-    assert left[0].min() > 0.5 * left[0].max() and right[1].min() > 0.5 * right[1].max()
+    assert left[0][linked[:, :wall]].min() > 0.5 * left[0].max()
+    assert right[1][linked[:, wall:]].min() > 0.5 * right[1].max()
     assert walked.shape == (2, h, w) and walked.dtype == torch.float32
 
 
@@ -84,19 +93,26 @@ def test_walk_keeps_probability_mass_per_cell():
 
 
 @pytest.mark.parametrize("bg_mode", ["psa", "irn"])
-def test_propagate_cam_keeps_classes_in_their_regions(bg_mode):
+@pytest.mark.parametrize("pair_set", ["psa", "full"])
+def test_propagate_cam_keeps_classes_in_their_regions(bg_mode, pair_set):
     height, width, stride = 48, 80, 4
     features = walled_features(height // stride, width // stride, wall=10)  # wall at pixel column 40
     cams = np.zeros((2, height, width), np.float32)
     cams[0, 4:44, 4:36] = 0.8
     cams[1, 8:40, 46:76] = 0.7
     labels, scores = propagate_cam(cams, np.array([5, 9]), features, bg_alpha=16, logt=6, radius=5,
-                                   bg_mode=bg_mode)
+                                   bg_mode=bg_mode, pair_set=pair_set)
     assert labels.shape == (height, width) and labels.dtype == np.uint8
     assert scores.shape == (3, height, width) and scores.dtype == np.float32
     margin = stride  # bilinear upsampling blends one cell across the wall
-    assert set(np.unique(labels[:, : 40 - margin])) == {5}
-    assert set(np.unique(labels[:, 40 + margin :])) == {9}
+    if pair_set == "full":
+        assert set(np.unique(labels[:, : 40 - margin])) == {5}
+        assert set(np.unique(labels[:, 40 + margin :])) == {9}
+    else:  # PSA's corner cells, in no pair or linked one way only, keep much of their own score: background
+        assert set(np.unique(labels[:, : 40 - margin])) == {0, 5} and (labels[:, : 40 - margin] == 5).mean() > 0.9
+        assert set(np.unique(labels[:, 40 + margin :])) == {0, 9} and (labels[:, 40 + margin :] == 9).mean() > 0.9
+        assert (labels[2 * stride : 9 * stride, : 40 - margin] == 5).all()
+        assert (labels[2 * stride : 9 * stride, 40 + margin :] == 9).all()
 
 
 @pytest.mark.parametrize("bg_mode", ["psa", "irn"])
@@ -185,7 +201,7 @@ def test_background_channel_and_parameter_errors():
     with pytest.raises(ConfigError, match="bg_alpha"):
         background_channel(cams, bg_alpha=0)
     with pytest.raises(ConfigError, match="logt"):
-        random_walk(torch.zeros(1, 2, 2), transition_matrix(torch.ones(6), 2, 2, 2), logt=-1)
+        random_walk(torch.zeros(1, 2, 2), transition_matrix(torch.ones(6), 2, 2, 2, pair_set="full"), logt=-1)
     with pytest.raises(DataError, match="cams"):
         propagate_cam(np.zeros((2, 8, 8)), [1], torch.zeros(2, 2, 2), radius=2)
     with pytest.raises(ConfigError, match="bg_mode"):
