@@ -40,7 +40,8 @@ def test_table_rows_name_the_partner_and_carry_the_iou(tmp_path):
     rows = {r["class"]: r for r in cooccurrence_table(LABELS, CLASSES, per_class)}
     assert rows["face"] == {"class": "face", "images": 3, "alone": 0, "never_alone": True, "partner": "body",
                             "with_partner": 3, "partner_share": 1.0, "iou": 0.17}
-    assert (rows["body"]["partner"], rows["body"]["partner_share"], rows["body"]["never_alone"]) == ("face", 0.75, False)
+    body = rows["body"]
+    assert (body["partner"], body["partner_share"], body["never_alone"]) == ("face", 0.75, False)
     assert (rows["cow"]["partner"], rows["cow"]["never_alone"]) == ("boat", True)
     assert rows["boat"]["iou"] is None and rows["sheep"]["partner"] == "" and rows["sheep"]["partner_share"] is None
     assert all(r["iou"] is None for r in cooccurrence_table(LABELS, CLASSES, tmp_path / "missing.csv"))

@@ -172,8 +172,11 @@ def test_stage_fine_tunes_and_cam_reads_the_reactivated_classifier(tiny, tmp_pat
     plain = tiny()
     synthetic.run(plain)
     data.run(plain)
-    train_cls.run(plain)
     out = Path(plain.paths.outputs)
+    with pytest.raises(WsssError, match="wsss-pipe train-cls --method cam"):
+        recam_stage.run(tiny("recam.enabled=true"))
+    assert not (out / "recam").exists()
+    train_cls.run(plain)
     assert recam_stage.run(plain) == {"enabled": False}  # disabled: a note, the plain classifier
     assert json.loads((out / "recam" / "cam" / "metrics.json").read_text()) == {"enabled": False}
     assert recam_stage.classifier_checkpoint(plain) == out / "train_cls" / "cam" / "model.pt"

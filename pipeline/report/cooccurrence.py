@@ -103,7 +103,8 @@ def read_per_class_iou(path: str | Path) -> dict[str, float | None] | None:
 ROW_COLUMNS = ("class", "images", "alone", "never_alone", "partner", "with_partner", "partner_share")
 
 
-def write_cooccurrence(directory: Path, labels: Mapping[str, Sequence[int]], class_names: Sequence[str]) -> Cooccurrence:
+def write_cooccurrence(directory: Path, labels: Mapping[str, Sequence[int]],
+                       class_names: Sequence[str]) -> Cooccurrence:
     """Write ``cooccurrence.csv`` (one row per class, :data:`ROW_COLUMNS`) and ``cooccurrence_pairs.csv``
     into ``directory``: one ``class,with`` row per image and ordered pair of its labelled classes, and a
     ``class,class`` row per image where the class is alone, so that DVC's ``confusion`` template, which
