@@ -5,10 +5,10 @@ image of the train split (CAM at the chosen threshold, AffinityNet's and IRN's r
 and of the val split (segmentation prediction, single-stage prediction) with its mIoU at every stage present
 and the gain/loss between a stage and the one it refines (the pseudo mask against ``crf.source``); per-class
 IoU per stage; the CAM threshold curve; which classes appear together in the train split (classes never
-alone flagged, CAM IoU beside them: :mod:`pipeline.report.cooccurrence`); per image, the CAM of each labelled class, the walked maps, the
-pseudo mask, the scribbles (single-stage branch), ground truth and predictions, a threshold slider,
-changed-pixel views, and the other methods' CAMs and pseudo masks where their outputs exist. Stages whose
-outputs are missing are skipped with a note.
+alone flagged, CAM IoU beside them: :mod:`pipeline.report.cooccurrence`); per image, the CAM of each
+labelled class, the walked maps, the pseudo mask, the scribbles (single-stage branch), ground truth and
+predictions, a threshold slider, changed-pixel views, and the other methods' CAMs and pseudo masks where
+their outputs exist. Stages whose outputs are missing are skipped with a note.
 
 ``wsss-pipe inspect --id ID`` writes a single image's panel as a PNG instead (``panel``).
 """
