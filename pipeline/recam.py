@@ -38,7 +38,10 @@ over ``classifier_features(images)``. Departures, kept on purpose:
   same values without the K-fold copy of the feature map.
 - Augmentation, batch size, batch-norm freezing and mixed precision are ``train_cls``'s (the authors reuse
   their CAM training's data pipeline and batch size); their 512 crops are the project's ``crop_size``.
+- Their ResNet-50 keeps its stem (conv1, bn1) fixed; here the whole backbone trains, as in ``train_cls``.
 - No per-epoch validation loss and checkpoints (theirs are logged, never used to select a model).
+
+Figures on MSRC (``bash benchmarks/msrc.sh recam``): benchmarks/README.md.
 """
 from __future__ import annotations
 

@@ -226,3 +226,22 @@ def test_defaults_are_the_authors_and_bad_values_name_the_key(tmp_path):
         load_params(REPO / "params.yaml", ["recam.momentum=1.0"])
     with pytest.raises(ConfigError, match="recam.epochs"):
         load_params(REPO / "params.yaml", ["recam.epochs=0"])
+
+
+@pytest.mark.slow
+def test_dvc_stage_wiring(tmp_path):
+    """`dvc repro cam` runs recam (a note while disabled); enabling it reruns recam and cam, not train_cls."""
+    from conftest import make_project, run_dvc
+
+    project = make_project(tmp_path, {
+        "synthetic.num_train": 4, "synthetic.num_val": 2, "synthetic.image_size": 48, "workers": 1,
+        "backbone.name": "tiny", "backbone.pretrained": "none", "backbone.output_stride": 8,
+        "train_cls.epochs": 1, "train_cls.batch_size": 2, "train_cls.crop_size": 48,
+        "cam.scales": [1.0], "cam.loader_workers": 0, "recam.epochs": 1})
+    ran = lambda result: {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}  # noqa: E731
+    assert {"train_cls", "recam", "cam"} <= ran(run_dvc(project, "repro", "cam"))
+    assert ran(run_dvc(project, "repro", "cam")) == set()
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(params.replace("enabled: false", "enabled: true", 1))
+    assert ran(run_dvc(project, "repro", "cam")) == {"recam", "cam"}
+    assert (project / "outputs" / "recam" / "cam" / "model.pt").is_file()
