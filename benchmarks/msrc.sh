@@ -15,6 +15,10 @@
 #                                          # branch (20 epochs) trained longer, walks + CRF
 #   bash benchmarks/msrc.sh propagation-crop  # after cam-baseline: AffinityNet and IRN's branch trained on
 #                                          # PROP_CROP (320) crops, whole MSRC photos; walks, CRF
+#   bash benchmarks/msrc.sh recam          # after cam-baseline: ReCAM fine-tuning of that classifier (the recam
+#                                          # section's defaults, the authors' schedule), its CAMs and CRF pseudo
+#                                          # masks, beside plain CAM's (+ per-class IoU of face, body, boat);
+#                                          # RECAM_NAME=x RECAM_SETS="--set recam.momentum=0.9" for a variant
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
 #   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
@@ -114,6 +118,30 @@ case "${1:-}" in
         --summary benchmarks/results/propagation_crop.jsonl --stages aff_labels train_aff rw eval_rw crf eval_pseudo
     run --out "$dir" --set crf.source=rw_irn --set train_irn.crop_size="$crop" \
         --summary benchmarks/results/propagation_crop.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
+    ;;
+  recam)
+    # plain CAM's pseudo masks in msrc/ (made if missing); ReCAM in msrc_<RECAM_NAME>/, which links msrc/'s
+    # data index and classifier
+    if [[ ! -d "$OUT/msrc/crf/cam" ]]; then
+      run --out "$OUT/msrc" --summary benchmarks/results/recam.jsonl --stages crf eval_pseudo
+    else
+      run --out "$OUT/msrc" --summary benchmarks/results/recam.jsonl --stages eval_cam eval_pseudo
+    fi
+    dir="$OUT/msrc_${RECAM_NAME:-recam}"
+    mkdir -p "$dir"
+    for stage in data train_cls; do ln -sfn "../msrc/$stage" "$dir/$stage"; done
+    # shellcheck disable=SC2086  # RECAM_SETS is a list of --set options
+    run --out "$dir" --set recam.enabled=true ${RECAM_SETS:-} --summary benchmarks/results/recam.jsonl \
+        --stages recam cam eval_cam crf eval_pseudo
+    for stage in eval_cam eval_pseudo; do
+      for run_dir in "$OUT/msrc" "$dir"; do
+        python - "$run_dir/$stage/cam/per_class.csv" <<'PY'
+import csv, sys
+rows = {r["class"]: r["iou"] for r in csv.DictReader(open(sys.argv[1]))}
+print(sys.argv[1], " ".join(f"{c} {100 * float(rows[c]):.1f}" for c in ("face", "body", "boat")))
+PY
+      done
+    done
     ;;
   methods)
     for method in ${METHODS:-cam seam ppl cpn}; do
@@ -240,6 +268,6 @@ case "${1:-}" in
     row image_nowarm_toco --set single.supervision=image --set single.loss=dfr --set single.warmup_steps=0 \
         --set single.seed_fg=0.7 --set single.seed_bg=0.25 --stages train_single eval_single
     ;;
-  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|methods|methods-224|investigate|propagation-long|propagation-crop|deeplab|deeplab-crops|deeplab-eval|pseudo-val|single" >&2
+  *) echo "usage: bash benchmarks/msrc.sh cam-baseline|random-init|pipeline|rw|irn|recam|methods|methods-224|investigate|propagation-long|propagation-crop|deeplab|deeplab-crops|deeplab-eval|pseudo-val|single" >&2
      exit 2 ;;
 esac

@@ -22,6 +22,7 @@ from stages.train_single import single_tag
 
 METRIC_FILES = {
     "train_cls": lambda p: stage_dir(p, "train_cls", p.method) / "metrics.json",
+    "recam": lambda p: stage_dir(p, "recam", p.method) / "metrics.json",
     "eval_cam": lambda p: stage_dir(p, "eval_cam", p.method) / "metrics.json",
     "eval_rw": lambda p: stage_dir(p, "eval_rw", p.method) / "metrics.json",
     "train_aff": lambda p: stage_dir(p, "train_aff", p.method) / "metrics.json",

@@ -1,6 +1,7 @@
 """Stage ``cam``: multi-scale + flip CAMs of the labelled classes of every train image.
 
 Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam`).
+The classifier is ``train_cls``'s, or ReCAM's fine-tuned one with ``recam.enabled`` (:mod:`stages.recam`).
 Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
 one directory per method so that all methods' CAMs can exist side by side. A killed run keeps its
 finished CAMs (keyed work directory, :func:`stages.common.resumable_output`); under torchrun each rank
@@ -19,15 +20,16 @@ from pipeline.train import resolve_device
 from stages.checkpoints import load_method
 from stages.common import index_path, open_split, resumable_output, run_key, stage_dir, todo, track
 from stages.config import Params
+from stages.recam import classifier_checkpoint
 
 
 def run(params: Params) -> int:
     device = resolve_device(params.device)
-    method, _ = load_method(stage_dir(params, "train_cls", params.method) / "model.pt", device)
+    checkpoint = classifier_checkpoint(params)
+    method, _ = load_method(checkpoint, device)
     dataset, index = open_split(params, params.data.train_split)
     labels = index["splits"][params.data.train_split]["labels"]
     norm = params.cam.norm_for(method.readout_norm)
-    checkpoint = stage_dir(params, "train_cls", params.method) / "model.pt"
     key = run_key(params, ["method", "cam", "data"], [checkpoint, index_path(params)])
     with resumable_output(stage_dir(params, "cam", params.method), key) as out:
         ids = todo(dataset.ids, out, ".npz")

@@ -10,7 +10,9 @@ from pipeline.methods import CamMethod, build_method
 from pipeline.models.backbones import build_backbone
 
 
-def save_checkpoint(path: Path, method: CamMethod, options: dict, backbone: dict, class_names: list[str]) -> None:
+def save_checkpoint(path: Path, method: CamMethod, options: dict, backbone: dict, class_names: list[str],
+                    extra: dict | None = None) -> None:
+    """``extra``: further entries stored beside the weights (ReCAM's fine-tuned layers)."""
     torch.save(
         {
             "method": method.name,
@@ -18,6 +20,7 @@ def save_checkpoint(path: Path, method: CamMethod, options: dict, backbone: dict
             "backbone": backbone,
             "class_names": class_names,
             "state_dict": method.state_dict(),
+            **(extra or {}),
         },
         path,
     )
@@ -43,7 +46,8 @@ def load_checkpoint(path: Path, hint: str, keys: tuple[str, ...] = ("state_dict"
 
 def load_method(path: Path, device: torch.device) -> tuple[CamMethod, dict]:
     """Rebuild the trained method stored at ``path`` (random init, then the stored weights)."""
-    checkpoint = load_checkpoint(path, f"run `wsss-pipe train-cls --method {path.parent.name}` first",
+    stage = "recam" if path.parent.parent.name == "recam" else "train-cls"  # ReCAM's fine-tuned one, or the classifier
+    checkpoint = load_checkpoint(path, f"run `wsss-pipe {stage} --method {path.parent.name}` first",
                                  ("method", "options", "backbone", "class_names", "state_dict"))
     spec = checkpoint["backbone"]
     backbone = build_backbone(spec["name"], output_stride=spec["output_stride"], pretrained=None)

@@ -45,7 +45,7 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {"train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn",
+DISTRIBUTED = {"train_cls", "recam", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn",
                "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg", "train_single", "eval_single",
                "inspect"}
 
@@ -131,6 +131,8 @@ def _stage(name: str, module: str, summary: str, with_method: bool = False) -> C
 _stage("synthetic", "synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.")
 _stage("data", "data", "Validate the dataset at data.root and index its splits and image-level labels.")
 _stage("train-cls", "train_cls", "Train the classifier of the selected CAM method.", with_method=True)
+_stage("recam", "recam", "ReCAM: fine-tune the classifier with a softmax CE on class-masked features "
+       "(recam.enabled).", with_method=True)
 _stage("cam", "cam", "Multi-scale + flip CAMs of every train image, one .npz per image.", with_method=True)
 _stage("eval-cam", "eval_cam", "CAM mIoU on train with the background threshold swept.", with_method=True)
 _stage("aff-labels", "aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",

@@ -112,6 +112,19 @@ class TrainClsParams(TrainingParams, ResumableParams):
         return self.freeze_bn
 
 
+class RecamParams(ResumableParams):
+    """ReCAM fine-tuning of the trained classifier (stage ``recam``, :mod:`pipeline.recam`); augmentation,
+    batch size and batch-norm freezing are ``train_cls``'s. Defaults: the authors' (zhaozhengChen/ReCAM)."""
+
+    enabled: bool = False
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    head_lr_mult: float = Field(10.0, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(1e-4, ge=0, lt=1)
+    loss_weight: float = Field(1.0, ge=0)
+
+
 class CamParams(Section):
     scales: list[float] = Field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0], min_length=1)
     flip: bool = True
@@ -415,6 +428,7 @@ class Params(Section):
     backbone: BackboneParams = BackboneParams()
     train_cls: TrainClsParams = TrainClsParams()
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    recam: RecamParams = RecamParams()
     cam: CamParams = CamParams()
     eval_cam: EvalCamParams = EvalCamParams()
     crf: CrfParams = CrfParams()

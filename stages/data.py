@@ -5,12 +5,15 @@ and not in the middle of a training epoch.
 
 Writes ``outputs/data/index.json``: the root, class names and, per split, the ids and image-level labels
 (1-based class indices, derived from the masks or from Annotations/*.xml). Later stages read labels from
-here instead of decoding every mask again.
+here instead of decoding every mask again. Also the train split's class co-occurrence
+(:mod:`pipeline.report.cooccurrence`): ``cooccurrence.csv`` (per class: images, images alone, the class it
+appears with most) and ``cooccurrence_pairs.csv`` (the DVC heatmap of which classes appear together).
 """
 from __future__ import annotations
 
 from pipeline.data.voc import VOCDataset, compute_labels
 from pipeline.io import atomic_dir, write_json
+from pipeline.report.cooccurrence import write_cooccurrence
 from stages.common import num_workers, stage_dir
 from stages.config import Params
 
@@ -31,4 +34,9 @@ def run(params: Params) -> dict:
         }
     with atomic_dir(stage_dir(params, "data")) as out:
         write_json(out / "index.json", index)
+        co = write_cooccurrence(out, index["splits"][params.data.train_split]["labels"], index["classes"])
+    flagged = [name for name, never in zip(co.classes, co.never_alone) if never]
+    if flagged:
+        print(f"data: never alone in {params.data.train_split} (their CAMs may spread to what they appear with): "
+              f"{', '.join(flagged)}; see {stage_dir(params, 'data') / 'cooccurrence.csv'}")
     return index

@@ -4,10 +4,11 @@ Writes ``outputs/inspect/<method>/`` (open ``index.html`` from disk; no server, 
 image of the train split (CAM at the chosen threshold, AffinityNet's and IRN's random walks, pseudo mask)
 and of the val split (segmentation prediction, single-stage prediction) with its mIoU at every stage present
 and the gain/loss between a stage and the one it refines (the pseudo mask against ``crf.source``); per-class
-IoU per stage; the CAM threshold curve; per image, the CAM of each labelled class, the walked maps, the
-pseudo mask, the scribbles (single-stage branch), ground truth and predictions, a threshold slider,
-changed-pixel views, and the other methods' CAMs and pseudo masks where their outputs exist. Stages whose
-outputs are missing are skipped with a note.
+IoU per stage; the CAM threshold curve; which classes appear together in the train split (classes never
+alone flagged, CAM IoU beside them: :mod:`pipeline.report.cooccurrence`); per image, the CAM of each
+labelled class, the walked maps, the pseudo mask, the scribbles (single-stage branch), ground truth and
+predictions, a threshold slider, changed-pixel views, and the other methods' CAMs and pseudo masks where
+their outputs exist. Stages whose outputs are missing are skipped with a note.
 
 ``wsss-pipe inspect --id ID`` writes a single image's panel as a PNG instead (``panel``).
 """
@@ -63,6 +64,17 @@ def _curve(params: Params) -> dict | None:
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("miou") not in (None, "", "nan")]
     return {"threshold": [float(r["threshold"]) for r in rows], "miou": [float(r["miou"]) for r in rows]}
+
+
+def _cooccurrence(params: Params, index: dict) -> dict | None:
+    """The train split's class co-occurrence with eval_cam's per-class IoU (None without that split)."""
+    from pipeline.report.cooccurrence import cooccurrence_table
+
+    split = params.data.train_split
+    if split not in index["splits"]:
+        return None
+    per_class = stage_dir(params, "eval_cam", params.method) / "per_class.csv"
+    return {"split": split, "rows": cooccurrence_table(index["splits"][split]["labels"], index["classes"], per_class)}
 
 
 def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str], list[str]]:
@@ -166,6 +178,7 @@ def run(params: Params) -> dict:
             "notes": notes,
             "splits": {split: split_summary(totals.get(split, {}), count) for split, count in counts.items()},
             "curve": _curve(params),
+            "cooccurrence": _cooccurrence(params, index),
             "cam_threshold": threshold,
             "methods": methods,
             "page_size": params.inspect.page_size,

@@ -81,6 +81,7 @@ def test_report_renders_one_row_per_image_and_its_views(report, tmp_path):
     assert row_ids(page) == ids and len(ids) == 8 and ids[0] == bad  # worst first
     assert page.count('class="thumb"') == 8 and 'loading="lazy"' in page
     assert "<svg" in page and "Per-class IoU" in page  # per-class bar chart and threshold curve
+    assert "Classes that appear together" in page  # the train split's co-occurrence table
 
     assert row_ids(dom(tmp_path, url + "#sort=id&desc=1")) == sorted(ids, reverse=True)
     worse = [r["id"] for r in filter_rows(data["rows"], worse=True)]  # the IRN walk's holes make some worse

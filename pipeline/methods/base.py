@@ -39,6 +39,11 @@ class CamMethod(nn.Module):
         The read-out applies ReLU, resizes, fuses scales and flips, and normalises (``readout_norm``)."""
         raise NotImplementedError
 
+    def classifier_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The feature map (B, C, h, w) the method's 1x1 ``classifier`` reads on a whole image (ReCAM
+        re-weights it: :mod:`pipeline.recam`); the backbone's last stage unless a method adds layers."""
+        return self.backbone(images)[-1]
+
     def set_progress(self, epoch: int, num_epochs: int) -> None:
         """Called by the trainer at the start of every epoch (PPL switches granularity here)."""
 

@@ -252,8 +252,11 @@ class PPL(CamMethod):
             logged["granularity"] = torch.tensor(float(self.current))
         return {"loss": loss, **logged}
 
-    def cam(self, images: torch.Tensor) -> torch.Tensor:
+    def classifier_features(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)[-1]
         if self.fusion:
             features = torch.cat([branch(features) for branch in self.branches], dim=1)
-        return self.classifier(features)
+        return features
+
+    def cam(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.classifier_features(images))

@@ -6,4 +6,5 @@ scores computed exactly as the ``eval_*`` stages compute them.
 - :mod:`pipeline.report.assets`: per-image files (thumbnail, view image, compressed arrays for the page).
 - :mod:`pipeline.report.page`: the index data (plain JSON) and the HTML/JS/CSS around it.
 - :mod:`pipeline.report.panel`: a single-image PNG panel (``wsss-pipe inspect --id ID``).
+- :mod:`pipeline.report.cooccurrence`: which labelled classes appear together (also written by ``data``).
 """

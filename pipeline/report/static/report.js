@@ -100,6 +100,7 @@ function inspectIndex(data) {
     document.getElementById("browser").appendChild(el("p", { cls: "empty", text: "No images: the splits are empty, so there is nothing to inspect." }));
   }
   renderSummary();
+  renderCooccurrence();
   renderControls();
   renderRows();
   window.addEventListener("hashchange", function () { var s = readHash(); syncControls(s); renderRows(); openFromHash(); });
@@ -128,6 +129,26 @@ function renderSummary() {
     var table = el("table", { cls: "iou" }, [el("thead", {}, [head]), el("tbody", {}, body)]);
     section.appendChild(el("div", { cls: "cards" }, [table, barChart(summary, stages), stages.some(function (s) { return s.key === "cam"; }) ? curveChart() : null]));
   });
+}
+
+// Which classes appear together in the train split (pipeline/report/cooccurrence.py), CAM IoU beside them.
+function renderCooccurrence() {
+  var co = R.data.cooccurrence;
+  if (!co || !co.rows.length) return;
+  var flagged = co.rows.filter(function (r) { return r.never_alone; }).map(function (r) { return r["class"]; });
+  var section = el("details", { id: "cooccurrence" }, [el("summary", {}, [el("h2", { text: "Classes that appear together, " +
+    co.split + " split" + (flagged.length ? " (never alone: " + flagged.join(", ") + ")" : "") })])]);
+  var head = el("tr", {}, ["class", "images", "alone", "most often with", "share", "CAM IoU"].map(function (t) { return el("th", { text: t }); }));
+  var body = co.rows.map(function (r) {
+    return el("tr", r.never_alone ? { cls: "never-alone", title: "never the only labelled class of an image" } : {}, [
+      el("td", { text: r["class"] + (r.never_alone ? " \u2691" : "") }), el("td", { text: String(r.images) }),
+      el("td", { text: String(r.alone) }), el("td", { text: r.partner ? r.partner + " (" + r.with_partner + ")" : "–" }),
+      el("td", { text: r.partner_share == null || !r.partner ? "–" : pct(r.partner_share) + "%" }), el("td", { text: pct(r.iou) })]);
+  });
+  section.appendChild(el("p", { text: "Image-level labels cannot separate classes that always appear together: their CAMs " +
+    "may spread over each other. Counts from the image labels; CAM IoU from eval_cam's per_class.csv." }));
+  section.appendChild(el("table", { cls: "iou" }, [el("thead", {}, [head]), el("tbody", {}, body)]));
+  document.getElementById("summary").appendChild(section);
 }
 
 function barChart(summary, stages) {

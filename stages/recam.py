@@ -1,0 +1,105 @@
+"""Stage ``recam``: ReCAM's fine-tuning (:mod:`pipeline.recam`) of the classifier ``train_cls`` trained, for
+any CAM method; with ``recam.enabled`` the ``cam`` stage reads its checkpoint and writes re-activated CAMs.
+
+ReCAM is a stage after ``train_cls`` rather than a fifth CAM method because it refines a trained
+classifier of any method (the paper plugs it into CAM variants; here cam, seam, ppl and cpn alike) and
+reads out through that method's own ``cam()``: as a method it would have to be one method or wrap each.
+
+Writes ``outputs/recam/<method>/``: ``model.pt`` (the method with the read-out weights folded into its
+classifier, loadable like ``train_cls``'s, plus the fine-tuned classifier and the predictor under
+``recam``), ``history.csv`` (loss terms per epoch: ``cls`` = L_bce, ``recam`` = L_sce, ``acc`` = the
+predictor's accuracy on the class-specific features) and ``metrics.json``. With ``recam.enabled: false``
+only ``metrics.json`` saying so (the DVC output that ``cam`` depends on). Resumable and torchrun-ready as
+``train_cls`` (``recam.resume_every``).
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from pipeline import distributed
+from pipeline.data.loaders import ClassificationSamples
+from pipeline.data.transforms import train_transform
+from pipeline.errors import DataError
+from pipeline.io import atomic_dir, write_json
+from pipeline.recam import ReCAM, classifier_of, fold_predictor
+from pipeline.train import resolve_device, seed_everything, train_method
+from stages.checkpoints import load_method, save_checkpoint
+from stages.common import (
+    clear_resume,
+    index_path,
+    open_split,
+    progress_bar,
+    resume_path,
+    run_key,
+    stage_dir,
+    training_loader,
+)
+from stages.config import Params
+
+
+def classifier_checkpoint(params: Params) -> Path:
+    """The classifier the ``cam`` stage reads: ReCAM's when ``recam.enabled``, else ``train_cls``'s."""
+    stage = "recam" if params.recam.enabled else "train_cls"
+    return stage_dir(params, stage, params.method) / "model.pt"
+
+
+def run(params: Params) -> dict:
+    cfg = params.recam
+    if not cfg.enabled:
+        if distributed.is_main():
+            with atomic_dir(stage_dir(params, "recam", params.method)) as out:
+                write_json(out / "metrics.json", {"enabled": False})
+        return {"enabled": False}
+    device = resolve_device(params.device)
+    generator = seed_everything(params.seed)
+    source = stage_dir(params, "train_cls", params.method) / "model.pt"
+    method, checkpoint = load_method(source, device)
+    dataset, index = open_split(params, params.data.train_split)
+    if checkpoint["class_names"] != index["classes"]:
+        raise DataError(f"{source}: trained on other classes than {index_path(params)}; rerun `wsss-pipe train-cls`")
+    objective = ReCAM(method, cfg.loss_weight)
+    cls = params.train_cls
+    samples = ClassificationSamples(
+        dataset, dataset.ids, index["splits"][params.data.train_split]["labels"], len(index["classes"]) - 1,
+        train_transform(cls.crop_size, cls.scale_min, cls.scale_max, cls.color_jitter),
+    )
+    loader = training_loader(samples, cls, generator, device)
+    key = run_key(params, ["seed", "method", "recam", "train_cls", "data"], [source, index_path(params)])
+    resume = resume_path(params, "recam", params.method, key)
+    clear_resume(resume, keep=True)
+    start = time.perf_counter()
+    with progress_bar(f"recam [{params.method}]") as bar:
+        task = bar.add_task("train", total=cfg.epochs * len(loader))
+        history = train_method(
+            objective, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+            head_lr_mult=cfg.head_lr_mult, device=device, amp=cls.amp,
+            on_step=lambda step, total: bar.update(task, completed=step),
+            freeze_bn=cls.freezes_bn(params.backbone.pretrained),
+            resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
+        )
+    metrics = {k: v for k, v in history[-1].items() if k != "epoch"}
+    metrics |= {"enabled": True, "train_seconds": round(time.perf_counter() - start, 2)}
+    if not distributed.is_main():
+        distributed.barrier()
+        return metrics
+    method = method.cpu()
+    predictor = objective.predictor.cpu()
+    fine_tuned = classifier_of(method).weight.detach().clone()
+    with atomic_dir(stage_dir(params, "recam", params.method)) as out:
+        save_checkpoint(out / "model.pt", fold_predictor(method, predictor), checkpoint["options"],
+                        checkpoint["backbone"], checkpoint["class_names"],
+                        extra={"recam": {"classifier": fine_tuned, "predictor": predictor.weight.detach().clone()}})
+        _write_history(out / "history.csv", history)
+        write_json(out / "metrics.json", metrics)
+    clear_resume(resume)
+    distributed.barrier()
+    return metrics
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
+        writer.writeheader()
+        writer.writerows(history)
