@@ -167,5 +167,13 @@ def inspect_command(params: str = ParamsOption, set_: Optional[List[str]] = SetO
          kwargs={} if image_id is None else {"image_id": image_id, "path": out})
 
 
+@app.command("summary")
+def summary_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                    method: Optional[str] = MethodOption,
+                    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """One table of the run: each stage's mIoU, its gain over what it refines, how it was measured, its time."""
+    _run("summary", params, set_, method, kwargs={"as_json": as_json})
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

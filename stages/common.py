@@ -183,14 +183,32 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
     }
 
 
+# What a stage's metrics.json holds (the headline figures `dvc metrics show` lists, one column each, so the
+# table fits in 120 columns) and their types; everything else the stage measured is in details.json.
+HEADLINE = {"miou": float, "best_threshold": float, "protocol": str, "loss": float, "seconds": float}
+
+
+def write_metrics(out: Path, record: dict) -> None:
+    """``details.json``: everything a stage measured (what `wsss-pipe summary` and the report read), and
+    ``metrics.json``: its :data:`HEADLINE` figures (a key of another type, e.g. train_single's loss name,
+    stays in details.json only)."""
+    from pipeline.io import write_json
+
+    write_json(out / "details.json", record)
+    write_json(out / "metrics.json", {k: v for k, v in record.items()
+                                      if k in HEADLINE and isinstance(v, (int, float) if HEADLINE[k] is float
+                                                                      else HEADLINE[k])
+                                      and not isinstance(v, bool)})
+
+
 def write_eval(out: Path, metrics: dict) -> None:
-    """``metrics.json`` with the headline figures (what `dvc metrics show` / `dvc exp show` list) and
-    ``per_class.csv`` (class, iou) with ``metrics["per_class_iou"]``, for the report and `dvc plots`."""
+    """:func:`write_metrics` of an evaluation and ``per_class.csv`` (class, iou) with
+    ``metrics["per_class_iou"]``, for the report and `dvc plots` (per-class IoU is never in the metrics)."""
     import csv
 
-    from pipeline.io import atomic_path, write_json
+    from pipeline.io import atomic_path
 
-    write_json(out / "metrics.json", {k: v for k, v in metrics.items() if k != "per_class_iou"})
+    write_metrics(out, {k: v for k, v in metrics.items() if k != "per_class_iou"})
     with atomic_path(out / "per_class.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "iou"])

@@ -7,10 +7,10 @@ The headline ``miou`` is the protocol ``eval_seg.headline`` names: ``single_scal
 ``multi_scale_crf``, or ``best`` (the best of those computed: on small images multi-scale inference can lose
 to single scale, e.g. on the synthetic demo's 128 px images, 20.1 against 25.9, and the CRF helps a model
 trained on pseudo masks more than one trained on real masks; picking on val flatters the figure a little,
-so every protocol's figure stays in metrics.json); ``protocol`` there says which it is, so
-`dvc metrics show` shows it.
+so every protocol's figure stays in details.json); ``protocol`` in metrics.json says which it is
+(``protocol_description`` in details.json spells out its scales), so `dvc metrics show` shows it.
 
-Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``per_class.csv``,
+Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``details.json``, ``per_class.csv``,
 ``confusion.csv`` (exact counts), ``confusion.json`` (rows of actual/predicted class names in proportion to
 the counts, for DVC's confusion template) and ``pred/<id>.png`` (the headline protocol's predictions as
 VOC-palette PNGs).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import time
 
 import numpy as np
 
@@ -58,6 +59,7 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
     ``out`` (metrics.json headed by ``extra``, per_class.csv, confusion.json / .csv, pred/<id>.png of the
     headline protocol); shared by eval_single. Under torchrun each rank predicts its share of the images
     into the shared ``out``, the confusions are summed and rank 0 writes the rest (the others return {})."""
+    start = time.perf_counter()
     n = len(class_names)
     protocols = ["single_scale", "multi_scale"] + (["multi_scale_crf"] if cfg.use_crf else [])
     confusions = {name: np.zeros((n, n), dtype=np.int64) for name in protocols}
@@ -88,11 +90,13 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
     metrics = {
         **(extra or {}),
         "miou": report["miou"],
-        "protocol": names[headline],
+        "protocol": headline,
+        "protocol_description": names[headline],
         **{f"miou_{name}": reports[name]["miou"] for name in protocols},
         "pixel_accuracy": report["pixel_accuracy"],
         "per_class_iou": report["per_class_iou"],
         "num_images": len(val.ids),
+        "seconds": round(time.perf_counter() - start, 2),
     }
     shutil.rmtree(out / "pred", ignore_errors=True)  # pred/ holds the headline protocol's predictions
     (out / f"pred_{headline}").rename(out / "pred")

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.io import atomic_dir, load_mask
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.common import (
     clear_resume,
@@ -24,6 +24,7 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
+    write_metrics,
 )
 from stages.config import Params
 
@@ -32,7 +33,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
                         build: Callable[[dict, object], nn.Module]) -> dict:
     """Train ``build(spec, params.backbone.pretrained)`` on the train split with the label maps in
     ``label_dir`` (``<id>.png``) and the training section ``cfg``; write ``outputs/<stage>/<method>/``
-    (``model.pt`` with ``spec`` and the weights, ``metrics.json``, ``history.csv``). Returns the metrics."""
+    (``model.pt`` with ``spec`` and the weights, ``metrics.json`` and ``details.json``, ``history.csv``). Returns the metrics."""
     device = resolve_device(params.device)
     generator = seed_everything(params.seed)
     dataset, _ = open_split(params, params.data.train_split)
@@ -51,7 +52,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
                                on_step=lambda step, total: bar.update(task, completed=step),
                                resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
     metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
-    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
     if not distributed.is_main():
         distributed.barrier()
         return metrics
@@ -61,7 +62,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
             writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
             writer.writeheader()
             writer.writerows(history)
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

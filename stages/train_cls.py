@@ -13,7 +13,7 @@ import time
 from pipeline import distributed
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir
 from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
@@ -27,6 +27,7 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
+    write_metrics,
 )
 from stages.config import Params
 
@@ -62,7 +63,7 @@ def run(params: Params) -> dict:
             resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
         )
     seconds = time.perf_counter() - start
-    metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"train_seconds": round(seconds, 2)}
+    metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"seconds": round(seconds, 2)}
 
     if not distributed.is_main():
         distributed.barrier()
@@ -78,7 +79,7 @@ def run(params: Params) -> dict:
             writer = csv.DictWriter(fh, fieldnames=columns)
             writer.writeheader()
             writer.writerows(history)
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

@@ -56,7 +56,7 @@ def test_compare_tabulates_every_evaluated_method(tiny_params, capsys):
         compare.run(params)
     write_json(out / "eval_cam" / "cam" / "metrics.json", {"miou": 0.40, "best_threshold": 0.3})
     write_json(out / "eval_cam" / "seam" / "metrics.json", {"miou": 0.45, "best_threshold": 0.25})
-    write_json(out / "train_cls" / "seam" / "metrics.json", {"train_seconds": 12.0})
+    write_json(out / "train_cls" / "seam" / "metrics.json", {"seconds": 12.0})
     rows = compare.run(params)
     assert [r["method"] for r in rows] == ["cam", "seam"]
     table = (out / "compare" / "methods.md").read_text()
