@@ -201,6 +201,25 @@ def write_metrics(out: Path, record: dict) -> None:
                                       and not isinstance(v, bool)})
 
 
+def write_history(out: Path, history: list[dict]) -> None:
+    """An epoch-trained stage's loss history: ``history.csv`` (one row per epoch, one column per loss term)
+    and ``loss_terms.csv`` (epoch, term, value: the same figures, one row per term, which `dvc plots`
+    draws as one line per term with ``.dvc/plots/loss_terms.json`` whatever terms the method logs)."""
+    import csv
+
+    from pipeline.io import atomic_path
+
+    terms = [k for k in history[0] if k != "epoch"]
+    with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch"] + terms)
+        writer.writeheader()
+        writer.writerows(history)
+    with atomic_path(out / "loss_terms.csv") as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "term", "value"])
+        writer.writerows([[row["epoch"], term, row[term]] for row in history for term in terms])
+
+
 def write_eval(out: Path, metrics: dict) -> None:
     """:func:`write_metrics` of an evaluation and ``per_class.csv`` (class, iou) with
     ``metrics["per_class_iou"]``, for the report and `dvc plots` (per-class IoU is never in the metrics)."""

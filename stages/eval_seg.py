@@ -10,10 +10,10 @@ trained on pseudo masks more than one trained on real masks; picking on val flat
 so every protocol's figure stays in details.json); ``protocol`` in metrics.json says which it is
 (``protocol_description`` in details.json spells out its scales), so `dvc metrics show` shows it.
 
-Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``details.json``, ``per_class.csv``,
-``confusion.csv`` (exact counts), ``confusion.json`` (rows of actual/predicted class names in proportion to
-the counts, for DVC's confusion template) and ``pred/<id>.png`` (the headline protocol's predictions as
-VOC-palette PNGs).
+Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``details.json`` (every
+figure), ``per_class.csv``, ``confusion.csv`` (exact counts), ``confusion.json`` (one row per actual/predicted
+class pair with its count and its share of the actual class, for ``.dvc/plots/confusion_share.json``) and
+``pred/<id>.png`` (the headline protocol's predictions as VOC-palette PNGs).
 """
 from __future__ import annotations
 
@@ -33,14 +33,15 @@ from stages.common import iou_report, open_split, shared_output, stage_dir, trac
 from stages.config import Params
 from stages.train_seg import load_model, seg_tag
 
-CONFUSION_ROWS = 10_000
-
-
 def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
-    """About CONFUSION_ROWS (actual, predicted) rows whose counts are proportional to ``conf``."""
-    shares = np.round(conf / max(conf.sum(), 1) * CONFUSION_ROWS).astype(int)
-    return [{"actual": class_names[a], "predicted": class_names[p]}
-            for a, p in zip(*np.nonzero(shares)) for _ in range(shares[a, p])]
+    """One row per (actual, predicted) class pair, in class order, zeros included (so that the plot shows
+    every class on both axes): its pixel count and its share of the actual class's pixels (0 for a class
+    absent from the ground truth). ``.dvc/plots/confusion_share.json`` draws it."""
+    totals = conf.sum(1, keepdims=True)
+    shares = np.divide(conf, totals, out=np.zeros(conf.shape), where=totals > 0)
+    return [{"actual": class_names[a], "predicted": class_names[p], "pixels": int(conf[a, p]),
+             "share": round(float(shares[a, p]), 4)}
+            for a in range(len(class_names)) for p in range(len(class_names))]
 
 
 def run(params: Params) -> dict:

@@ -2,7 +2,6 @@
 the per-pixel label maps of an earlier stage, with the shared trainer, resume checkpoints and torchrun."""
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +23,7 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
+    write_history,
     write_metrics,
 )
 from stages.config import Params
@@ -33,7 +33,8 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
                         build: Callable[[dict, object], nn.Module]) -> dict:
     """Train ``build(spec, params.backbone.pretrained)`` on the train split with the label maps in
     ``label_dir`` (``<id>.png``) and the training section ``cfg``; write ``outputs/<stage>/<method>/``
-    (``model.pt`` with ``spec`` and the weights, ``metrics.json`` and ``details.json``, ``history.csv``). Returns the metrics."""
+    (``model.pt`` with ``spec`` and the weights, ``metrics.json`` and ``details.json``, ``history.csv``,
+    ``loss_terms.csv``). Returns the metrics."""
     device = resolve_device(params.device)
     generator = seed_everything(params.seed)
     dataset, _ = open_split(params, params.data.train_split)
@@ -58,10 +59,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
         return metrics
     with atomic_dir(stage_dir(params, stage, params.method)) as out:
         torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
-        with open(out / "history.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
-            writer.writeheader()
-            writer.writerows(history)
+        write_history(out, history)
         write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()

@@ -1,13 +1,13 @@
 """Stage ``train_cls``: train the multi-label classifier of the selected method (cam, seam, ppl, cpn).
 
-Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` (loss
-terms per epoch, a DVC plot) and ``metrics.json`` (final loss terms, wall time). A killed run resumes
+Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` and
+``loss_terms.csv`` (loss terms per epoch; the latter a DVC plot), ``metrics.json`` (final loss, wall time) and
+``details.json`` (every final loss term). A killed run resumes
 from ``outputs/.resume/train_cls/<method>/<key>.pt`` (``train_cls.resume_every``); under torchrun every
 rank trains (DistributedDataParallel) and rank 0 writes.
 """
 from __future__ import annotations
 
-import csv
 import time
 
 from pipeline import distributed
@@ -27,6 +27,7 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
+    write_history,
     write_metrics,
 )
 from stages.config import Params
@@ -74,11 +75,7 @@ def run(params: Params) -> dict:
             {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
             index["classes"],
         )
-        with open(out / "history.csv", "w", newline="") as fh:
-            columns = ["epoch"] + [k for k in history[0] if k != "epoch"]
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
+        write_history(out, history)
         write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()

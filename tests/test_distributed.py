@@ -154,7 +154,7 @@ def test_torchrun_two_processes_train_the_single_process_deeplab(dataset):
     got = torch.load(two / "train_seg" / "cam_gt" / "model.pt", weights_only=False)["state_dict"]
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5, msg=name)
-    metrics = [json.loads((out / "train_seg" / "cam_gt" / "metrics.json").read_text()) for out in (one, two)]
+    metrics = [json.loads((out / "train_seg" / "cam_gt" / "details.json").read_text()) for out in (one, two)]
     assert metrics[1]["val_miou_single_scale"] == pytest.approx(metrics[0]["val_miou_single_scale"], abs=1e-3)
     assert not (two / ".resume").exists()
 

@@ -32,7 +32,7 @@ def test_upper_bound_switch_trains_on_ground_truth(tiny_params):
     assert train_metrics["labels"] == "gt"
     metrics = eval_seg.run(params)
     out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
-    assert json.loads((out / "metrics.json").read_text())["labels"] == "gt"
+    assert json.loads((out / "details.json").read_text())["labels"] == "gt"
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 3
     assert len(list((out / "pred").glob("*.png"))) == 3
 
