@@ -175,5 +175,12 @@ def summary_command(params: str = ParamsOption, set_: Optional[List[str]] = SetO
     _run("summary", params, set_, method, kwargs={"as_json": as_json})
 
 
+@app.command("doctor")
+def doctor_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                   limit: int = typer.Option(10, "--limit", help="At most this many problem lines per split.")) -> None:
+    """Check the machine (Python, torch, CUDA, AMP, dense CRF, backbone weights) and the data at data.root."""
+    _run("doctor", params, set_, kwargs={"limit": limit})
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
