@@ -183,49 +183,13 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
     }
 
 
-# What a stage's metrics.json holds (the headline figures `dvc metrics show` lists, one column each, so the
-# table fits in 120 columns) and their types; everything else the stage measured is in details.json.
-HEADLINE = {"miou": float, "best_threshold": float, "protocol": str, "loss": float, "seconds": float}
-
-
-def write_metrics(out: Path, record: dict) -> None:
-    """``details.json``: everything a stage measured (what `wsss-pipe summary` and the report read), and
-    ``metrics.json``: its :data:`HEADLINE` figures (a key of another type, e.g. train_single's loss name,
-    stays in details.json only)."""
-    from pipeline.io import write_json
-
-    write_json(out / "details.json", record)
-    write_json(out / "metrics.json", {k: v for k, v in record.items()
-                                      if k in HEADLINE and isinstance(v, (int, float) if HEADLINE[k] is float
-                                                                      else HEADLINE[k])
-                                      and not isinstance(v, bool)})
-
-
-def write_history(out: Path, history: list[dict]) -> None:
-    """An epoch-trained stage's loss history: ``history.csv`` (one row per epoch, one column per loss term)
-    and ``loss_terms.csv`` (epoch, term, value: the same figures, one row per term, which `dvc plots`
-    draws as one line per term with ``.dvc/plots/loss_terms.json`` whatever terms the method logs)."""
-    import csv
-
-    from pipeline.io import atomic_path
-
-    terms = [k for k in history[0] if k != "epoch"]
-    with atomic_path(out / "history.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["epoch"] + terms)
-        writer.writeheader()
-        writer.writerows(history)
-    with atomic_path(out / "loss_terms.csv") as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["epoch", "term", "value"])
-        writer.writerows([[row["epoch"], term, row[term]] for row in history for term in terms])
-
-
 def write_eval(out: Path, metrics: dict) -> None:
     """:func:`write_metrics` of an evaluation and ``per_class.csv`` (class, iou) with
     ``metrics["per_class_iou"]``, for the report and `dvc plots` (per-class IoU is never in the metrics)."""
     import csv
 
     from pipeline.io import atomic_path
+    from stages.records import write_metrics
 
     write_metrics(out, {k: v for k, v in metrics.items() if k != "per_class_iou"})
     with atomic_path(out / "per_class.csv") as tmp, open(tmp, "w", newline="") as fh:

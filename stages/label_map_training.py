@@ -23,10 +23,9 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
-    write_history,
-    write_metrics,
 )
 from stages.config import Params
+from stages.records import write_history, write_metrics
 
 
 def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: dict,

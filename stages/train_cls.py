@@ -27,10 +27,9 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
-    write_history,
-    write_metrics,
 )
 from stages.config import Params
+from stages.records import write_history, write_metrics
 
 
 def run(params: Params) -> dict:

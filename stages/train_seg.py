@@ -36,9 +36,9 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
-    write_metrics,
 )
 from stages.config import Params
+from stages.records import write_metrics
 from stages.training_log import TrainingLog
 
 

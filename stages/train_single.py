@@ -35,9 +35,9 @@ from stages.common import (
     run_key,
     stage_dir,
     training_loader,
-    write_metrics,
 )
 from stages.config import Params
+from stages.records import write_metrics
 from stages.training_log import TrainingLog
 from stages.train_seg import val_miou
 

@@ -89,7 +89,7 @@ def _metrics_paths() -> list[str]:
 
 
 def test_dvc_metrics_show_fits_in_120_columns(tmp_path):
-    from stages.common import HEADLINE, write_metrics
+    from stages.records import HEADLINE, write_metrics
 
     records = {}
     for path in _metrics_paths():
@@ -106,7 +106,7 @@ def test_dvc_metrics_show_fits_in_120_columns(tmp_path):
                                           ({"miou": 0.5, "protocol": "single_scale", "num_images": 3},
                                            {"miou": 0.5, "protocol": "single_scale"})])
 def test_headline_keeps_only_its_keys_of_their_type(tmp_path, record, kept):
-    from stages.common import write_metrics
+    from stages.records import write_metrics
 
     write_metrics(tmp_path, record)
     assert json.loads((tmp_path / "metrics.json").read_text()) == kept

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stages.cli import app
-from stages.common import write_metrics
+from stages.records import write_metrics
 
 runner = CliRunner()
 

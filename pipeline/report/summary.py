@@ -4,7 +4,8 @@ the records the stages write (their ``details.json``), never recomputed.
 Each row: its mIoU, its gain over the artifact it refines (:func:`pipeline.report.scores.lineage`, the same
 pairs as the inspection report; the CAM's over the all-background guess that ``eval_cam`` records), what the
 figure was measured with (the CAM's threshold, the split, the segmentation protocol), and the wall time
-its training and evaluation stages recorded (``seconds``). When a model trained the same way on ground
+its training and evaluation stages recorded (``seconds``; the per-image stages between them, ``cam``,
+``rw``, ``crf``..., write no record and are not counted). When a model trained the same way on ground
 truth was evaluated too, the weak/full ratio. Rows whose records are missing are listed as absent.
 """
 from __future__ import annotations
@@ -99,7 +100,7 @@ def summary_table(summary: dict, title: str):
     names = {row["key"]: row["stage"] for row in summary["rows"]}
     table = Table(title=title, title_justify="left")
     for header, justify in (("stage", "left"), ("mIoU", "right"), ("gain", "right"), ("over", "left"),
-                            ("measured on", "left"), ("time (s)", "right")):
+                            ("measured on", "left"), ("train+eval s", "right")):
         table.add_column(header, justify=justify)
     for row in summary["rows"]:
         if not row["present"]:
