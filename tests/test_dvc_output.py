@@ -110,3 +110,16 @@ def test_headline_keeps_only_its_keys_of_their_type(tmp_path, record, kept):
 
     write_metrics(tmp_path, record)
     assert json.loads((tmp_path / "metrics.json").read_text()) == kept
+
+
+def test_confusion_rows_hold_every_class_pair_with_its_share():
+    import numpy as np
+
+    from stages.eval_seg import confusion_rows
+
+    conf = np.array([[90, 10, 0], [0, 0, 0], [1, 0, 3]])  # class 1 absent from ground truth and prediction
+    rows = confusion_rows(conf, ["bg", "a", "b"])
+    assert [(r["actual"], r["predicted"]) for r in rows] == [(x, y) for x in "bg a b".split() for y in "bg a b".split()]
+    share = {(r["actual"], r["predicted"]): r["share"] for r in rows}
+    assert share[("bg", "bg")] == 0.9 and share[("bg", "a")] == 0.1 and share[("b", "b")] == 0.75
+    assert share[("a", "a")] == 0.0 and sum(r["pixels"] for r in rows) == conf.sum()
