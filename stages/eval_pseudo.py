@@ -29,8 +29,8 @@ def evaluate(params: Params, stage: str) -> dict:
     dataset, index = open_split(params, params.data.train_split)
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
                                       f"eval [{stage}/{params.method}]")
-    return {"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6),
-                                                                      "seconds": round(time.perf_counter() - start, 2)}
+    return {"method": params.method, **iou_report(conf, index["classes"]), "ignored_fraction": round(ignored, 6),
+            "num_images": len(dataset.ids), "seconds": round(time.perf_counter() - start, 2)}
 
 
 def run(params: Params) -> dict:
