@@ -124,3 +124,26 @@ def test_missing_imagenet_weights_of_the_selected_backbone_is_a_problem(tmp_path
                                  "--set", "backbone.pretrained=imagenet"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "problem: backbone: resnet50 with pretrained: imagenet, but its weights are not here: nowhere" in result.stderr
+
+
+def test_cuda_asked_for_but_not_seen_is_a_problem(monkeypatch):
+    import torch
+
+    from pipeline import environment
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    device, amp = environment.device("cuda")
+    assert device.found.startswith("cpu") and "no CUDA device" in device.problem and amp.problem is None
+    assert environment.device("auto")[0].problem is None
+
+
+def test_dense_crf_that_imports_but_fails_is_a_problem(monkeypatch):
+    from pipeline import crf, environment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("illegal instruction in the lattice")
+
+    assert environment.dense_crf().problem is None  # the real one runs and keeps the confident labels
+    monkeypatch.setattr(crf, "dense_crf", broken)
+    check = environment.dense_crf()
+    assert "fails to run (illegal instruction in the lattice)" in check.problem
