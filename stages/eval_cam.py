@@ -1,9 +1,9 @@
 """Stage ``eval_cam``: CAM mIoU on the train split with the background threshold swept.
 
 Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU, wall time: DVC metrics),
-``details.json`` (also the all-background mIoU for context), ``per_class.csv`` (per-class IoU at the best threshold) and ``curve.csv``
-(mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a warning: the optimum may lie
-outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
+``details.json`` (also the all-background mIoU for context), ``per_class.csv`` (per-class IoU at the best
+threshold) and ``curve.csv`` (mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a
+warning: the optimum may lie outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
 parallel over chunks of ids; under torchrun each rank sweeps its share of the images and rank 0 writes.
 """
 from __future__ import annotations

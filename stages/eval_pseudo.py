@@ -1,9 +1,9 @@
 """Stage ``eval_pseudo``: quality of the pseudo masks on the train split (the standard WSSS figure).
 
-Writes ``outputs/eval_pseudo/<method>/``: ``metrics.json`` (mIoU, wall time) and ``details.json`` (also pixel
-accuracy and the fraction of pixels left as ignore (counted as background in the IoU, as a segmentation model sees them nowhere)); and
-``per_class.csv``: the per-class IoU (a DVC plot; kept out of the metrics so that `dvc metrics show` stays
-narrow).
+Writes ``outputs/eval_pseudo/<method>/``: ``metrics.json`` (mIoU, wall time), ``details.json`` (also pixel
+accuracy, the image count and the fraction of pixels left as ignore, counted as background in the IoU as a
+segmentation model sees them nowhere) and ``per_class.csv``: the per-class IoU (a DVC plot; kept out of
+the metrics so that `dvc metrics show` stays narrow).
 """
 from __future__ import annotations
 

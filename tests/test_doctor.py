@@ -21,10 +21,11 @@ def _write_tree(root):
     for split, ids in SPLITS.items():
         (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
         for image_id in ids:
-            Image.fromarray(rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{image_id}.jpg")
+            image = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / "JPEGImages" / f"{image_id}.jpg")
             mask = np.zeros((12, 16), dtype=np.uint8)
             mask[2:6, 3:9], mask[0, 0] = 1, 255
-            Image.fromarray(mask, mode="L").save(root / "SegmentationClass" / f"{image_id}.png")
+            _save_grey(root / "SegmentationClass" / f"{image_id}.png", mask)
     return root
 
 
@@ -46,15 +47,22 @@ def test_good_tree_is_ready_with_counts(tmp_path):
     assert "no imagenet: tiny (selected)" in out and "none (pascal_2012_scribble/ absent)" in out
 
 
+def _save_grey(path, array):
+    Image.fromarray(np.asarray(array, dtype=np.uint8), mode="L").save(path)
+
+
 def _mask(root, image_id, array):
-    Image.fromarray(np.asarray(array, dtype=np.uint8), mode="L").save(root / "SegmentationClass" / f"{image_id}.png")
+    _save_grey(root / "SegmentationClass" / f"{image_id}.png", array)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:200])
 
 
 def _scribbles(root, bad):
     (root / "pascal_2012_scribble").mkdir()
     for image_id in SPLITS["train"]:
-        _mask_like = np.full((12, 16), 255, dtype=np.uint8)
-        Image.fromarray(_mask_like, mode="L").save(root / "pascal_2012_scribble" / f"{image_id}.png")
+        _save_grey(root / "pascal_2012_scribble" / f"{image_id}.png", np.full((12, 16), 255))
     bad(root / "pascal_2012_scribble" / "b.png")
 
 
@@ -62,8 +70,7 @@ BROKEN = {  # case: (break the tree, the file named, what the line says)
     "missing image": (lambda r: (r / "JPEGImages" / "b.jpg").unlink(), "JPEGImages/b.jpg", "image not found"),
     "unreadable image": (lambda r: (r / "JPEGImages" / "d.jpg").write_bytes(b"\xff\xd8 not a jpeg"),
                          "JPEGImages/d.jpg", "unreadable image"),
-    "truncated image": (lambda r: (r / "JPEGImages" / "a.jpg").write_bytes((r / "JPEGImages" / "a.jpg").read_bytes()[:200]),
-                        "JPEGImages/a.jpg", "unreadable image"),
+    "truncated image": (lambda r: _truncate(r / "JPEGImages" / "a.jpg"), "JPEGImages/a.jpg", "unreadable image"),
     "mask of the wrong size": (lambda r: _mask(r, "c", np.zeros((12, 15))), "SegmentationClass/c.png",
                                "mask size 15x12 differs"),
     "mask value outside the classes": (lambda r: _mask(r, "e", np.full((12, 16), 3)), "SegmentationClass/e.png",
@@ -82,7 +89,7 @@ BROKEN = {  # case: (break the tree, the file named, what the line says)
                          "no masks for split 'train' nor Annotations/"),
     "bad classes.txt": (lambda r: (r / "classes.txt").write_text("background\nsquare\nsquare\n"), "classes.txt",
                         "class names must be unique"),
-    "scribble of the wrong size": (lambda r: _scribbles(r, lambda p: Image.fromarray(np.zeros((5, 5), np.uint8), mode="L").save(p)),
+    "scribble of the wrong size": (lambda r: _scribbles(r, lambda p: _save_grey(p, np.zeros((5, 5)))),
                                    "pascal_2012_scribble/b.png", "scribble size 5x5 differs"),
     "missing scribble": (lambda r: _scribbles(r, lambda p: p.unlink()), "pascal_2012_scribble/b.png",
                          "scribble not found"),
@@ -123,7 +130,8 @@ def test_missing_imagenet_weights_of_the_selected_backbone_is_a_problem(tmp_path
     result = runner.invoke(app, ["doctor", "--set", f"data.root={root}", "--set", "backbone.name=resnet50",
                                  "--set", "backbone.pretrained=imagenet"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
-    assert "problem: backbone: resnet50 with pretrained: imagenet, but its weights are not here: nowhere" in result.stderr
+    assert "problem: backbone: resnet50 with pretrained: imagenet, but its weights are not here: nowhere" \
+        in result.stderr
 
 
 def test_cuda_asked_for_but_not_seen_is_a_problem(monkeypatch):
