@@ -21,19 +21,19 @@ from stages.train_seg import seg_tag
 from stages.train_single import single_tag
 
 METRIC_FILES = {
-    "train_cls": lambda p: stage_dir(p, "train_cls", p.method) / "metrics.json",
-    "recam": lambda p: stage_dir(p, "recam", p.method) / "metrics.json",
-    "eval_cam": lambda p: stage_dir(p, "eval_cam", p.method) / "metrics.json",
-    "eval_rw": lambda p: stage_dir(p, "eval_rw", p.method) / "metrics.json",
-    "train_aff": lambda p: stage_dir(p, "train_aff", p.method) / "metrics.json",
-    "train_irn": lambda p: stage_dir(p, "train_irn", p.method) / "metrics.json",
-    "eval_rw_irn": lambda p: stage_dir(p, "eval_rw_irn", p.method) / "metrics.json",
-    "eval_pseudo": lambda p: stage_dir(p, "eval_pseudo", p.method) / "metrics.json",
-    "train_seg": lambda p: stage_dir(p, "train_seg", seg_tag(p)) / "metrics.json",
-    "eval_seg": lambda p: stage_dir(p, "eval_seg", seg_tag(p)) / "metrics.json",
+    "train_cls": lambda p: stage_dir(p, "train_cls", p.method) / "details.json",
+    "recam": lambda p: stage_dir(p, "recam", p.method) / "details.json",
+    "eval_cam": lambda p: stage_dir(p, "eval_cam", p.method) / "details.json",
+    "eval_rw": lambda p: stage_dir(p, "eval_rw", p.method) / "details.json",
+    "train_aff": lambda p: stage_dir(p, "train_aff", p.method) / "details.json",
+    "train_irn": lambda p: stage_dir(p, "train_irn", p.method) / "details.json",
+    "eval_rw_irn": lambda p: stage_dir(p, "eval_rw_irn", p.method) / "details.json",
+    "eval_pseudo": lambda p: stage_dir(p, "eval_pseudo", p.method) / "details.json",
+    "train_seg": lambda p: stage_dir(p, "train_seg", seg_tag(p)) / "details.json",
+    "eval_seg": lambda p: stage_dir(p, "eval_seg", seg_tag(p)) / "details.json",
     "scribbles": lambda p: stage_dir(p, "scribbles") / "stats.json",
-    "train_single": lambda p: stage_dir(p, "train_single", single_tag(p)) / "metrics.json",
-    "eval_single": lambda p: stage_dir(p, "eval_single", single_tag(p)) / "metrics.json",
+    "train_single": lambda p: stage_dir(p, "train_single", single_tag(p)) / "details.json",
+    "eval_single": lambda p: stage_dir(p, "eval_single", single_tag(p)) / "details.json",
 }
 
 

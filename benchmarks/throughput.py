@@ -13,7 +13,7 @@
 
 Every stage runs in a subprocess through `benchmarks/run_stages.py` (the stage's `run`, timed inside the
 process: interpreter and torch start-up excluded); torchrun launches `python -m stages <stage>`; the
-training figures come from the stage's own `train_seconds`.
+training figures come from the stage's own `seconds`.
 """
 from __future__ import annotations
 
@@ -93,9 +93,9 @@ def main() -> None:
     if "train_cls" in args.only or not (out / "train_cls" / "cam" / "model.pt").is_file():
         steps = len(json.loads((out / "data" / "index.json").read_text())["splits"]["train"]["labels"]) // 16
         stage("train-cls", out, data, torchrun=2)
-        two = metrics()["train_seconds"]
+        two = metrics()["seconds"]
         stage("train-cls", out, data)
-        one = metrics()["train_seconds"]
+        one = metrics()["seconds"]
         record["train_cls"] = {"steps": steps, "steps_per_s_1_process": round(steps / one, 3),
                                "steps_per_s_2_processes": round(steps / two, 3), "speedup": round(one / two, 2)}
         print(json.dumps({"train_cls": record["train_cls"]}), flush=True)

@@ -169,5 +169,20 @@ def inspect_command(params: str = ParamsOption, set_: Optional[List[str]] = SetO
          kwargs={} if image_id is None else {"image_id": image_id, "path": out})
 
 
+@app.command("summary")
+def summary_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                    method: Optional[str] = MethodOption,
+                    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON.")) -> None:
+    """One table of the run: each stage's mIoU, its gain over what it refines, how it was measured, its time."""
+    _run("summary", params, set_, method, kwargs={"as_json": as_json})
+
+
+@app.command("doctor")
+def doctor_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                   limit: int = typer.Option(10, "--limit", help="At most this many problem lines per split.")) -> None:
+    """Check the machine (Python, torch, CUDA, AMP, dense CRF, backbone weights) and the data at data.root."""
+    _run("doctor", params, set_, kwargs={"limit": limit})
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

@@ -184,13 +184,14 @@ def iou_report(conf: np.ndarray, class_names: list[str]) -> dict:
 
 
 def write_eval(out: Path, metrics: dict) -> None:
-    """``metrics.json`` with the headline figures (what `dvc metrics show` / `dvc exp show` list) and
-    ``per_class.csv`` (class, iou) with ``metrics["per_class_iou"]``, for the report and `dvc plots`."""
+    """:func:`write_metrics` of an evaluation and ``per_class.csv`` (class, iou) with
+    ``metrics["per_class_iou"]``, for the report and `dvc plots` (per-class IoU is never in the metrics)."""
     import csv
 
-    from pipeline.io import atomic_path, write_json
+    from pipeline.io import atomic_path
+    from stages.records import write_metrics
 
-    write_json(out / "metrics.json", {k: v for k, v in metrics.items() if k != "per_class_iou"})
+    write_metrics(out, {k: v for k, v in metrics.items() if k != "per_class_iou"})
     with atomic_path(out / "per_class.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "iou"])

@@ -22,7 +22,7 @@ def run(params: Params) -> list[dict]:
             continue
         metrics = read_json(eval_path)
         train_path = stage_dir(params, "train_cls", method) / "metrics.json"
-        seconds = read_json(train_path).get("train_seconds") if train_path.is_file() else None
+        seconds = read_json(train_path).get("seconds") if train_path.is_file() else None
         rows.append({"method": method, "miou": metrics["miou"], "best_threshold": metrics["best_threshold"],
                      "train_seconds": seconds})
     if not rows:

@@ -1,15 +1,16 @@
 """Stage ``eval_cam``: CAM mIoU on the train split with the background threshold swept.
 
-Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU, and the all-background
-mIoU for context: DVC metrics), ``per_class.csv`` (per-class IoU at the best threshold) and ``curve.csv``
-(mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a warning: the optimum may lie
-outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
+Writes ``outputs/eval_cam/<method>/``: ``metrics.json`` (best threshold, its mIoU, wall time: DVC metrics),
+``details.json`` (also the all-background mIoU for context), ``per_class.csv`` (per-class IoU at the best
+threshold) and ``curve.csv`` (mIoU vs threshold): DVC plots. A best threshold at an end of the sweep is a
+warning: the optimum may lie outside the range (widen eval_cam.threshold_min/max). CAMs are streamed from disk one image at a time, in
 parallel over chunks of ids; under torchrun each rank sweeps its share of the images and rank 0 writes.
 """
 from __future__ import annotations
 
 import csv
 import sys
+import time
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ def _sweep_chunk(job: tuple) -> np.ndarray:
 
 
 def run(params: Params) -> dict:
+    start = time.perf_counter()
     cfg = params.eval_cam
     split = params.data.train_split
     dataset, index = open_split(params, split)
@@ -75,6 +77,7 @@ def run(params: Params) -> dict:
         "all_background_miou": round(mean_iou(background_only), 6),
         "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 6)) for name, v in zip(class_names, iou)},
         "num_images": len(dataset.ids),
+        "seconds": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:
         write_eval(out, metrics)

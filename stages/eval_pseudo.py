@@ -1,11 +1,13 @@
 """Stage ``eval_pseudo``: quality of the pseudo masks on the train split (the standard WSSS figure).
 
-Writes ``outputs/eval_pseudo/<method>/metrics.json``: mIoU, pixel accuracy, and the fraction of pixels left
-as ignore (counted as background in the IoU, as a segmentation model sees them nowhere); and
-``per_class.csv``: the per-class IoU (a DVC plot; kept out of the metrics so that `dvc metrics show` stays
-narrow).
+Writes ``outputs/eval_pseudo/<method>/``: ``metrics.json`` (mIoU, wall time), ``details.json`` (also pixel
+accuracy, the image count and the fraction of pixels left as ignore, counted as background in the IoU as a
+segmentation model sees them nowhere) and ``per_class.csv``: the per-class IoU (a DVC plot; kept out of
+the metrics so that `dvc metrics show` stays narrow).
 """
 from __future__ import annotations
+
+import time
 
 from pipeline import distributed
 from pipeline.io import atomic_dir
@@ -22,11 +24,13 @@ from stages.config import Params
 
 
 def evaluate(params: Params, stage: str) -> dict:
+    start = time.perf_counter()
     mask_dir = require(stage_dir(params, stage, params.method), f"run `wsss-pipe {stage.replace('_', '-')}` first")
     dataset, index = open_split(params, params.data.train_split)
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
                                       f"eval [{stage}/{params.method}]")
-    return {"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
+    return {"method": params.method, **iou_report(conf, index["classes"]), "ignored_fraction": round(ignored, 6),
+            "num_images": len(dataset.ids), "seconds": round(time.perf_counter() - start, 2)}
 
 
 def run(params: Params) -> dict:

@@ -1,6 +1,7 @@
 """Stage ``eval_rw``: mIoU of the random-walk label maps on the train split (before the CRF).
 
-Writes ``outputs/eval_rw/<method>/metrics.json`` (headline figures) and ``per_class.csv``.
+Writes ``outputs/eval_rw/<method>/``: ``metrics.json`` (headline figures), ``details.json`` and
+``per_class.csv``.
 """
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Stage ``eval_rw_irn``: mIoU of IRN's random-walk label maps on the train split (before the CRF).
 
-Writes ``outputs/eval_rw_irn/<method>/metrics.json``.
+Writes ``outputs/eval_rw_irn/<method>/``: ``metrics.json`` (headline figures), ``details.json`` and
+``per_class.csv``.
 """
 from __future__ import annotations
 
 from pipeline import distributed
-from pipeline.io import atomic_dir, write_json
-from stages.common import stage_dir
+from pipeline.io import atomic_dir
+from stages.common import stage_dir, write_eval
 from stages.config import Params
 from stages.eval_pseudo import evaluate
 
@@ -15,5 +16,5 @@ def run(params: Params) -> dict:
     metrics = evaluate(params, "rw_irn")
     if distributed.is_main():  # under torchrun every rank evaluated its shard; the totals are on all of them
         with atomic_dir(stage_dir(params, "eval_rw_irn", params.method)) as out:
-            write_json(out / "metrics.json", metrics)
+            write_eval(out, metrics)
     return metrics

@@ -7,18 +7,19 @@ The headline ``miou`` is the protocol ``eval_seg.headline`` names: ``single_scal
 ``multi_scale_crf``, or ``best`` (the best of those computed: on small images multi-scale inference can lose
 to single scale, e.g. on the synthetic demo's 128 px images, 20.1 against 25.9, and the CRF helps a model
 trained on pseudo masks more than one trained on real masks; picking on val flatters the figure a little,
-so every protocol's figure stays in metrics.json); ``protocol`` there says which it is, so
-`dvc metrics show` shows it.
+so every protocol's figure stays in details.json); ``protocol`` in metrics.json says which it is
+(``protocol_description`` in details.json spells out its scales), so `dvc metrics show` shows it.
 
-Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``per_class.csv``,
-``confusion.csv`` (exact counts), ``confusion.json`` (rows of actual/predicted class names in proportion to
-the counts, for DVC's confusion template) and ``pred/<id>.png`` (the headline protocol's predictions as
-VOC-palette PNGs).
+Writes ``outputs/eval_seg/<method>_<labels>/``: ``metrics.json`` (headline figures), ``details.json`` (every
+figure), ``per_class.csv``, ``confusion.csv`` (exact counts), ``confusion.json`` (one row per actual/predicted
+class pair with its count and its share of the actual class, for ``.dvc/plots/confusion_share.json``) and
+``pred/<id>.png`` (the headline protocol's predictions as VOC-palette PNGs).
 """
 from __future__ import annotations
 
 import csv
 import shutil
+import time
 
 import numpy as np
 
@@ -32,14 +33,15 @@ from stages.common import iou_report, open_split, shared_output, stage_dir, trac
 from stages.config import Params
 from stages.train_seg import load_model, seg_tag
 
-CONFUSION_ROWS = 10_000
-
-
 def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
-    """About CONFUSION_ROWS (actual, predicted) rows whose counts are proportional to ``conf``."""
-    shares = np.round(conf / max(conf.sum(), 1) * CONFUSION_ROWS).astype(int)
-    return [{"actual": class_names[a], "predicted": class_names[p]}
-            for a, p in zip(*np.nonzero(shares)) for _ in range(shares[a, p])]
+    """One row per (actual, predicted) class pair, in class order, zeros included (so that the plot shows
+    every class on both axes): its pixel count and its share of the actual class's pixels (0 for a class
+    absent from the ground truth). ``.dvc/plots/confusion_share.json`` draws it."""
+    totals = conf.sum(1, keepdims=True)
+    shares = np.divide(conf, totals, out=np.zeros(conf.shape), where=totals > 0)
+    return [{"actual": class_names[a], "predicted": class_names[p], "pixels": int(conf[a, p]),
+             "share": round(float(shares[a, p]), 4)}
+            for a in range(len(class_names)) for p in range(len(class_names))]
 
 
 def run(params: Params) -> dict:
@@ -58,6 +60,7 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
     ``out`` (metrics.json headed by ``extra``, per_class.csv, confusion.json / .csv, pred/<id>.png of the
     headline protocol); shared by eval_single. Under torchrun each rank predicts its share of the images
     into the shared ``out``, the confusions are summed and rank 0 writes the rest (the others return {})."""
+    start = time.perf_counter()
     n = len(class_names)
     protocols = ["single_scale", "multi_scale"] + (["multi_scale_crf"] if cfg.use_crf else [])
     confusions = {name: np.zeros((n, n), dtype=np.int64) for name in protocols}
@@ -88,11 +91,13 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
     metrics = {
         **(extra or {}),
         "miou": report["miou"],
-        "protocol": names[headline],
+        "protocol": headline,
+        "protocol_description": names[headline],
         **{f"miou_{name}": reports[name]["miou"] for name in protocols},
         "pixel_accuracy": report["pixel_accuracy"],
         "per_class_iou": report["per_class_iou"],
         "num_images": len(val.ids),
+        "seconds": round(time.perf_counter() - start, 2),
     }
     shutil.rmtree(out / "pred", ignore_errors=True)  # pred/ holds the headline protocol's predictions
     (out / f"pred_{headline}").rename(out / "pred")

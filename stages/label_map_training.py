@@ -2,7 +2,6 @@
 the per-pixel label maps of an earlier stage, with the shared trainer, resume checkpoints and torchrun."""
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 from typing import Callable
@@ -13,7 +12,7 @@ from torch import nn
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.io import atomic_dir, load_mask
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.common import (
     clear_resume,
@@ -26,13 +25,15 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.records import write_history, write_metrics
 
 
 def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: dict,
                         build: Callable[[dict, object], nn.Module]) -> dict:
     """Train ``build(spec, params.backbone.pretrained)`` on the train split with the label maps in
     ``label_dir`` (``<id>.png``) and the training section ``cfg``; write ``outputs/<stage>/<method>/``
-    (``model.pt`` with ``spec`` and the weights, ``metrics.json``, ``history.csv``). Returns the metrics."""
+    (``model.pt`` with ``spec`` and the weights, ``metrics.json`` and ``details.json``, ``history.csv``,
+    ``loss_terms.csv``). Returns the metrics."""
     device = resolve_device(params.device)
     generator = seed_everything(params.seed)
     dataset, _ = open_split(params, params.data.train_split)
@@ -51,17 +52,14 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
                                on_step=lambda step, total: bar.update(task, completed=step),
                                resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
     metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
-    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+    metrics["seconds"] = round(time.perf_counter() - start, 2)
     if not distributed.is_main():
         distributed.barrier()
         return metrics
     with atomic_dir(stage_dir(params, stage, params.method)) as out:
         torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
-        with open(out / "history.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
-            writer.writeheader()
-            writer.writerows(history)
-        write_json(out / "metrics.json", metrics)
+        write_history(out, history)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

@@ -14,7 +14,6 @@ only ``metrics.json`` saying so (the DVC output that ``cam`` depends on). Resuma
 """
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.records import write_history, write_metrics
 
 
 def classifier_checkpoint(params: Params) -> Path:
@@ -80,7 +80,7 @@ def run(params: Params) -> dict:
             resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
         )
     metrics = {k: v for k, v in history[-1].items() if k != "epoch"}
-    metrics |= {"enabled": True, "train_seconds": round(time.perf_counter() - start, 2)}
+    metrics |= {"enabled": True, "seconds": round(time.perf_counter() - start, 2)}
     if not distributed.is_main():
         distributed.barrier()
         return metrics
@@ -91,15 +91,9 @@ def run(params: Params) -> dict:
         save_checkpoint(out / "model.pt", fold_predictor(method, predictor), checkpoint["options"],
                         checkpoint["backbone"], checkpoint["class_names"],
                         extra={"recam": {"classifier": fine_tuned, "predictor": predictor.weight.detach().clone()}})
-        _write_history(out / "history.csv", history)
-        write_json(out / "metrics.json", metrics)
+        write_history(out, history)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics
 
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
-        writer.writeheader()
-        writer.writerows(history)

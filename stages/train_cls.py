@@ -1,19 +1,19 @@
 """Stage ``train_cls``: train the multi-label classifier of the selected method (cam, seam, ppl, cpn).
 
-Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` (loss
-terms per epoch, a DVC plot) and ``metrics.json`` (final loss terms, wall time). A killed run resumes
+Writes ``outputs/train_cls/<method>/``: ``model.pt`` (weights + what rebuilds them), ``history.csv`` and
+``loss_terms.csv`` (loss terms per epoch; the latter a DVC plot), ``metrics.json`` (final loss, wall time) and
+``details.json`` (every final loss term). A killed run resumes
 from ``outputs/.resume/train_cls/<method>/<key>.pt`` (``train_cls.resume_every``); under torchrun every
 rank trains (DistributedDataParallel) and rank 0 writes.
 """
 from __future__ import annotations
 
-import csv
 import time
 
 from pipeline import distributed
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir
 from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.train import resolve_device, seed_everything, train_method
@@ -29,6 +29,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.records import write_history, write_metrics
 
 
 def run(params: Params) -> dict:
@@ -62,7 +63,7 @@ def run(params: Params) -> dict:
             resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
         )
     seconds = time.perf_counter() - start
-    metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"train_seconds": round(seconds, 2)}
+    metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"seconds": round(seconds, 2)}
 
     if not distributed.is_main():
         distributed.barrier()
@@ -73,12 +74,8 @@ def run(params: Params) -> dict:
             {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
             index["classes"],
         )
-        with open(out / "history.csv", "w", newline="") as fh:
-            columns = ["epoch"] + [k for k in history[0] if k != "epoch"]
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
-        write_json(out / "metrics.json", metrics)
+        write_history(out, history)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

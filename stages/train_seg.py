@@ -20,7 +20,7 @@ import torch
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.io import atomic_dir, load_mask
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
@@ -38,6 +38,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.records import write_metrics
 from stages.training_log import TrainingLog
 
 
@@ -125,11 +126,11 @@ def run(params: Params) -> dict:
         if not main:
             distributed.barrier()
             return {}
-        metrics = {"labels": cfg.labels, "final_loss": round(float(np.mean(losses[-10:])), 6),
+        metrics = {"labels": cfg.labels, "loss": round(float(np.mean(losses[-10:])), 6),
                    "val_miou_single_scale": round(log.end(), 6),
-                   "train_seconds": round(time.perf_counter() - start, 2)}
+                   "seconds": round(time.perf_counter() - start, 2)}
         save_model(out / "model.pt", model.cpu(), params, class_names)
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

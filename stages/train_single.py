@@ -20,7 +20,7 @@ from pipeline import distributed
 from pipeline.data.transforms import train_transform
 from pipeline.data.voc import image_size
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir
 from pipeline.models.backbones import build_backbone
 from pipeline.scribbles import read_scribble
 from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
@@ -37,6 +37,7 @@ from stages.common import (
     training_loader,
 )
 from stages.config import Params
+from stages.records import write_metrics
 from stages.training_log import TrainingLog
 from stages.train_seg import val_miou
 
@@ -128,13 +129,13 @@ def run(params: Params) -> dict:
                                    for k in tail[-1] if k not in ("seconds", "lr", "val_miou")},
                    "val_miou_single_scale": round(final_val, 6),
                    "seconds_per_step": round(float(np.mean([h["seconds"] for h in timed])), 4),
-                   "train_seconds": round(time.perf_counter() - start, 2)}
+                   "seconds": round(time.perf_counter() - start, 2)}
         torch.save({"head": cfg.head, "class_names": class_names, "supervision": cfg.supervision,
                     "loss": cfg.loss, "embed_dim": model.embed.layers[-1].out_channels if model.embed else None,
                     "with_cam": model.cam_head is not None,
                     "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
                     "state_dict": model.cpu().state_dict()}, out / "model.pt")
-        write_json(out / "metrics.json", metrics)
+        write_metrics(out, metrics)
     clear_resume(resume)
     distributed.barrier()
     return metrics

@@ -38,6 +38,7 @@ def make_project(tmp_path: Path, overrides: dict) -> Path:
         node[last] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_dvc(project, "init", "--no-scm", "-q")
+    shutil.copytree(REPO / ".dvc" / "plots", project / ".dvc" / "plots")  # the custom plot templates
     return project
 
 

@@ -54,7 +54,7 @@ def test_dvc_repro_whole_pipeline(tmp_path):
             "eval_single"} <= _ran(first)
     out = project / "outputs"
 
-    cam_metrics = json.loads((out / "eval_cam" / "cam" / "metrics.json").read_text())
+    cam_metrics = json.loads((out / "eval_cam" / "cam" / "details.json").read_text())
     assert 0.0 <= cam_metrics["best_threshold"] <= 0.95
     assert cam_metrics["miou"] > cam_metrics["all_background_miou"]
     assert len(list((out / "cam" / "cam").glob("*.npz"))) == 64
@@ -65,13 +65,13 @@ def test_dvc_repro_whole_pipeline(tmp_path):
         metrics = json.loads((out / stage / "cam" / "metrics.json").read_text())
         assert 0.0 <= metrics["miou"] <= 1.0 and "per_class_iou" not in metrics  # per-class: per_class.csv
         assert (out / stage / "cam" / "per_class.csv").read_text().splitlines()[:2][1].startswith("background,")
-    seg = json.loads((out / "eval_seg" / "cam_pseudo" / "metrics.json").read_text())
+    seg = json.loads((out / "eval_seg" / "cam_pseudo" / "details.json").read_text())
     assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 8
     protocols = ("miou_single_scale", "miou_multi_scale", "miou_multi_scale_crf")
     assert seg["miou"] == max(seg[k] for k in protocols) and seg["protocol"]
     report = json.loads((out / "inspect" / "cam" / "data" / "index.json").read_text())
     assert len(report["rows"]) == 64 + 8 and report["splits"]["val"]["miou"]["pred"] == pytest.approx(seg["miou"])
-    single = json.loads((out / "eval_single" / "scribble_dfr" / "metrics.json").read_text())
+    single = json.loads((out / "eval_single" / "scribble_dfr" / "details.json").read_text())
     assert 0.0 <= single["miou"] <= 1.0 and single["num_images"] == 8
     pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
     assert pseudo.mode == "P" and pseudo.size == (128, 128)

@@ -22,9 +22,11 @@ def test_eval_cam_headline_metrics_per_class_file_and_sweep_end_warning(tmp_path
     metrics = eval_cam.run(params)
     assert "warning" not in capsys.readouterr().err
     out = Path(params.paths.outputs) / "eval_cam" / "cam"
-    stored = json.loads((out / "metrics.json").read_text())
-    assert "per_class_iou" not in stored and set(stored) <= {"method", "miou", "best_threshold",
-                                                             "all_background_miou", "num_images"}
+    assert json.loads((out / "metrics.json").read_text()) == {k: metrics[k] for k in ("miou", "best_threshold",
+                                                                                       "seconds")}
+    stored = json.loads((out / "details.json").read_text())
+    assert "per_class_iou" not in stored and set(stored) == {"method", "miou", "best_threshold",
+                                                             "all_background_miou", "num_images", "seconds"}
     with open(out / "per_class.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     classes = open_split(params, "train")[1]["classes"]
@@ -48,16 +50,18 @@ def test_eval_seg_names_its_headline_protocol_and_predictions_follow_it(tmp_path
     train_seg.run(params)
     metrics = eval_seg.run(params)
     out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
-    stored = json.loads((out / "metrics.json").read_text())
+    assert set(json.loads((out / "metrics.json").read_text())) == {"miou", "protocol", "seconds"}
+    stored = json.loads((out / "details.json").read_text())
     assert "per_class_iou" not in stored and (out / "per_class.csv").is_file()
-    figures = {"single scale": stored["miou_single_scale"], "multi-scale 1,0.5": stored["miou_multi_scale"],
-               "multi-scale 1,0.5 + CRF": stored["miou_multi_scale_crf"]}
+    figures = {"single_scale": stored["miou_single_scale"], "multi_scale": stored["miou_multi_scale"],
+               "multi_scale_crf": stored["miou_multi_scale_crf"]}
     if headline == "best":
         assert stored["miou"] == max(figures.values()) and figures[stored["protocol"]] == stored["miou"]
     elif headline == "single_scale":
-        assert stored["miou"] == figures["single scale"] and stored["protocol"] == "single scale"
+        assert stored["miou"] == figures["single_scale"] and stored["protocol_description"] == "single scale"
     else:
-        assert stored["protocol"] == "multi-scale 1,0.5 + CRF" and stored["miou"] == stored["miou_multi_scale_crf"]
+        assert stored["protocol_description"] == "multi-scale 1,0.5 + CRF"
+        assert stored["miou"] == stored["miou_multi_scale_crf"]
     val, index = open_split(params, "val")
     conf, _ = evaluate_mask_dir(val, out / "pred", len(index["classes"]), 1, "check")
     from pipeline.metrics import mean_iou

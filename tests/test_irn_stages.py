@@ -45,7 +45,7 @@ def test_irn_stages_write_labels_model_walk_and_pseudo_masks(irn_params):
     assert set(np.unique(labels)) <= {0, 255, *keys.tolist()}
 
     metrics = train_irn.run(params)
-    assert {"loss", "fg_pos", "bg_pos", "neg", "train_seconds"} <= set(metrics)
+    assert {"loss", "fg_pos", "bg_pos", "neg", "seconds"} <= set(metrics)
     assert (out / "train_irn" / "cam" / "model.pt").is_file()
 
     assert rw_irn.run(params) == 4

@@ -104,9 +104,10 @@ def test_stages_train_and_evaluate_with_eval_segs_code(tiny, supervision, loss):
     assert train_metrics["seconds_per_step"] > 0 and "pce" in train_metrics["final_terms"]
     metrics = eval_single.run(params)
     out = Path(params.paths.outputs) / "eval_single" / f"{supervision}_{loss}"
-    assert json.loads((out / "metrics.json").read_text())["loss"] == loss
+    assert json.loads((out / "details.json").read_text())["loss"] == loss
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 2
-    assert {p.name for p in out.iterdir()} == {"metrics.json", "per_class.csv", "confusion.json", "confusion.csv", "pred"}
+    assert {p.name for p in out.iterdir()} == {"metrics.json", "details.json", "per_class.csv", "confusion.json",
+                                             "confusion.csv", "pred"}
     if supervision == "scribble":  # overlays show the single-stage prediction as one more panel
         from PIL import Image
 

@@ -32,7 +32,7 @@ def test_upper_bound_switch_trains_on_ground_truth(tiny_params):
     assert train_metrics["labels"] == "gt"
     metrics = eval_seg.run(params)
     out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
-    assert json.loads((out / "metrics.json").read_text())["labels"] == "gt"
+    assert json.loads((out / "details.json").read_text())["labels"] == "gt"
     assert 0.0 <= metrics["miou"] <= 1.0 and metrics["num_images"] == 3
     assert len(list((out / "pred").glob("*.png"))) == 3
 
@@ -56,7 +56,7 @@ def test_compare_tabulates_every_evaluated_method(tiny_params, capsys):
         compare.run(params)
     write_json(out / "eval_cam" / "cam" / "metrics.json", {"miou": 0.40, "best_threshold": 0.3})
     write_json(out / "eval_cam" / "seam" / "metrics.json", {"miou": 0.45, "best_threshold": 0.25})
-    write_json(out / "train_cls" / "seam" / "metrics.json", {"train_seconds": 12.0})
+    write_json(out / "train_cls" / "seam" / "metrics.json", {"seconds": 12.0})
     rows = compare.run(params)
     assert [r["method"] for r in rows] == ["cam", "seam"]
     table = (out / "compare" / "methods.md").read_text()

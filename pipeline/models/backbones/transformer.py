@@ -33,6 +33,10 @@ from pipeline.models.backbones.resnet import (
 )
 
 
+# torchvision's ImageNet weights of each transformer backbone (``pretrained: imagenet``)
+IMAGENET_WEIGHTS = {"swin_t": Swin_T_Weights.IMAGENET1K_V1, "vit_b_16": ViT_B_16_Weights.IMAGENET1K_V1}
+
+
 def _load_weights(net: nn.Module, name: str, url: str, pretrained: str | Path | None) -> None:
     if pretrained == "imagenet":
         load_state_dict_strict(net, download_state_dict(name, url), url)
@@ -57,7 +61,7 @@ class SwinTBackbone(_ImageNetNormalized):
         if output_stride not in (16, 32):
             raise ConfigError(f"backbone.output_stride: swin_t supports 16 or 32, got {output_stride}")
         net = swin_t(weights=None)
-        _load_weights(net, "swin_t", Swin_T_Weights.IMAGENET1K_V1.url, pretrained)
+        _load_weights(net, "swin_t", IMAGENET_WEIGHTS["swin_t"].url, pretrained)
         self.stages = nn.ModuleList([net.features[0:2], net.features[2:4], net.features[4:6], net.features[6:8]])
         self.stage_channels = (96, 192, 384, 768)
         self.stage_strides = (4, 8, 16, output_stride)
@@ -86,7 +90,7 @@ class ViTB16Backbone(_ImageNetNormalized):
         if output_stride != 16:
             raise ConfigError(f"backbone.output_stride: vit_b_16 supports 16, got {output_stride}")
         net = vit_b_16(weights=None)
-        _load_weights(net, "vit_b_16", ViT_B_16_Weights.IMAGENET1K_V1.url, pretrained)
+        _load_weights(net, "vit_b_16", IMAGENET_WEIGHTS["vit_b_16"].url, pretrained)
         self.patch_size = net.patch_size
         self.conv_proj, self.class_token = net.conv_proj, net.class_token
         self.pos_embedding, self.dropout = net.encoder.pos_embedding, net.encoder.dropout

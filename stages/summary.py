@@ -1,0 +1,64 @@
+"""``wsss-pipe summary``: one table of the run from the records the stages wrote
+(``outputs/<stage>/<tag>/details.json``; rows and lineage: :mod:`pipeline.report.summary`).
+
+A rich table on a terminal, or (``as_json``) the summary as JSON on stdout for scripts. Reads only; a
+record that is not valid JSON or lacks its mIoU is a one-line error naming the file.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pipeline.errors import DataError
+from pipeline.io import read_json
+from pipeline.report.summary import ROWS, build_summary, summary_table
+from stages.common import stage_dir
+from stages.config import Params
+
+
+def _tag(params: Params, kind: str) -> str:
+    return {"method": params.method, "seg": f"{params.method}_pseudo", "seg_gt": f"{params.method}_gt",
+            "single": f"{params.single.supervision}_{params.single.loss}",
+            "single_full": f"full_{params.single.loss}"}[kind]
+
+
+def _record(path: Path, required: tuple[str, ...]) -> dict | None:
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if not isinstance(record, dict):
+        raise DataError(f"{path}: not a JSON object; rerun the stage that wrote it")
+    for key in required:
+        value = record.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+            raise DataError(f"{path}: {key!r} missing or not a number; rerun the stage that wrote it")
+    return record
+
+
+def collect(params: Params) -> dict:
+    records, timings = {}, {}
+    for row in ROWS:
+        tag = _tag(params, row.tag)
+        required = ("miou", "best_threshold") if row.evaluation == "eval_cam" else ("miou",)
+        records[row.key] = _record(stage_dir(params, row.evaluation, tag) / "details.json", required)
+        if records[row.key] is None:
+            continue
+        timings[row.key] = {}
+        for stage in row.timed:
+            record = _record(stage_dir(params, stage, tag) / "details.json", ())
+            if record is not None and isinstance(record.get("seconds"), (int, float)):
+                timings[row.key][stage] = record["seconds"]
+    summary = build_summary(records, timings, params.crf.source, params.single.supervision)
+    return {"method": params.method, "outputs": str(params.paths.outputs)} | summary
+
+
+def run(params: Params, as_json: bool = False) -> dict:
+    summary = collect(params)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(summary_table(summary, f"wsss-pipe run: {summary['outputs']} (method {params.method})"))
+    return summary
