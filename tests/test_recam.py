@@ -190,8 +190,9 @@ def test_stage_fine_tunes_and_cam_reads_the_reactivated_classifier(tiny, tmp_pat
     result = CliRunner().invoke(app, ["recam", "-p", str(REPO / "params.yaml"),
                                       *sum((["--set", f"{k}={v}"] for k, v in _overrides(enabled).items()), [])])
     assert result.exit_code == 0, result.output
-    metrics = json.loads((out / "recam" / "cam" / "metrics.json").read_text())
-    assert metrics["enabled"] is True and {"loss", "cls", "recam", "acc"} <= set(metrics)
+    metrics = json.loads((out / "recam" / "cam" / "details.json").read_text())
+    assert metrics["enabled"] is True and {"loss", "cls", "recam", "acc", "seconds"} <= set(metrics)
+    assert set(json.loads((out / "recam" / "cam" / "metrics.json").read_text())) == {"loss", "seconds"}
     assert (out / "recam" / "cam" / "history.csv").read_text().splitlines()[0] == "epoch,loss,cls,recam,acc"
 
     method, checkpoint = load_method(out / "recam" / "cam" / "model.pt", torch.device("cpu"))
