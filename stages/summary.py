@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pipeline.errors import DataError
 from pipeline.io import read_json
+from pipeline.report.cooccurrence import cooccurrence_table
 from pipeline.report.summary import ROWS, build_summary, summary_table
-from stages.common import stage_dir
+from stages.common import index_path, load_index, stage_dir
 from stages.config import Params
 
 
@@ -50,7 +51,19 @@ def collect(params: Params) -> dict:
             if record is not None and isinstance(record.get("seconds"), (int, float)):
                 timings[row.key][stage] = record["seconds"]
     summary = build_summary(records, timings, params.crf.source, params.single.supervision)
-    return {"method": params.method, "outputs": str(params.paths.outputs)} | summary
+    return {"method": params.method, "outputs": str(params.paths.outputs)} | summary | {
+        "never_alone": _never_alone(params)}
+
+
+def _never_alone(params: Params) -> list[dict]:
+    """The train split's classes that never appear alone (their CAMs may spread to what they appear
+    with), with the CAM's IoU of each where eval_cam ran; empty before the data stage."""
+    if not index_path(params).is_file():
+        return []
+    index = load_index(params)
+    rows = cooccurrence_table(index["splits"][params.data.train_split]["labels"], index["classes"],
+                              stage_dir(params, "eval_cam", params.method) / "per_class.csv")
+    return [row for row in rows if row["never_alone"]]
 
 
 def run(params: Params, as_json: bool = False) -> dict:
@@ -60,5 +73,10 @@ def run(params: Params, as_json: bool = False) -> dict:
     else:
         from rich.console import Console
 
-        Console().print(summary_table(summary, f"wsss-pipe run: {summary['outputs']} (method {params.method})"))
+        console = Console()
+        console.print(summary_table(summary, f"wsss-pipe run: {summary['outputs']} (method {params.method})"))
+        for row in summary["never_alone"]:
+            iou = "" if row["iou"] is None else f", CAM IoU {100 * row['iou']:.1f}"
+            console.print(f"[yellow]{row['class']}[/yellow] never appears alone in {params.data.train_split} "
+                          f"({row['with_partner']} of {row['images']} images with {row['partner']}{iou})")
     return summary

@@ -45,7 +45,8 @@ def test_json_rows_gains_ratio_and_absent_stages(run_tree):
     result = _summary(run_tree, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert set(summary) == {"method", "outputs", "rows", "ratios"} and summary["method"] == "cam"
+    assert set(summary) == {"method", "outputs", "rows", "ratios", "never_alone"} and summary["method"] == "cam"
+    assert summary["never_alone"] == []  # no data stage in this tree
     rows = {row["key"]: row for row in summary["rows"]}
     assert [row["key"] for row in summary["rows"]][:6] == ["background", "cam", "rw", "rw_irn", "pseudo", "pred"]
     for row in summary["rows"]:
@@ -93,3 +94,21 @@ def test_corrupt_record_is_one_line_error_naming_it(run_tree, content, message):
     result = _summary(run_tree, "--json")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and str(bad) in result.stderr and message in result.stderr
+
+
+def test_classes_that_never_appear_alone_are_named_with_their_cam_iou(run_tree, tmp_path):
+    """Issue 22's co-occurrence diagnostic in the summary: face always with body (MSRC's failure case)."""
+    root = tmp_path / "data_root"
+    root.mkdir()
+    labels = {"a": [1, 2], "b": [1, 2], "c": [2], "d": [3]}  # face (1) only ever with body (2)
+    (run_tree / "data").mkdir()
+    (run_tree / "data" / "index.json").write_text(json.dumps(
+        {"root": str(root), "classes": ["background", "face", "body", "boat"],
+         "splits": {"train": {"ids": list(labels), "labels": labels}}}))
+    (run_tree / "eval_cam" / "cam" / "per_class.csv").write_text("class,iou\nface,0.17\nbody,0.3\nboat,0.24\n")
+    args = ("--set", f"data.root={root}", "--set", "data.train_split=train")
+    summary = json.loads(_summary(run_tree, "--json", *args).stdout)
+    assert [(r["class"], r["partner"], r["with_partner"], r["iou"]) for r in summary["never_alone"]] == [
+        ("face", "body", 2, 0.17)]
+    text = _summary(run_tree, *args).stdout
+    assert "face never appears alone in train (2 of 2 images with body, CAM IoU 17.0)" in " ".join(text.split())
