@@ -21,6 +21,7 @@ from pipeline.io import atomic_dir, load_cam
 from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
 from stages.common import num_workers, open_split, parallel_map, require, stage_dir, write_eval
 from stages.config import Params
+from stages.protocol import cam_protocol, split_fields
 
 
 def _sweep_chunk(job: tuple) -> np.ndarray:
@@ -38,7 +39,7 @@ def _sweep_chunk(job: tuple) -> np.ndarray:
 
 def run(params: Params) -> dict:
     cfg = params.eval_cam
-    split = params.data.train_split
+    split = params.data.measured_split()
     dataset, index = open_split(params, split)
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` for this method first")
     class_names = index["classes"]
@@ -74,7 +75,8 @@ def run(params: Params) -> dict:
         "best_threshold": float(thresholds[best]),
         "all_background_miou": round(mean_iou(background_only), 6),
         "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 6)) for name, v in zip(class_names, iou)},
-        "num_images": len(dataset.ids),
+        **split_fields(split, len(dataset.ids)),
+        "protocol": cam_protocol(params),
     }
     with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:
         write_eval(out, metrics)

@@ -92,3 +92,19 @@ def describe(recipe: str | Path, params_path: str | Path = "params.yaml") -> str
     overlay = {k: v for k, v in read_tree(recipe).items() if k != "recipe"}
     lines += [f"  {key} = {value!r}" for key, value in leaves(overlay)]
     return "\n".join(lines)
+
+
+def pipeline_stages(params, single: bool = False) -> list[str]:
+    """The stages, in DAG order, that a recipe's pipeline runs (dvc.yaml's branch for its settings):
+    the single-stage branch (``single``), or CAM -> [walk] -> CRF -> DeepLab with the walk ``crf.source``
+    names."""
+    if single:
+        return ["data", "scribbles", "train_single", "eval_single"]
+    walk = {"cam": [], "rw": ["aff_labels", "train_aff", "rw", "eval_rw"],
+            "rw_irn": ["ir_labels", "train_irn", "rw_irn", "eval_rw_irn"]}[params.crf.source]
+    return ["data", "train_cls", "cam", "eval_cam", *walk, "crf", "eval_pseudo", "train_seg", "eval_seg"]
+
+
+def is_single_stage(recipe: str | Path) -> bool:
+    """True when the recipe configures the single-stage branch (a ``single:`` section)."""
+    return "single" in read_tree(recipe)

@@ -24,7 +24,9 @@ def test_eval_cam_headline_metrics_per_class_file_and_sweep_end_warning(tmp_path
     out = Path(params.paths.outputs) / "eval_cam" / "cam"
     stored = json.loads((out / "metrics.json").read_text())
     assert "per_class_iou" not in stored and set(stored) <= {"method", "miou", "best_threshold",
-                                                             "all_background_miou", "num_images"}
+                                                             "all_background_miou", "num_images", "split",
+                                                             "protocol"}
+    assert stored["split"] == "train" and stored["protocol"].startswith("cam CAM, multi-scale")
     with open(out / "per_class.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     classes = open_split(params, "train")[1]["classes"]
