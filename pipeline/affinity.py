@@ -72,7 +72,15 @@ def pair_indices(h: int, w: int, radius: int, device: torch.device | str | None 
     _check_radius(radius)
     if h < 1 or w < 1:
         raise DataError(f"pair_indices: grid must be at least 1 x 1, got {h} x {w}")
-    src, dst = _pairs(int(h), int(w), radius)
+    if device is None or torch.device(device).type == "cpu":
+        return _pairs(int(h), int(w), radius)
+    return _pairs_on(int(h), int(w), radius, str(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _pairs_on(h: int, w: int, radius: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pairs` copied to ``device`` once per (grid, device), not once per training step."""
+    src, dst = _pairs(h, w, radius)
     return src.to(device), dst.to(device)
 
 
