@@ -40,7 +40,7 @@ PY
 )
 # on the machine already (KINDS.md, "Python packages already there")
 present=" $(echo attrs certifi charset_normalizer colorama fsspec idna nvidia_ml_py packaging pathspec psutil \
-    requests tabulate tqdm typing_extensions urllib3 platformdirs numpy torch pillow pyyaml) "
+    requests tabulate tqdm typing_extensions urllib3 numpy torch pillow pyyaml) "
 rm -rf wheels && mkdir -p wheels
 for wheel in "$build"/all/*.whl; do
   name=$(basename "$wheel" | cut -d- -f1 | tr 'A-Z.-' 'a-z__')
