@@ -21,8 +21,8 @@
 # training 87 s per step of 16 at crop 448 / stride 8 on one CPU thread, assumed 300x faster on the GPU;
 # the cam read-out's 3.4 images/s at stride 16; the CRF's 25.7 s per 351 images on one core, 16 cores there;
 # SEAM 2.5x and CPN 3x a CAM step). Expected: install 20 s + cuda tests 40 s + imports 30 s + training
-# (cam 19, ppl 28, seam 47, cpn 57 s) + read-outs 4 x 18 s + walks ~60 s + CRF 2 s + DeepLab 2 x 36 s +
-# eval_seg 2 x 9 s: about 7 minutes. A stage starts only while under GPU_CHECK_BUDGET (400 s of the Python
+# (cam 18, ppl 27, seam 45, cpn 54 s) + read-outs 4 x 18 s + eval_cam 4 x 2 s + both walks 40 s + CRF and
+# its eval 3 s + DeepLab 2 x 36 s + eval_seg 2 x 9 s: 446 s, 7.4 minutes. A stage starts only while under GPU_CHECK_BUDGET (400 s of the Python
 # part): where the GPU is slower than assumed the rest is recorded as skipped and the run still ends in time.
 #
 # GPU_CHECK_DRY=1: the same stage list on the CPU with the tiny backbone and 6 + 3 generated images
