@@ -89,6 +89,7 @@ def describe(recipe: str | Path, params_path: str | Path = "params.yaml") -> str
     if info.gpu_time:
         lines.append(f"  expected GPU time: {info.gpu_time}")
     lines += [f"  departure: {text}" for text in info.departures]
+    lines.append(f"  stages: {' '.join(pipeline_stages(params, single=is_single_stage(recipe)))}")
     overlay = {k: v for k, v in read_tree(recipe).items() if k != "recipe"}
     lines += [f"  {key} = {value!r}" for key, value in leaves(overlay)]
     return "\n".join(lines)
