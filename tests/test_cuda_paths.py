@@ -17,6 +17,11 @@ from pipeline.segmentation import predict, train_segmentation
 from pipeline.train import train_method
 
 
+def _tol(device) -> float:
+    """CUDA convolutions may run in TF32 (10-bit mantissa): agreement to 1e-2 of [0, 1] maps; CPU exact."""
+    return 1e-2 if device.type == "cuda" else 1e-5
+
+
 def _method(seed=0):
     torch.manual_seed(seed)
     return build_method("cam", build_backbone("tiny", 8), num_classes=3)
@@ -59,12 +64,12 @@ def test_cam_readout_and_prediction_match_the_cpu(device):
     cams = multiscale_cam(method.to(device), image.to(device), [0, 2], scales=(1.0, 0.5), flip=True)
     assert cams.device.type == device.type and cams.shape == (2, 40, 40)
     reference = multiscale_cam(method.cpu(), image, [0, 2], scales=(1.0, 0.5), flip=True)
-    assert torch.allclose(cams.cpu(), reference, atol=1e-3)
+    assert torch.allclose(cams.cpu(), reference, atol=_tol(device))
     torch.manual_seed(0)
     model = build_deeplab(build_backbone("tiny", 8), 3, head="v2").eval()
     probs = predict(model.to(device), image, scales=(1.0, 0.75), flip=True)
     assert isinstance(probs, np.ndarray) and probs.shape == (3, 40, 40)
-    assert np.allclose(probs, predict(model.cpu(), image, scales=(1.0, 0.75), flip=True), atol=1e-3)
+    assert np.allclose(probs, predict(model.cpu(), image, scales=(1.0, 0.75), flip=True), atol=_tol(device))
 
 
 def test_random_walks_run_where_their_inputs_live(device):
@@ -74,11 +79,12 @@ def test_random_walks_run_where_their_inputs_live(device):
     features = torch.from_numpy(rng.random((16, 4, 5)).astype(np.float32))
     label_map, scores = propagate_cam(cams, keys, features.to(device), beta=8.0, logt=4, radius=3)
     cpu_map, cpu_scores = propagate_cam(cams, keys, features, beta=8.0, logt=4, radius=3)
-    assert label_map.shape == (32, 40) and np.allclose(scores, cpu_scores, atol=1e-4)
+    assert label_map.shape == (32, 40) and np.allclose(scores, cpu_scores, atol=_tol(device) / 10)
     boundary = torch.from_numpy(rng.random((8, 10)).astype(np.float32))
     label_map, scores = propagate_boundary(cams, keys, boundary.to(device), exp_times=3, radius=3)
     assert set(np.unique(label_map)) <= {0, 1, 3}
-    assert np.allclose(scores, propagate_boundary(cams, keys, boundary, exp_times=3, radius=3)[1], atol=1e-4)
+    assert np.allclose(scores, propagate_boundary(cams, keys, boundary, exp_times=3, radius=3)[1],
+                       atol=_tol(device) / 10)
 
 
 def test_pair_indices_are_copied_to_the_device_once(device):
