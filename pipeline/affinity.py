@@ -104,7 +104,15 @@ def pair_indices(h: int, w: int, radius: int, device: torch.device | str | None 
     if h < 1 or w < 1:
         raise DataError(f"pair_indices: grid must be at least 1 x 1, got {h} x {w}")
     source_windows(1, 1, radius, pair_set)  # validates pair_set
-    src, dst = _pairs(int(h), int(w), radius, pair_set)
+    if device is None or torch.device(device).type == "cpu":
+        return _pairs(int(h), int(w), radius, pair_set)
+    return _pairs_on(int(h), int(w), radius, pair_set, str(device))
+
+
+@functools.lru_cache(maxsize=32)
+def _pairs_on(h: int, w: int, radius: int, pair_set: str, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pairs` copied to ``device`` once per (grid, pair set, device), not once per training step."""
+    src, dst = _pairs(h, w, radius, pair_set)
     return src.to(device), dst.to(device)
 
 

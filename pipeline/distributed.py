@@ -87,6 +87,14 @@ def broadcast_object(obj):
     return holder[0]
 
 
+def collective_device() -> torch.device:
+    """Where tensors of a collective must live: this rank's GPU on NCCL (which takes no CPU tensors), the
+    CPU on gloo."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def mean_share(count: torch.Tensor) -> torch.Tensor:
     """``world * count / (count summed over the ranks)``: the factor that turns this rank's mean over its
     ``count`` elements into its share of the mean over all the ranks' elements, once DistributedDataParallel
@@ -103,7 +111,7 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     if not active() or not values:
         return values
     names = sorted(values)
-    totals = torch.tensor([values[name] for name in names], dtype=torch.float64)
+    totals = torch.tensor([values[name] for name in names], dtype=torch.float64, device=collective_device())
     dist.all_reduce(totals)
     return {name: total / world_size() for name, total in zip(names, totals.tolist())}
 

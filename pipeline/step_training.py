@@ -14,6 +14,11 @@ What the two share with the epoch-based classifier trainer (:func:`pipeline.trai
   elements that varies between ranks (labelled pixels) weights it by
   :func:`pipeline.distributed.mean_share` to get the single-process gradient (DeepLab's does).
 
+On CUDA the loss terms stay on the device and reach the host every HOST_SYNC_STEPS steps (a sync per step
+would stall the GPU's queue); ``log_fn`` then sees those steps in order, before any validation or resume
+checkpoint (the interval divides ``resume_every`` and ``log_fn.val_every``). On CPU every step is logged
+as it ends.
+
 The loader is iterated epoch after epoch for as many batches as ``max_steps`` needs; step ``s`` is batch
 ``s % len(loader)`` of epoch ``s // len(loader)``, so a resumed run skips to its batch without loading the
 ones before it.
@@ -32,7 +37,7 @@ from torch import nn
 
 from pipeline import distributed
 from pipeline.errors import ConfigError, DataError
-from pipeline.train import load_resume, rng_state, save_resume, set_rng_state
+from pipeline.train import load_resume, rng_state, save_resume, set_rng_state, tune_cudnn
 
 StepFn = Callable[..., dict]
 
@@ -99,6 +104,7 @@ def train_steps(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: 
     device = torch.device(device)
     use_amp = amp and device.type == "cuda"
     world = distributed.world_size()
+    tune_cudnn(device)
     if world > 1 and device.type == "cuda":
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device).train()
@@ -127,12 +133,13 @@ def train_steps(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: 
             for step, values in enumerate(history):
                 log_fn(step, values)
     batches = batches_from(loader, len(history))
+    sync_every = _sync_every(device, resume_every, getattr(log_fn, "val_every", None))
+    pending: list[tuple[int, dict, float, float]] = []  # steps whose terms are still on the device
+    window = time.perf_counter()
     for step in range(len(history), max_steps):
         for group, lr0 in zip(optimizer.param_groups, initial):
             group["lr"] = poly_lr(lr0, step, max_steps)
         batch = [tensor.to(device, non_blocking=True) for tensor in next(batches)]
-        if timed and device.type == "cuda":
-            torch.cuda.synchronize(device)
         start = time.perf_counter()
         with torch.autocast(device.type, enabled=use_amp):
             terms = step_module(*batch, step=step)
@@ -140,22 +147,42 @@ def train_steps(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: 
         scaler.scale(terms["loss"]).backward()
         scaler.step(optimizer)
         scaler.update()
-        if timed and device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        values = distributed.mean_over_ranks(
-            {name: float(value.detach() if torch.is_tensor(value) else value) for name, value in terms.items()})
-        if not math.isfinite(values["loss"]):
-            raise ConfigError(f"{lr_param}: the loss became {values['loss']} at step {step}; lower the lr")
-        values["lr"] = optimizer.param_groups[0]["lr"]
-        if timed:
-            values["seconds"] = seconds
-        history.append(values)
-        if log_fn is not None:
-            log_fn(step, values)
+        detached = {name: (value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value)))
+                    for name, value in terms.items()}
+        pending.append((step, detached, optimizer.param_groups[0]["lr"], time.perf_counter() - start))
+        if (step + 1) % sync_every and step + 1 < max_steps:
+            continue  # no host sync yet (CUDA): the terms stay on the device until the next flush
+        now = time.perf_counter()
+        rows = torch.stack([torch.stack([t.to(device) for t in d.values()]) for _, d, _, _ in pending]).tolist()
+        for (step_i, detached, lr_i, own_seconds), row in zip(pending, rows):
+            values = distributed.mean_over_ranks(dict(zip(detached, row)))
+            if not math.isfinite(values["loss"]):
+                raise ConfigError(f"{lr_param}: the loss became {values['loss']} at step {step_i}; lower the lr")
+            values["lr"] = lr_i
+            if timed:  # CPU: the step's own time; CUDA (asynchronous): the window's mean step time
+                values["seconds"] = own_seconds if sync_every == 1 else (now - window) / len(pending)
+            history.append(values)
+            if log_fn is not None:
+                log_fn(step_i, values)
+        pending, window = [], now
         if resume_path is not None and resume_every > 0 and (step + 1) % resume_every == 0 and step + 1 < max_steps:
             _checkpoint(resume_path, resume_key, model, optimizer, scaler, history)
     return history
+
+
+HOST_SYNC_STEPS = 25  # on CUDA the loss terms reach the host every this many steps (a sync per step stalls)
+
+
+def _sync_every(device: torch.device, resume_every: int, val_every: int | None) -> int:
+    """Steps between host syncs: 1 on CPU (nothing to wait for); on CUDA HOST_SYNC_STEPS, shortened to
+    divide the resume and validation intervals so that checkpoints and validation see every step logged."""
+    if device.type != "cuda":
+        return 1
+    every = HOST_SYNC_STEPS
+    for interval in (resume_every, val_every):
+        if interval:
+            every = math.gcd(every, int(interval))
+    return every
 
 
 def _checkpoint(path: Path, key: str, model: nn.Module, optimizer, scaler, history: list) -> None:

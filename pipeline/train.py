@@ -54,6 +54,14 @@ def resolve_device(name: str) -> torch.device:
     return distributed.setup(torch.device(name))
 
 
+def tune_cudnn(device: torch.device) -> None:
+    """Training on CUDA: let cuDNN pick the fastest convolution algorithms for the fixed crop size
+    (``cudnn.benchmark``). Inference stages leave it off: their image sizes vary, and each new size would
+    be tuned again."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -143,6 +151,7 @@ def train_method(
     caller deletes it once the outputs are published. Under torchrun the step runs through
     DistributedDataParallel and only rank 0 writes the resume file."""
     world = distributed.world_size()
+    tune_cudnn(device)
     if world > 1 and device.type == "cuda":
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device).train()
@@ -160,6 +169,7 @@ def train_method(
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    sync_every = 1 if device.type != "cuda" else math.gcd(HOST_SYNC_STEPS, resume_every or HOST_SYNC_STEPS)
     steps_per_epoch = len(loader)  # type: ignore[arg-type]
     total_steps = max(1, epochs * steps_per_epoch)
     history: list[dict[str, float]] = []
@@ -202,23 +212,37 @@ def train_method(
             with torch.autocast(device.type, enabled=use_amp):
                 terms = step_module(images, labels)
             loss = terms["loss"]
-            if not math.isfinite(loss.item()):
+            if sync_every == 1 and not math.isfinite(loss.item()):
                 raise FloatingPointError(f"training loss became {float(loss)} at step {step}; lower the lr")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach() if torch.is_tensor(value) else value)
+            for name, value in terms.items():  # on CUDA summed as device tensors, without a host sync
+                value = value.detach().float() if torch.is_tensor(value) else float(value)
+                sums[name] = sums.get(name, 0.0) + (value if sync_every > 1 else float(value))
             count += 1
             step += 1
+            if sync_every > 1 and step % sync_every == 0:
+                sums = _host_sums(sums, step)
             if on_step is not None:
                 on_step(step, total_steps)
             if resume_path is not None and resume_every > 0 and step % resume_every == 0 and step < total_steps:
                 _checkpoint(resume_path, resume_key, method, optimizer, scaler, epoch, step, history, sums, count)
-        history.append(_mean_terms(sums, count) | {"epoch": epoch})
+        history.append(_mean_terms(_host_sums(sums, step) if sync_every > 1 else sums, count) | {"epoch": epoch})
     method.eval()
     return history
+
+
+HOST_SYNC_STEPS = 25  # on CUDA the loss sums reach the host (and are checked) every this many steps
+
+
+def _host_sums(sums: dict, step: int) -> dict[str, float]:
+    """The running sums as floats (one host sync), failing when the loss has stopped being finite."""
+    floats = {name: float(value) for name, value in sums.items()}
+    if not math.isfinite(floats.get("loss", 0.0)):
+        raise FloatingPointError(f"training loss became {floats['loss']} by step {step}; lower the lr")
+    return floats
 
 
 def _mean_terms(sums: dict[str, float], count: int) -> dict[str, float]:

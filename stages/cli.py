@@ -33,6 +33,8 @@ SetOption = typer.Option(None, "--set", "-s", help="Override a parameter: sectio
 
 
 MethodOption = typer.Option(None, "--method", "-m", help="CAM method: cam, seam, ppl or cpn (overrides `method`).")
+RecipeOption = typer.Option(None, "--recipe", "-r",
+                            help="A recipe overlay (recipes/voc/seam.yaml) merged over the params file (repeatable).")
 
 
 class Terminated(KeyboardInterrupt):
@@ -89,7 +91,7 @@ def _all_local_gpus(module: str, device: str) -> None:
 
 
 def _run(module: str, params_path: str, overrides: Optional[List[str]], method: Optional[str] = None,
-         entry: str = "run", kwargs: Optional[dict] = None) -> None:
+         entry: str = "run", kwargs: Optional[dict] = None, recipes: Optional[List[str]] = None) -> None:
     from stages.config import load_params
 
     _torchrun(module)
@@ -98,7 +100,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
         overrides.append(f"method={method}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        params = load_params(params_path, overrides)
+        params = load_params(params_path, overrides, recipes or ())
         _all_local_gpus(module, params.device)
         result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except WsssError as exc:
@@ -119,11 +121,12 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
 def _stage(name: str, module: str, summary: str, with_method: bool = False) -> Callable:
     if with_method:
         def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
-                    method: Optional[str] = MethodOption) -> None:
-            _run(module, params, set_, method)
+                    method: Optional[str] = MethodOption, recipe: Optional[List[str]] = RecipeOption) -> None:
+            _run(module, params, set_, method, recipes=recipe)
     else:
-        def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption) -> None:
-            _run(module, params, set_)
+        def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                    recipe: Optional[List[str]] = RecipeOption) -> None:
+            _run(module, params, set_, recipes=recipe)
     command.__doc__ = summary
     return app.command(name)(command)
 
@@ -163,10 +166,41 @@ _stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far
 def inspect_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
                     method: Optional[str] = MethodOption,
                     image_id: Optional[str] = typer.Option(None, "--id", help="Write one image's PNG panel instead."),
-                    out: Optional[str] = typer.Option(None, "--out", "-o", help="Where --id writes its PNG.")) -> None:
+                    out: Optional[str] = typer.Option(None, "--out", "-o", help="Where --id writes its PNG."),
+                    recipe: Optional[List[str]] = RecipeOption) -> None:
     """HTML report of every intermediate artifact, image by image (outputs/inspect/<method>/index.html)."""
     _run("inspect", params, set_, method, entry="run" if image_id is None else "panel",
-         kwargs={} if image_id is None else {"image_id": image_id, "path": out})
+         kwargs={} if image_id is None else {"image_id": image_id, "path": out}, recipes=recipe)
+
+
+@app.command("recipe")
+def recipe_command(recipe: str = typer.Argument(..., help="Recipe overlay, e.g. recipes/voc/seam.yaml."),
+                   params: str = ParamsOption,
+                   dvc: bool = typer.Option(False, "--dvc", help="Print the `dvc exp run -S ...` command instead.")) -> None:
+    """Validate a published pipeline's recipe over the params file and say what it reproduces."""
+    from stages.recipes import describe, dvc_command
+
+    try:
+        typer.echo(dvc_command(recipe, params) if dvc else describe(recipe, params))
+    except WsssError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("coco")
+def coco_command(coco_root: str = typer.Argument(..., help="COCO 2014 root: train2014/, val2014/, annotations/."),
+                 out: str = typer.Argument(..., help="VOC-layout root to write (JPEGImages/ links, masks, splits)."),
+                 limit: Optional[int] = typer.Option(None, help="Only the first N images of each split (a trial run)."),
+                 workers: int = typer.Option(0, help="Processes writing masks; 0 = all cores.")) -> None:
+    """Convert COCO 2014 instance annotations into the VOC layout (80 classes, WSSS splits train2014 / val2014)."""
+    from pipeline.data.coco import convert_coco
+
+    try:
+        counts = convert_coco(coco_root, out, limit=limit, workers=workers or None)
+    except WsssError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(", ".join(f"{split}: {n} images" for split, n in counts.items()))
 
 
 @app.command("summary")

@@ -46,6 +46,12 @@ class DataParams(Section):
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
+    eval_split: str | None = None  # where eval_cam / eval_rw / eval_rw_irn / eval_pseudo measure (null: train_split)
+
+    def measured_split(self) -> str:
+        """The split the train-side figures are measured on: ``eval_split``, else ``train_split`` (VOC:
+        CAMs made on train_aug, measured on train, the papers' comparison)."""
+        return self.eval_split or self.train_split
 
 
 class BackboneParams(Section):
@@ -417,7 +423,18 @@ class RwIrnParams(Section):
     _threshold_range = field_validator("bg_threshold")(RwParams._threshold_range.__func__)
 
 
+class RecipeInfo(Section):
+    """A recipe's metadata (recipes/*/*.yaml): what it reproduces, where from, under which protocol."""
+
+    name: str
+    paper: str
+    reproduces: dict[str, Any] = Field(default_factory=dict)  # figure -> {value, split, protocol, source}
+    gpu_time: str = ""
+    departures: list[str] = Field(default_factory=list)
+
+
 class Params(Section):
+    recipe: RecipeInfo | None = None
     seed: int = Field(0, ge=0)
     device: str = "auto"
     workers: int = Field(0, ge=0, description="processes for per-image stages; 0 = all cores")
@@ -543,8 +560,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Read and validate ``path`` with ``section.key=value`` overrides applied on top."""
+def read_tree(path: str | Path) -> dict:
+    """The mapping in YAML file ``path`` (a params file or a recipe overlay)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found")
@@ -554,6 +571,28 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return tree
+
+
+def merge_tree(base: dict, overlay: dict) -> dict:
+    """``overlay`` merged into a copy of ``base``: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_tree(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = (),
+                recipes: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read and validate ``path`` with the ``recipes`` overlays (recipes/*/*.yaml) merged over it, in
+    order, then the ``section.key=value`` overrides on top."""
+    tree = read_tree(path)
+    for recipe in recipes:
+        tree = merge_tree(tree, read_tree(recipe))
+    path = " + ".join(str(p) for p in (path, *recipes))  # error messages name every file merged
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)

@@ -20,7 +20,8 @@ from stages.config import Params
 
 def run(params: Params) -> dict:
     workers = num_workers(params)
-    splits = list(dict.fromkeys([params.data.train_split, params.data.val_split, params.train_seg.split]))
+    splits = list(dict.fromkeys([params.data.train_split, params.data.val_split, params.train_seg.split,
+                                 params.data.eval_split]))
     splits = [split for split in splits if split]
     index: dict = {"root": params.data.root, "classes": None, "splits": {}}
     for split in splits:

@@ -22,6 +22,7 @@ from pipeline.io import atomic_dir, load_cam
 from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
 from stages.common import num_workers, open_split, parallel_map, require, stage_dir, write_eval
 from stages.config import Params
+from stages.protocol import cam_protocol, split_fields
 
 
 def _sweep_chunk(job: tuple) -> np.ndarray:
@@ -40,7 +41,7 @@ def _sweep_chunk(job: tuple) -> np.ndarray:
 def run(params: Params) -> dict:
     start = time.perf_counter()
     cfg = params.eval_cam
-    split = params.data.train_split
+    split = params.data.measured_split()
     dataset, index = open_split(params, split)
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` for this method first")
     class_names = index["classes"]
@@ -76,7 +77,8 @@ def run(params: Params) -> dict:
         "best_threshold": float(thresholds[best]),
         "all_background_miou": round(mean_iou(background_only), 6),
         "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 6)) for name, v in zip(class_names, iou)},
-        "num_images": len(dataset.ids),
+        **split_fields(split, len(dataset.ids)),
+        "protocol": cam_protocol(params),
         "seconds": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:

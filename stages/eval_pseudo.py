@@ -21,16 +21,19 @@ from stages.common import (
     write_eval,
 )
 from stages.config import Params
+from stages.protocol import split_fields, walk_protocol
 
 
 def evaluate(params: Params, stage: str) -> dict:
     start = time.perf_counter()
     mask_dir = require(stage_dir(params, stage, params.method), f"run `wsss-pipe {stage.replace('_', '-')}` first")
-    dataset, index = open_split(params, params.data.train_split)
+    split = params.data.measured_split()
+    dataset, index = open_split(params, split)
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
                                       f"eval [{stage}/{params.method}]")
-    return {"method": params.method, **iou_report(conf, index["classes"]), "ignored_fraction": round(ignored, 6),
-            "num_images": len(dataset.ids), "seconds": round(time.perf_counter() - start, 2)}
+    return ({"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
+            | split_fields(split, len(dataset.ids)) | {"protocol": walk_protocol(params, stage),
+                                                       "seconds": round(time.perf_counter() - start, 2)})
 
 
 def run(params: Params) -> dict:

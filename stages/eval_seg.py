@@ -31,6 +31,7 @@ from pipeline.segmentation import image_to_tensor, predict
 from pipeline.train import resolve_device
 from stages.common import iou_report, open_split, shared_output, stage_dir, track, write_eval
 from stages.config import Params
+from stages.protocol import scales_text
 from stages.train_seg import load_model, seg_tag
 
 def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
@@ -51,7 +52,7 @@ def run(params: Params) -> dict:
     val, index = open_split(params, params.data.val_split)
     with shared_output(stage_dir(params, "eval_seg", tag)) as out:
         return evaluate_model(model, val, index["classes"], params.eval_seg, params.crf.crf_kwargs(), out,
-                              f"eval_seg [{tag}]", {"labels": params.train_seg.labels})
+                              f"eval_seg [{tag}]", {"labels": params.train_seg.labels, "split": params.data.val_split})
 
 
 def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, out, description: str,
@@ -86,7 +87,7 @@ def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, ou
     if headline == "best":  # ties go to the later (fuller) protocol
         headline = max(reversed(protocols), key=lambda k: reports[k]["miou"])
     report = reports[headline]
-    multi_name = f"multi-scale {','.join(f'{s:g}' for s in cfg.scales)}" + (" + flip" if cfg.flip else "")
+    multi_name = scales_text(cfg.scales, cfg.flip)
     names = {"single_scale": "single scale", "multi_scale": multi_name, "multi_scale_crf": multi_name + " + CRF"}
     metrics = {
         **(extra or {}),

@@ -21,4 +21,5 @@ def run(params: Params) -> dict:
     with shared_output(stage_dir(params, "eval_single", tag)) as out:
         return evaluate_model(model, val, index["classes"], params.eval_single, params.crf.crf_kwargs(), out,
                               f"eval_single [{tag}]",
-                              {"supervision": checkpoint["supervision"], "loss": checkpoint["loss"]})
+                              {"supervision": checkpoint["supervision"], "loss": checkpoint["loss"],
+                               "split": params.data.val_split})

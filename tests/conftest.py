@@ -68,3 +68,22 @@ def coloured_squares(batch: int = 4, size: int = 64, seed: int = 0):
             images[i, c, y : y + side, x : x + side] = 1.0
             labels[i, c] = 1.0
     return images, labels
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# tests that take ``device`` run on the CPU and, where a GPU is present, on CUDA (`pytest -m cuda` runs
+# only those: benchmarks/gpu_check.sh)
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not _cuda_available(), reason="no CUDA device: the CUDA run of this test needs a GPU")])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    import torch
+
+    return torch.device(request.param)

@@ -23,10 +23,12 @@ def test_eval_cam_headline_metrics_per_class_file_and_sweep_end_warning(tmp_path
     assert "warning" not in capsys.readouterr().err
     out = Path(params.paths.outputs) / "eval_cam" / "cam"
     assert json.loads((out / "metrics.json").read_text()) == {k: metrics[k] for k in ("miou", "best_threshold",
-                                                                                       "seconds")}
+                                                                                       "protocol", "seconds")}
     stored = json.loads((out / "details.json").read_text())
-    assert "per_class_iou" not in stored and set(stored) == {"method", "miou", "best_threshold",
-                                                             "all_background_miou", "num_images", "seconds"}
+    assert "per_class_iou" not in stored and set(stored) == {"method", "miou", "best_threshold", "protocol",
+                                                             "all_background_miou", "num_images", "split",
+                                                             "seconds"}
+    assert stored["split"] == "train" and stored["protocol"].startswith("cam CAM, multi-scale")
     with open(out / "per_class.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     classes = open_split(params, "train")[1]["classes"]

@@ -69,12 +69,13 @@ def stage_epochs(num_stages: int, num_epochs: int) -> list[range]:
 
 
 def pad_for_patches(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad (B, D, h, w) at the bottom/right to multiples of ``k``; also the validity mask (1, 1, H, W)."""
+    """Zero-pad (B, D, h, w) at the bottom/right to multiples of ``k``; also the validity mask (1, 1, H, W),
+    on the CPU: it depends on the shape alone, and its sums then need no sync with a GPU."""
     h, w = features.shape[-2:]
     if k < 1 or k > min(h, w):
         raise ConfigError(f"ppl.granularities: granularity {k} does not fit a {h}x{w} feature map")
     pad_h, pad_w = -h % k, -w % k
-    mask = features.new_ones(1, 1, h, w)
+    mask = torch.ones(1, 1, h, w)
     if pad_h or pad_w:
         features = F.pad(features, (0, pad_w, 0, pad_h))
         mask = F.pad(mask, (0, pad_w, 0, pad_h))
@@ -123,7 +124,7 @@ class PatchOutput:
         """Per-patch average over the valid cells: (B*k*k, D, 1, 1)."""
         x = self.features if features is None else features
         n = x.shape[0] // self.valid.shape[0]
-        valid = self.valid.repeat(n, 1, 1, 1).to(x.dtype)
+        valid = self.valid.repeat(n, 1, 1, 1).to(x.device, x.dtype)
         return (x * valid).sum(dim=(2, 3), keepdim=True) / valid.sum(dim=(2, 3), keepdim=True)
 
     def stitched(self, features: torch.Tensor) -> torch.Tensor:
@@ -249,7 +250,7 @@ class PPL(CamMethod):
         loss = sum(terms.values())
         logged = {name: value.detach() for name, value in terms.items()}
         if not self.fusion:
-            logged["granularity"] = torch.tensor(float(self.current))
+            logged["granularity"] = torch.tensor(float(self.current), device=loss.device)
         return {"loss": loss, **logged}
 
     def classifier_features(self, images: torch.Tensor) -> torch.Tensor:
