@@ -78,7 +78,7 @@ def run(params: Params) -> dict:
         "all_background_miou": round(mean_iou(background_only), 6),
         "per_class_iou": {name: (None if np.isnan(v) else round(float(v), 6)) for name, v in zip(class_names, iou)},
         **split_fields(split, len(dataset.ids)),
-        "protocol": cam_protocol(params),
+        **cam_protocol(params),
         "seconds": round(time.perf_counter() - start, 2),
     }
     with atomic_dir(stage_dir(params, "eval_cam", params.method)) as out:

@@ -32,8 +32,8 @@ def evaluate(params: Params, stage: str) -> dict:
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
                                       f"eval [{stage}/{params.method}]")
     return ({"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
-            | split_fields(split, len(dataset.ids)) | {"protocol": walk_protocol(params, stage),
-                                                       "seconds": round(time.perf_counter() - start, 2)})
+            | split_fields(split, len(dataset.ids)) | walk_protocol(params, stage)
+            | {"seconds": round(time.perf_counter() - start, 2)})
 
 
 def run(params: Params) -> dict:

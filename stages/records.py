@@ -10,7 +10,7 @@ from pipeline.io import atomic_path, write_json
 
 # The keys metrics.json may hold and their types: one `dvc metrics show` column each, so that the table of
 # every stage fits in 120 columns.
-HEADLINE = {"miou": float, "best_threshold": float, "protocol": str, "loss": float, "seconds": float}
+HEADLINE = {"miou": float, "best_threshold": float, "split": str, "protocol": str, "loss": float, "seconds": float}
 
 
 def _headline(key: str, value) -> bool:

@@ -23,12 +23,13 @@ def test_eval_cam_headline_metrics_per_class_file_and_sweep_end_warning(tmp_path
     assert "warning" not in capsys.readouterr().err
     out = Path(params.paths.outputs) / "eval_cam" / "cam"
     assert json.loads((out / "metrics.json").read_text()) == {k: metrics[k] for k in ("miou", "best_threshold",
-                                                                                       "protocol", "seconds")}
+                                                                                       "split", "protocol", "seconds")}
     stored = json.loads((out / "details.json").read_text())
-    assert "per_class_iou" not in stored and set(stored) == {"method", "miou", "best_threshold", "protocol",
+    assert "per_class_iou" not in stored and set(stored) == {"method", "miou", "best_threshold", "protocol", "protocol_description",
                                                              "all_background_miou", "num_images", "split",
                                                              "seconds"}
-    assert stored["split"] == "train" and stored["protocol"].startswith("cam CAM, multi-scale")
+    assert stored["split"] == "train" and stored["protocol"] == "multi_scale_flip"
+    assert stored["protocol_description"].startswith("cam CAM, multi-scale")
     with open(out / "per_class.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     classes = open_split(params, "train")[1]["classes"]
@@ -52,7 +53,7 @@ def test_eval_seg_names_its_headline_protocol_and_predictions_follow_it(tmp_path
     train_seg.run(params)
     metrics = eval_seg.run(params)
     out = Path(params.paths.outputs) / "eval_seg" / "cam_gt"
-    assert set(json.loads((out / "metrics.json").read_text())) == {"miou", "protocol", "seconds"}
+    assert set(json.loads((out / "metrics.json").read_text())) == {"miou", "split", "protocol", "seconds"}
     stored = json.loads((out / "details.json").read_text())
     assert "per_class_iou" not in stored and (out / "per_class.csv").is_file()
     figures = {"single_scale": stored["miou_single_scale"], "multi_scale": stored["miou_multi_scale"],

@@ -129,11 +129,11 @@ def test_recipe_runs_end_to_end_on_two_images_with_the_tiny_backbone(recipe, tmp
     out = tmp_path / "out"
     evals = [s for s in stages if s.startswith("eval_")]
     for stage in evals:
-        found = list((out / stage).glob("*/metrics.json"))
+        found = list((out / stage).glob("*/details.json"))
         assert len(found) == 1, stage
         metrics = json.loads(found[0].read_text())
         assert 0.0 <= metrics["miou"] <= 1.0
         assert metrics["num_images"] == 2 and metrics["split"] in ("train", "val") and metrics["protocol"]
     if "eval_seg" in evals:
-        seg = json.loads(next((out / "eval_seg").glob("*/metrics.json")).read_text())
-        assert seg["protocol"].endswith("+ CRF") and seg["split"] == "val"  # the recipe's headline protocol
+        seg = json.loads(next((out / "eval_seg").glob("*/details.json")).read_text())
+        assert seg["protocol_description"].endswith("+ CRF") and seg["split"] == "val"  # the recipe's headline protocol
