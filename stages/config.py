@@ -6,6 +6,7 @@ names the key; nothing is written before parameters validate.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,18 @@ MethodName = Literal["cam", "seam", "ppl", "cpn"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        """``true`` is not 1: a boolean for a number (int or float, possibly optional) is an error."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            allowed = set(typing.get_args(annotation)) or {annotation}
+            if bool not in allowed and allowed & {int, float}:
+                raise ValueError("expected a number, not a boolean")
+        return value
 
 
 class PathsParams(Section):
@@ -52,6 +64,13 @@ class BackboneParams(Section):
     name: str = "efficientnet_lite0"
     output_stride: Literal[8, 16, 32] = 16
     pretrained: str | None = "imagenet"
+
+    @field_validator("pretrained")
+    @classmethod
+    def _named_weights(cls, pretrained: str | None) -> str | None:
+        if pretrained is not None and not pretrained.strip():
+            raise ValueError("empty; give none, imagenet or the path of a weights file")
+        return pretrained
 
     @field_validator("name")
     @classmethod
@@ -476,7 +495,7 @@ def _validate_as(key: str, value: Any, annotation: Any) -> Any:
     if isinstance(value, bool) and annotation in (int, float):
         raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
     try:
-        return TypeAdapter(annotation).validate_python(value)
+        return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ConfigError(f"{key}: {error['msg']} (got {value!r})") from None
@@ -492,6 +511,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
         return value
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
@@ -527,13 +548,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping (a section written twice) is an
+    error instead of the last one silently winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read and validate ``path`` with ``section.key=value`` overrides applied on top."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(tree, dict):

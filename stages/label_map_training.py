@@ -7,13 +7,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask, write_json
+from pipeline.io import atomic_dir, load_mask, save_torch, write_json
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.common import (
     clear_resume,
@@ -56,7 +55,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
         distributed.barrier()
         return metrics
     with atomic_dir(stage_dir(params, stage, params.method)) as out:
-        torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
+        save_torch({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
         with open(out / "history.csv", "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=["epoch"] + [k for k in history[0] if k != "epoch"])
             writer.writeheader()
