@@ -59,7 +59,7 @@ def _umask() -> int:
     return mask
 
 
-def _make_parents(directory: Path) -> list[Path]:
+def make_parents(directory: Path) -> list[Path]:
     """``mkdir -p directory``; returns the directories it created, deepest first (for cleanup on failure)."""
     created = []
     for parent in [directory, *directory.parents]:
@@ -70,7 +70,7 @@ def _make_parents(directory: Path) -> list[Path]:
     return created
 
 
-def _remove_if_empty(directories: list[Path]) -> None:
+def remove_if_empty(directories: list[Path]) -> None:
     for directory in directories:
         try:
             directory.rmdir()
@@ -83,7 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it (and the
     parent directories this call created)."""
     path = Path(path)
-    created = _make_parents(path.parent)
+    created = make_parents(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -97,7 +97,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if tmp_path.exists():
             tmp_path.unlink()
         if not done:
-            _remove_if_empty(created)
+            remove_if_empty(created)
 
 
 def partial_dir(path: str | os.PathLike, key: str) -> Path:
@@ -166,7 +166,7 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
     With ``key``: yield the work directory :func:`partial_dir` instead, reused with its files when an
     earlier run of the same key left it, and kept on failure so that the next run resumes it."""
     path = Path(path)
-    created = _make_parents(path.parent)
+    created = make_parents(path.parent)
     if key is None:
         remove_stale_temporaries(path)
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -203,7 +203,7 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
             with contextlib.suppress(OSError):
                 tmp_path.rmdir()  # a failure before the first finished file leaves no empty work directory
         if not done and (key is None or not tmp_path.exists()):
-            _remove_if_empty(created)
+            remove_if_empty(created)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.errors import ConfigError, WsssError
+from pipeline.io import make_parents, remove_if_empty
 
 
-def check_outputs_root(outputs: str) -> Path:
-    """``paths.outputs`` as a directory that exists (created if needed) and is writable; a ConfigError
-    naming it otherwise (empty, the working directory or one of its parents, a file, not writable)."""
+def check_outputs_root(outputs: str) -> list[Path]:
+    """Make sure ``paths.outputs`` is a directory that exists and is writable; a ConfigError naming it
+    otherwise (empty, the working directory or one of its parents, a file, not writable). Returns the
+    directories it created, deepest first."""
     if not str(outputs).strip():
         raise ConfigError("paths.outputs: empty; give the folder that holds the outputs (e.g. outputs)")
     root = Path(outputs)
@@ -32,36 +34,58 @@ def check_outputs_root(outputs: str) -> Path:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"paths.outputs: {outputs} is a file, not a directory")
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        created = make_parents(root)
     except OSError as exc:
         raise ConfigError(f"paths.outputs: cannot create {outputs} ({exc.strerror or exc})") from None
     if not os.access(root, os.W_OK | os.X_OK):
         raise ConfigError(f"paths.outputs: {outputs} is not writable")
-    return root
+    return created
 
 
 @contextlib.contextmanager
 def stage_lock(outputs: str, stage: str, method: str | None = None) -> Iterator[Path]:
     """Hold the exclusive lock of ``stage`` (per ``method`` when given) under ``outputs``; a WsssError naming
-    the holder when another process has it."""
-    import fcntl
-
-    root = check_outputs_root(outputs)
-    path = root / ".locks" / (f"{stage}.{method}.lock" if method else f"{stage}.lock")
-    path.parent.mkdir(exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    the holder when another process has it. The lock file, and the folders made for it, are removed on
+    release (a stage that fails leaves nothing behind)."""
+    created = check_outputs_root(outputs)
+    path = Path(outputs) / ".locks" / (f"{stage}.{method}.lock" if method else f"{stage}.lock")
+    created = make_parents(path.parent) + created
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
-            name = f"{stage} [{method}]" if method else stage
-            raise WsssError(f"{path}: another `wsss-pipe` run of {name} holds this lock ({holder}); wait for it "
-                            "to finish (it is released when that process exits)") from None
+        fd = _acquire(path, f"{stage} [{method}]" if method else stage)
+    except BaseException:
+        remove_if_empty(created)
+        raise
+    try:
         started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         with contextlib.suppress(OSError):  # a full disk must not stop the run here: the lock is held
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}".encode(), 0)
         yield path
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still held: a process that opened it before re-checks and retries
         os.close(fd)
+        remove_if_empty([path.parent, *(d for d in created if d != path.parent)])
+
+
+def _acquire(path: Path, name: str) -> int:
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise WsssError(f"{path}: another `wsss-pipe` run of {name} holds this lock ({holder}); wait for it "
+                            "to finish (it is released when that process exits)") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder released and removed it between our open and our lock: take the new one
