@@ -93,6 +93,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
         done = True
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (ENOSPC, EIO) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
