@@ -168,8 +168,15 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
     killed earlier run of the same output are removed first.
 
     With ``key``: yield the work directory :func:`partial_dir` instead, reused with its files when an
-    earlier run of the same key left it, and kept on failure so that the next run resumes it."""
+    earlier run of the same key left it, and kept on failure so that the next run resumes it (removed when
+    it holds nothing yet).
+
+    ``path`` is replaced only when it is ours and every directory in it can be removed
+    (:func:`check_replaceable`): otherwise the error comes before anything moves, and ``path`` stays intact."""
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path}: exists and is not a directory wsss-pipe wrote; move it away or choose another "
+                        "paths.outputs")
     created = make_parents(path.parent)
     if key is None:
         remove_stale_temporaries(path)
