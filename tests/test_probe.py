@@ -23,7 +23,7 @@ from stages.cli import app
 from test_bad_input import TINY, _split, project, runner  # noqa: F401  (project: the shared fixture)
 
 pytestmark = pytest.mark.slow
-TIMEOUT_S = 120
+TIMEOUT_S = 150
 
 
 class ProbeTimeout(BaseException):
@@ -226,7 +226,7 @@ def test_zero_byte_cam_under_a_pool_fails_and_exits(project, tmp_path, attempt):
     proc = _subprocess_cli(["eval-cam", "-p", str(REPO / "params.yaml"),
                             *_sets(project[0], out, "workers=2", "eval_cam.threshold_step=0.001")])
     try:
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
