@@ -37,7 +37,7 @@ _cancelled = False  # this worker was asked to stop: every later chunk is abando
 
 def die_with_parent() -> None:
     """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere nothing), and exit now
-    if the parent is already gone (it died before the request)."""
+    if the parent died while we asked."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -47,7 +47,7 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent or parent == 1:
+    if os.getppid() != parent:  # the parent died while we asked
         os._exit(1)
 
 
