@@ -120,6 +120,7 @@ CASES = [
     ("infinite learning rate", "train-cls", "train_cls", "train_cls.lr", lambda r, o, t: ["train_cls.lr=.inf"], None),
     ("NaN threshold", "crf", "crf", "crf.bg_threshold", lambda r, o, t: ["crf.bg_threshold=.nan"], None),
     ("boolean epochs", "train-cls", "train_cls", "train_cls.epochs", lambda r, o, t: ["train_cls.epochs=true"], None),
+    ("boolean scale", "cam", "cam", "cam.scales", lambda r, o, t: ["cam.scales=[true]"], None),
     ("section given twice", "train-cls", "train_cls", "'cam' is given twice",
      lambda r, o, t: _params_with_duplicate_section(t), None),
     ("empty pretrained", "train-cls", "train_cls", "backbone.pretrained", lambda r, o, t: ["backbone.pretrained="],
