@@ -13,10 +13,15 @@
   ``.<name>.<key>.partial``, the key hashing the stage's params and inputs) that survives a failed or
   killed run: the next run with the same key keeps its files (each was renamed into place whole, so an
   existing file is complete) and computes only the missing ones; a run with another key discards it.
+- A published directory holds the marker file ``.wsss-pipe-output``: a directory without it is replaced only
+  when the new output rewrites every file in it, so a stage never deletes what it did not write (see
+  :func:`check_replaceable`).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import shutil
@@ -54,7 +59,7 @@ def _umask() -> int:
     return mask
 
 
-def _make_parents(directory: Path) -> list[Path]:
+def make_parents(directory: Path) -> list[Path]:
     """``mkdir -p directory``; returns the directories it created, deepest first (for cleanup on failure)."""
     created = []
     for parent in [directory, *directory.parents]:
@@ -65,7 +70,7 @@ def _make_parents(directory: Path) -> list[Path]:
     return created
 
 
-def _remove_if_empty(directories: list[Path]) -> None:
+def remove_if_empty(directories: list[Path]) -> None:
     for directory in directories:
         try:
             directory.rmdir()
@@ -78,7 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it (and the
     parent directories this call created)."""
     path = Path(path)
-    created = _make_parents(path.parent)
+    created = make_parents(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -88,11 +93,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
         done = True
+    except OSError as exc:
+        if exc.filename is None:  # a failed write (ENOSPC, EIO) names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
         if not done:
-            _remove_if_empty(created)
+            remove_if_empty(created)
 
 
 def partial_dir(path: str | os.PathLike, key: str) -> Path:
@@ -129,6 +138,29 @@ def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 0.0,
     return removed
 
 
+OWNER_MARKER = ".wsss-pipe-output"
+_MARKER_TEXT = "written by wsss-pipe: the next run of this stage replaces this directory whole\n"
+
+
+def check_replaceable(path: Path, new: Path) -> None:
+    """Raise unless the existing output directory ``path`` may be replaced by ``new``: it is ours (holds the
+    :data:`OWNER_MARKER` an earlier publish wrote), or each file in it has a namesake in ``new`` (an output of
+    an older version, or one DVC restored without the marker: nothing is lost that the stage does not write
+    again); and every directory in it can be removed (an OSError naming the first that cannot)."""
+    if path.is_symlink() or not path.is_dir():
+        raise DataError(f"{path}: exists and is not a directory wsss-pipe wrote; move it away or choose another "
+                        "paths.outputs")
+    if not (path / OWNER_MARKER).is_file():
+        foreign = [p for p in sorted(path.rglob("*"))
+                   if not p.is_dir() and not (new / p.relative_to(path)).is_file()]
+        if foreign:
+            raise DataError(f"{path}: holds {len(foreign)} files that wsss-pipe did not write (e.g. "
+                            f"{foreign[0].relative_to(path)}); move it away or choose another paths.outputs")
+    for directory in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "cannot replace the previous output: not writable", str(directory))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; on success it replaces ``path`` whole. On failure
@@ -136,9 +168,16 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
     killed earlier run of the same output are removed first.
 
     With ``key``: yield the work directory :func:`partial_dir` instead, reused with its files when an
-    earlier run of the same key left it, and kept on failure so that the next run resumes it."""
+    earlier run of the same key left it, and kept on failure so that the next run resumes it (removed when
+    it holds nothing yet).
+
+    ``path`` is replaced only when it is ours and every directory in it can be removed
+    (:func:`check_replaceable`): otherwise the error comes before anything moves, and ``path`` stays intact."""
     path = Path(path)
-    created = _make_parents(path.parent)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path}: exists and is not a directory wsss-pipe wrote; move it away or choose another "
+                        "paths.outputs")
+    created = make_parents(path.parent)
     if key is None:
         remove_stale_temporaries(path)
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
@@ -152,26 +191,46 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
     done = False
     try:
         yield tmp_path
-        if path.exists():
+        (tmp_path / OWNER_MARKER).write_text(_MARKER_TEXT)
+        if path.exists() or path.is_symlink():
+            check_replaceable(path, tmp_path)
             old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
-            os.replace(tmp_path, path)
-            shutil.rmtree(old)
+            try:
+                os.replace(tmp_path, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+            shutil.rmtree(old, ignore_errors=True)  # checked removable; a leftover goes with the next run
         else:
             os.replace(tmp_path, path)
         done = True
     finally:
         if tmp_path.exists() and (done or key is None):
             shutil.rmtree(tmp_path, ignore_errors=True)
-        if not done and key is None:
-            _remove_if_empty(created)
+        if not done and key is not None:
+            with contextlib.suppress(OSError):
+                tmp_path.rmdir()  # a failure before the first finished file leaves no empty work directory
+        if not done and (key is None or not tmp_path.exists()):
+            remove_if_empty(created)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` written atomically through Python's file I/O, so that a full disk is an OSError
+    (ENOSPC) naming the file, not torch's RuntimeError from its own writer."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getbuffer())
 
 
 def read_json(path: str | os.PathLike):
@@ -258,14 +317,34 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: unreadable mask ({exc})") from None
 
 
+_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+def image_to_rgb(image: Image.Image, path: str | os.PathLike) -> np.ndarray:
+    """An opened image as (H, W, 3) uint8 RGB. 16-bit greyscale (PNG modes ``I;16*``, or ``I`` within
+    0..65535) is scaled to 8 bits (v / 257, rounded), not clipped to white as ``convert("RGB")`` would;
+    any other mode (float, 32-bit) is a DataError naming ``path``."""
+    mode = image.mode
+    if mode in _EIGHT_BIT_MODES:
+        return np.array(image.convert("RGB"), dtype=np.uint8)
+    if mode.startswith("I;16") or mode == "I":
+        values = np.array(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(f"{path}: image mode {mode} with values outside 0..65535 is not supported; "
+                            "convert it to 8-bit RGB")
+        grey = np.rint(values / 257.0).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    raise DataError(f"{path}: image mode {mode} is not supported; convert it to 8-bit RGB")
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as an (H, W, 3) uint8 RGB array."""
+    """Read an image as an (H, W, 3) uint8 RGB array (see :func:`image_to_rgb` for the modes)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image not found")
     try:
         with Image.open(path) as image:
-            return np.array(image.convert("RGB"), dtype=np.uint8)
+            return image_to_rgb(image, path)
     except OSError as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None
 

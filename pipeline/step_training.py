@@ -37,7 +37,7 @@ from torch import nn
 
 from pipeline import distributed
 from pipeline.errors import ConfigError, DataError
-from pipeline.train import load_resume, rng_state, save_resume, set_rng_state, tune_cudnn
+from pipeline.train import load_resume, restore_resume, rng_state, save_resume, set_rng_state, tune_cudnn
 
 StepFn = Callable[..., dict]
 
@@ -120,10 +120,7 @@ def train_steps(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, float]] = []
     state = load_resume(resume_path, resume_key)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+    if state is not None and restore_resume(resume_path, state, ("history", "rng"), model, optimizer, scaler):
         history = state["history"]
         rngs = state["rng"]
         set_rng_state(rngs[distributed.rank() % len(rngs)])

@@ -35,7 +35,11 @@ class _Images(Dataset):
 
 
 def _worker_init(_: int) -> None:
+    """One torch thread; die with the stage (a SIGKILLed ``cam`` leaves no decoding workers behind)."""
+    from pipeline.processes import die_with_parent
+
     torch.set_num_threads(1)
+    die_with_parent()
 
 
 def stream_images(load: Callable[[str], np.ndarray], ids: Sequence[str], workers: int,

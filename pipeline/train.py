@@ -89,11 +89,37 @@ def load_resume(path: Path | None, key: str) -> dict | None:
     return state if isinstance(state, dict) and state.get("key") == key else None
 
 
-def save_resume(path: Path, state: dict) -> None:
-    from pipeline.io import atomic_path
+def restore_resume(path: Path, state: dict, required: tuple[str, ...], model: nn.Module,
+                   optimizer: torch.optim.Optimizer, scaler) -> bool:
+    """Load ``state``'s model, optimizer and scaler states (with the keys ``required`` present). A state that
+    does not fit (weights of other names or shapes, another optimizer) leaves all three untouched and warns:
+    a resume file is a cache, so a damaged one means starting over. Returns whether it was restored."""
+    import copy
 
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    saved = copy.deepcopy((model.state_dict(), optimizer.state_dict(), scaler.state_dict()))
+    try:
+        missing = [key for key in ("model", "optimizer", "scaler", *required) if key not in state]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        return True
+    except Exception as exc:  # RuntimeError (shapes, names), ValueError (optimizer groups), KeyError
+        model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        scaler.load_state_dict(saved[2])
+        if distributed.is_main():
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            print(f"warning: {path}: the resume state does not fit this run ({reason}); starting over",
+                  file=sys.stderr)
+        return False
+
+
+def save_resume(path: Path, state: dict) -> None:
+    from pipeline.io import save_torch
+
+    save_torch(state, path)
 
 
 class _TrainingStep(nn.Module):
@@ -177,10 +203,8 @@ def train_method(
     sums: dict[str, float] = {}
     count = 0
     state = load_resume(resume_path, resume_key)
-    if state is not None:
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+    if state is not None and restore_resume(resume_path, state, ("step", "history", "sums", "count", "epoch", "rng"),
+                                            method, optimizer, scaler):
         step, history, sums, count = state["step"], state["history"], state["sums"], state["count"]
         start_epoch, skip = state["epoch"], count  # count: the batches of this epoch already trained
         rngs = state["rng"]

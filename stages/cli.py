@@ -99,12 +99,17 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     if method is not None:
         overrides.append(f"method={method}")
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    params = None
     try:
         params = load_params(params_path, overrides, recipes or ())
         _all_local_gpus(module, params.device)
-        result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
+        with _locked(params, module, entry):
+            result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # read-only folder, full disk...: one line naming the path, not a traceback
+        typer.echo(f"error: {_os_error(exc, params)}", err=True)
         raise typer.Exit(2) from None
     except Terminated:
         typer.echo("terminated: no output was written", err=True)
@@ -118,8 +123,33 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
         typer.echo(f"{module}: mIoU {100 * result['miou']:.2f}", err=True)
 
 
+# stages whose outputs are per method: their lock is per method too (stages.locking)
+PER_METHOD: set[str] = set()
+
+
+def _locked(params, module: str, entry: str):
+    """The stage's exclusive lock on the outputs tree (:mod:`stages.locking`); rank 0 alone takes it, and
+    only for a stage run (``inspect --id`` writes one file elsewhere)."""
+    import contextlib
+
+    from stages.locking import stage_lock
+
+    if entry != "run" or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return stage_lock(params.paths.outputs, module, params.method if module in PER_METHOD else None)
+
+
+def _os_error(exc: OSError, params) -> str:
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    reason = exc.strerror or str(exc).splitlines()[0] or type(exc).__name__
+    if where:
+        return f"{where}: {reason}"
+    return f"{reason} (writing under paths.outputs={params.paths.outputs})" if params is not None else reason
+
+
 def _stage(name: str, module: str, summary: str, with_method: bool = False) -> Callable:
     if with_method:
+        PER_METHOD.add(module)
         def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
                     method: Optional[str] = MethodOption, recipe: Optional[List[str]] = RecipeOption) -> None:
             _run(module, params, set_, method, recipes=recipe)
@@ -160,6 +190,9 @@ _stage("scribbles", "scribbles", "Scribble labels of the train split: ScribbleSu
 _stage("train-single", "train_single", "Train the single-stage model (pCE + dense-CRF / DFR loss) end to end.")
 _stage("eval-single", "eval_single", "Val mIoU of the single-stage model (eval-seg's evaluation).")
 _stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).")
+
+
+PER_METHOD.add("inspect")
 
 
 @app.command("inspect")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -21,6 +20,7 @@ from rich.progress import (
 
 from pipeline.errors import DataError, WsssError
 from pipeline.io import read_json
+from pipeline.processes import die_with_parent, process_map
 from stages.config import Params
 
 T = TypeVar("T")
@@ -86,42 +86,12 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
 
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, description: str,
                  chunksize: int = 4) -> Iterator[R]:
-    """``map(fn, items)`` over ``workers`` processes (in-process when 1), in order, with progress."""
+    """``map(fn, items)`` over ``workers`` processes (in-process when 1), in order, with progress; on an
+    error or interrupt the workers are stopped and waited for (:func:`pipeline.processes.process_map`)."""
     if workers <= 1 or len(items) <= 1:
         yield from track(map(fn, items), len(items), description)
         return
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-    try:
-        yield from track(pool.map(fn, items, chunksize=chunksize), len(items), description)
-    except BaseException:
-        # interrupted (SIGINT/SIGTERM) or a worker failed: stop the workers now instead of letting them
-        # finish the queue and write into a directory that is about to be deleted
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.join(timeout=5)
-        raise
-    pool.shutdown(wait=True)
-
-
-def _init_worker() -> None:
-    """Pool worker setup: one torch thread per process; the parent alone handles Ctrl-C and stops the
-    workers with SIGTERM (the default action: the forked stage handler would only fail the current item);
-    and die with the parent (Linux), so a SIGKILLed stage leaves no orphaned workers behind."""
-    import signal
-
-    torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
+    yield from track(process_map(fn, items, workers, chunksize), len(items), description)
 
 
 def require(path: Path, hint: str) -> Path:
@@ -213,10 +183,15 @@ def training_loader(samples, cfg, generator: torch.Generator, device: torch.devi
                                        distributed.rank())
     loader = DataLoader(distributed.SeededSamples(samples, seed), batch_size=sampler.local_batch,
                         sampler=sampler, num_workers=cfg.loader_workers, generator=generator,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.loader_workers > 0)
+                        pin_memory=device.type == "cuda", persistent_workers=cfg.loader_workers > 0,
+                        worker_init_fn=_die_with_parent if cfg.loader_workers > 0 else None)
     if len(samples) == 0:
         raise DataError(f"no training samples: the split {getattr(samples.dataset, 'split', '')!r} is empty")
     return loader
+
+
+def _die_with_parent(_: int) -> None:
+    die_with_parent()
 
 
 def run_key(params: Params, sections: Sequence[str], inputs: Sequence[Path] = ()) -> str:

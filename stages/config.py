@@ -6,6 +6,7 @@ names the key; nothing is written before parameters validate.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +28,25 @@ MethodName = Literal["cam", "seam", "ppl", "cpn"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info) -> Any:
+        """``true`` is not 1: a boolean for a number (int or float, optional, or a list's item) is an error."""
+        if _bool_for_number(value, cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, not a boolean")
+        return value
+
+
+def _bool_for_number(value: Any, annotation: Any) -> bool:
+    if isinstance(value, (list, tuple)) and typing.get_origin(annotation) in (list, tuple):
+        item = (typing.get_args(annotation) or (Any,))[0]
+        return any(_bool_for_number(v, item) for v in value)
+    if not isinstance(value, bool):
+        return False
+    allowed = set(typing.get_args(annotation)) or {annotation}
+    return bool not in allowed and bool(allowed & {int, float})
 
 
 class PathsParams(Section):
@@ -58,6 +77,13 @@ class BackboneParams(Section):
     name: str = "efficientnet_lite0"
     output_stride: Literal[8, 16, 32] = 16
     pretrained: str | None = "imagenet"
+
+    @field_validator("pretrained")
+    @classmethod
+    def _named_weights(cls, pretrained: str | None) -> str | None:
+        if pretrained is not None and not pretrained.strip():
+            raise ValueError("empty; give none, imagenet or the path of a weights file")
+        return pretrained
 
     @field_validator("name")
     @classmethod
@@ -509,7 +535,7 @@ def _validate_as(key: str, value: Any, annotation: Any) -> Any:
     if isinstance(value, bool) and annotation in (int, float):
         raise ConfigError(f"{key}: expected {annotation.__name__}, got {value!r}")
     try:
-        return TypeAdapter(annotation).validate_python(value)
+        return TypeAdapter(annotation, config=ConfigDict(allow_inf_nan=False)).validate_python(value)
     except ValidationError as exc:
         error = exc.errors()[0]
         raise ConfigError(f"{key}: {error['msg']} (got {value!r})") from None
@@ -525,6 +551,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, int) and not isinstance(value, bool) and isinstance(value, int):
         return value
     if isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
         return type(default)(value)
@@ -560,13 +588,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping (a section written twice) is an
+    error instead of the last one silently winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"line {line}: key {key!r} is given twice (first on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_tree(path: str | Path) -> dict:
     """The mapping in YAML file ``path`` (a params file or a recipe overlay)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: parameters file not found")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(tree, dict):

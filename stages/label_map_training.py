@@ -6,13 +6,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
 from torch import nn
 
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask
+from pipeline.io import atomic_dir, load_mask, save_torch
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.common import (
     clear_resume,
@@ -57,7 +56,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
         distributed.barrier()
         return metrics
     with atomic_dir(stage_dir(params, stage, params.method)) as out:
-        torch.save({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
+        save_torch({"spec": spec, "state_dict": model.cpu().state_dict()}, out / "model.pt")
         write_history(out, history)
         write_metrics(out, metrics)
     clear_resume(resume)

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.affinity import AffinityNet
 from pipeline.models.backbones import build_backbone
-from stages.checkpoints import load_checkpoint
+from stages.checkpoints import load_checkpoint, rebuilding
 from stages.common import require, stage_dir
 from stages.config import Params
 from stages.label_map_training import train_on_label_maps
@@ -28,8 +28,9 @@ def build_affinity_net(spec: dict, pretrained) -> AffinityNet:
 def load_affinity_net(path: Path, device: torch.device) -> tuple[AffinityNet, dict]:
     checkpoint = load_checkpoint(path, f"run `wsss-pipe train-aff --method {path.parent.name}` first",
                                  ("spec", "state_dict"))
-    model = build_affinity_net(checkpoint["spec"], pretrained=None)
-    model.load_state_dict(checkpoint["state_dict"])
+    with rebuilding(path):
+        model = build_affinity_net(checkpoint["spec"], pretrained=None)
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint
 
 

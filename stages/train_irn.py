@@ -23,7 +23,7 @@ import torch
 
 from pipeline.boundary import BoundaryNet
 from pipeline.models.backbones import build_backbone
-from stages.checkpoints import load_checkpoint
+from stages.checkpoints import load_checkpoint, rebuilding
 from stages.common import require, stage_dir
 from stages.config import Params
 from stages.label_map_training import train_on_label_maps
@@ -39,8 +39,9 @@ def build_boundary_net(spec: dict, pretrained) -> BoundaryNet:
 def load_boundary_net(path: Path, device: torch.device) -> tuple[BoundaryNet, dict]:
     checkpoint = load_checkpoint(path, f"run `wsss-pipe train-irn --method {path.parent.name}` first",
                                  ("spec", "state_dict"))
-    model = build_boundary_net(checkpoint["spec"], pretrained=None)
-    model.load_state_dict(checkpoint["state_dict"])
+    with rebuilding(path):
+        model = build_boundary_net(checkpoint["spec"], pretrained=None)
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint
 
 

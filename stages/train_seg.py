@@ -20,7 +20,7 @@ import torch
 from pipeline import distributed
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, load_mask
+from pipeline.io import atomic_dir, load_mask, save_torch
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
@@ -70,18 +70,19 @@ def val_miou(model, dataset, num_classes: int, device: torch.device) -> float:
 
 
 def save_model(path: Path, model, params: Params, class_names: list[str]) -> None:
-    torch.save({"head": params.train_seg.head, "class_names": class_names, "train_split": train_split(params),
+    save_torch({"head": params.train_seg.head, "class_names": class_names, "train_split": train_split(params),
                 "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
                 "state_dict": model.state_dict()}, path)
 
 
 def load_model(path: Path, device: torch.device):
-    from stages.checkpoints import load_checkpoint
+    from stages.checkpoints import load_checkpoint, rebuilding
     checkpoint = load_checkpoint(path, "run `wsss-pipe train-seg` first")
-    spec = checkpoint["backbone"]
-    backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
-    model = build_deeplab(backbone, len(checkpoint["class_names"]), head=checkpoint["head"])
-    model.load_state_dict(checkpoint["state_dict"])
+    with rebuilding(path):
+        spec = checkpoint["backbone"]
+        backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
+        model = build_deeplab(backbone, len(checkpoint["class_names"]), head=checkpoint["head"])
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint
 
 

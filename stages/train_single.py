@@ -20,7 +20,7 @@ from pipeline import distributed
 from pipeline.data.transforms import train_transform
 from pipeline.data.voc import image_size
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, save_torch
 from pipeline.models.backbones import build_backbone
 from pipeline.scribbles import read_scribble
 from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
@@ -59,15 +59,16 @@ def build_model(params: Params, num_classes: int, pretrained) -> SingleStageMode
 
 
 def load_single_model(path: Path, device: torch.device):
-    from stages.checkpoints import load_checkpoint
+    from stages.checkpoints import load_checkpoint, rebuilding
 
     checkpoint = load_checkpoint(path, "run `wsss-pipe train-single` first",
                                  ("head", "class_names", "embed_dim", "with_cam", "backbone", "state_dict"))
-    spec = checkpoint["backbone"]
-    backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
-    model = SingleStageModel(backbone, len(checkpoint["class_names"]), head=checkpoint["head"],
-                             embed_dim=checkpoint["embed_dim"], with_cam=checkpoint["with_cam"])
-    model.load_state_dict(checkpoint["state_dict"])
+    with rebuilding(path):
+        spec = checkpoint["backbone"]
+        backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
+        model = SingleStageModel(backbone, len(checkpoint["class_names"]), head=checkpoint["head"],
+                                 embed_dim=checkpoint["embed_dim"], with_cam=checkpoint["with_cam"])
+        model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), checkpoint
 
 
@@ -130,7 +131,7 @@ def run(params: Params) -> dict:
                    "val_miou_single_scale": round(final_val, 6),
                    "seconds_per_step": round(float(np.mean([h["seconds"] for h in timed])), 4),
                    "seconds": round(time.perf_counter() - start, 2)}
-        torch.save({"head": cfg.head, "class_names": class_names, "supervision": cfg.supervision,
+        save_torch({"head": cfg.head, "class_names": class_names, "supervision": cfg.supervision,
                     "loss": cfg.loss, "embed_dim": model.embed.layers[-1].out_channels if model.embed else None,
                     "with_cam": model.cam_head is not None,
                     "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_path, cam_to_scores, load_cam, load_mask, save_cam, save_mask, voc_palette
+from pipeline.io import OWNER_MARKER, atomic_dir, atomic_path, cam_to_scores, load_cam, load_mask, save_cam, save_mask, voc_palette
 
 
 def test_voc_palette_known_entries():
@@ -69,10 +69,10 @@ def test_atomic_dir_replaces_whole_directory_or_nothing(tmp_path):
             (tmp / "b").write_text("2")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stage"]
-    assert sorted(p.name for p in out.iterdir()) == ["a"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_MARKER, "a"]
     with atomic_dir(out) as tmp:
         (tmp / "c").write_text("3")
-    assert sorted(p.name for p in out.iterdir()) == ["c"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_MARKER, "c"]
 
 
 def _good_cam(path):

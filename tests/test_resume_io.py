@@ -2,7 +2,7 @@
 another, published whole."""
 import pytest
 
-from pipeline.io import atomic_dir, partial_dir
+from pipeline.io import OWNER_MARKER, atomic_dir, partial_dir
 
 
 def test_keyed_work_directory_survives_failure_and_is_reused(tmp_path):
@@ -18,7 +18,7 @@ def test_keyed_work_directory_survives_failure_and_is_reused(tmp_path):
     with atomic_dir(out, key="k1") as work:
         assert sorted(p.name for p in work.iterdir()) == ["a.npz"]  # finished file kept, half file gone
         (work / "b.npz").write_bytes(b"b")
-    assert sorted(p.name for p in out.iterdir()) == ["a.npz", "b.npz"]
+    assert sorted(p.name for p in out.iterdir()) == [OWNER_MARKER, "a.npz", "b.npz"]
     assert [p.name for p in out.parent.iterdir()] == ["seam"]
 
 

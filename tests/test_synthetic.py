@@ -35,7 +35,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path):
     generate_synthetic(tmp_path / "b", seed=7, **kwargs)
     generate_synthetic(tmp_path / "c", seed=8, **kwargs)
     a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
-    assert len(a) == 2 * 16 + 4  # images, masks, two lists, classes.txt, summary.json
+    assert len(a) == 2 * 16 + 5  # images, masks, two lists, classes.txt, summary.json, the ownership marker
     assert a == b
     images = [k for k in a if k.startswith("JPEGImages")]
     assert all(a[k] != c[k] for k in images)

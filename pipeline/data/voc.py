@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import DataError
-from pipeline.io import load_image, load_mask
+from pipeline.io import image_to_rgb, load_image, load_mask
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -35,19 +35,35 @@ VOC_CLASSES: tuple[str, ...] = (
 IGNORE_INDEX = 255
 
 
+def check_id(image_id: str, where: str) -> str:
+    """``image_id`` if it is a plain file name stem (it names files under JPEGImages/ and every stage's
+    outputs): not empty, no path separator, not ``.``/``..``, no whitespace or control character; else a
+    DataError naming ``where`` (the split file and line)."""
+    bad = next((c for c in image_id if c in "/\\" or c.isspace() or not c.isprintable()), None)
+    if not image_id or image_id in (".", "..") or bad is not None:
+        reason = "a path separator" if bad in ("/", "\\") else "a space or control character" if bad else "not a name"
+        raise DataError(f"{where}: id {image_id!r} is not a plain file name ({reason})")
+    return image_id
+
+
 def read_id_list(path: str | os.PathLike) -> list[str]:
-    """Ids of a split file: the first token of every non-blank line, in file order, no duplicates."""
+    """Ids of a split file, one per non-blank line (surrounding blanks ignored), in file order, no duplicates;
+    each must be a plain name (:func:`check_id`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    if not ids:
-        raise DataError(f"{path}: split file lists no ids")
+    ids = []
     seen: set[str] = set()
-    for image_id in ids:
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        image_id = check_id(line.strip(), f"{path}:{number}")
         if image_id in seen:
             raise DataError(f"{path}: id {image_id} is listed twice")
         seen.add(image_id)
+        ids.append(image_id)
+    if not ids:
+        raise DataError(f"{path}: split file lists no ids")
     return ids
 
 
@@ -74,6 +90,7 @@ def image_size(path: Path, decode: bool = False) -> tuple[int, int]:
             width, height = image.size
             if decode:
                 image.load()
+                image_to_rgb(image, path)  # a mode we cannot read right fails here, naming the file
     except (OSError, SyntaxError, ValueError) as exc:  # PIL reports some corrupt headers as SyntaxError
         raise DataError(f"{path}: unreadable image ({exc})") from None
     return height, width

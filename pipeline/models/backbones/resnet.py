@@ -30,6 +30,8 @@ _DILATION = {32: [False, False, False], 16: [False, False, True], 8: [False, Tru
 def read_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict saved with ``torch.save`` (optionally under a ``"state_dict"`` key)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"backbone.pretrained: {path} is a directory, not a weights file")
     if not path.is_file():
         raise ConfigError(f"backbone.pretrained: weights file {path} does not exist")
     try:
