@@ -137,10 +137,12 @@ class TrainClsParams(TrainingParams, ResumableParams):
     epochs: int = Field(15, ge=1)
     freeze_bn: bool | Literal["auto"] = "auto"
 
-    def freezes_bn(self, pretrained: str | None) -> bool:
-        """``auto``: freeze the backbone's batch norm when it starts from pretrained weights."""
+    def freezes_bn(self, pretrained: str | None, generated_data: bool = False) -> bool:
+        """``auto``: freeze the backbone's batch norm when it starts from pretrained weights, except on the
+        generated demo dataset (:meth:`Params.uses_generated_data`), whose flat shapes need statistics of
+        their own (benchmarks/README.md, "dvc repro on the built-in synthetic dataset")."""
         if self.freeze_bn == "auto":
-            return pretrained not in (None, "none")
+            return pretrained not in (None, "none") and not generated_data
         return self.freeze_bn
 
 
@@ -232,10 +234,11 @@ class TrainSegParams(TrainingParams, ResumableParams):
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
 
-    def freezes_backbone_bn(self, pretrained: str | None) -> bool:
-        """``auto``: keep the backbone's batch norms at their pretrained state when there is one."""
+    def freezes_backbone_bn(self, pretrained: str | None, generated_data: bool = False) -> bool:
+        """``auto``: keep the backbone's batch norms at their pretrained state when there is one, except on
+        the generated demo dataset (as :meth:`TrainClsParams.freezes_bn`)."""
         if self.freeze_backbone_bn == "auto":
-            return pretrained not in (None, "none")
+            return pretrained not in (None, "none") and not generated_data
         return self.freeze_backbone_bn
 
 
@@ -495,6 +498,10 @@ class Params(Section):
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise ValueError("must be auto, cpu or cuda[:N]")
         return device
+
+    def uses_generated_data(self) -> bool:
+        """Whether ``data.root`` is the dataset the ``synthetic`` stage writes (``synthetic.root``)."""
+        return Path(self.data.root).resolve() == Path(self.synthetic.root).resolve()
 
     def method_options(self, name: str | None = None) -> dict[str, Any]:
         """The validated keyword options of method ``name`` (default: the selected method)."""

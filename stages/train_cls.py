@@ -59,7 +59,7 @@ def run(params: Params) -> dict:
             method, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
             momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
             on_step=lambda step, total: bar.update(task, completed=step),
-            freeze_bn=cfg.freezes_bn(params.backbone.pretrained),
+            freeze_bn=cfg.freezes_bn(params.backbone.pretrained, params.uses_generated_data()),
             resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
         )
     seconds = time.perf_counter() - start

@@ -107,7 +107,7 @@ def run(params: Params) -> dict:
     samples = SegmentationSamples(train, train.ids, mask_fn, transform)
     loader = training_loader(samples, cfg, generator, device)
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
-    frozen_bn = cfg.freezes_backbone_bn(params.backbone.pretrained)
+    frozen_bn = cfg.freezes_backbone_bn(params.backbone.pretrained, params.uses_generated_data())
     model = build_deeplab(backbone, len(class_names), head=cfg.head, freeze_backbone_bn=frozen_bn)
     inputs = [index_path(params)] + ([mask_dir] if cfg.labels == "pseudo" else [])
     key = run_key(params, ["seed", "method", "backbone", "train_seg", "data"], inputs)

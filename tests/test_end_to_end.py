@@ -1,6 +1,7 @@
 """A tiny `dvc repro` of the whole DAG on a small generated dataset: every stage runs and writes its
-metrics, the CAMs beat an all-background guess, a second repro does nothing, and a CAM parameter change
-reruns `cam` and what follows only."""
+metrics, the stages climb the ladder (the CAM well above an all-background guess, each refinement above
+what it refines), a second repro does nothing, and a CAM parameter change reruns `cam` and what follows
+only."""
 import json
 
 import numpy as np
@@ -13,30 +14,27 @@ pytestmark = pytest.mark.slow
 
 SMALL = {
     "synthetic.num_train": 64,
-    "synthetic.num_val": 8,
+    "synthetic.num_val": 16,
     "synthetic.image_size": 128,
-    "train_cls.epochs": 8,
+    "train_cls.epochs": 10,  # batch norm trains: train_cls.freeze_bn auto, on the generated data
     "train_cls.batch_size": 8,
     "train_cls.crop_size": 128,
-    # 64 steps on generated shapes: the classifier needs batch statistics that adapt (frozen ImageNet BN,
-    # the default for pretrained backbones, learns these shapes too slowly to beat all-background reliably)
-    "train_cls.freeze_bn": False,
     "cam.scales": [1.0, 0.5],
     "eval_cam.threshold_max": 0.95,
-    "train_aff.epochs": 1,
+    "train_aff.epochs": 3,
     "train_aff.crop_size": 96,
-    "crf.source": "rw",
-    "train_seg.steps": 6,
-    "train_seg.batch_size": 4,
+    "train_seg.steps": 30,
+    "train_seg.batch_size": 8,
     "train_seg.crop_size": 96,
-    "train_seg.val_every": 6,
+    "train_seg.lr": 0.01,
+    "train_seg.val_every": 30,
     "eval_seg.scales": [1.0],
     "eval_seg.flip": False,
     "overlays.count": 2,
-    "single.steps": 6,
-    "single.batch_size": 4,
+    "single.steps": 30,
+    "single.batch_size": 8,
     "single.crop_size": 96,
-    "single.val_every": 6,
+    "single.val_every": 30,
     "eval_single.scales": [1.0],
     "eval_single.flip": False,
 }
@@ -46,12 +44,42 @@ def _ran(result) -> set[str]:
     return {line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage")}
 
 
-def test_dvc_repro_whole_pipeline(tmp_path):
-    project = make_project(tmp_path, SMALL)
-    first = run_dvc(project, "repro")
-    assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "crf",
-            "eval_pseudo", "train_seg", "eval_seg", "overlays", "inspect", "scribbles", "train_single",
-            "eval_single"} <= _ran(first)
+def _metrics(out, stage: str, tag: str = "cam") -> dict:
+    return json.loads((out / stage / tag / "details.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def first_repro(tmp_path_factory):
+    """The project after its first `dvc repro`, the run's output and every stage's mIoU at that point."""
+    project = make_project(tmp_path_factory.mktemp("e2e"), SMALL)
+    result = run_dvc(project, "repro")
+    out = project / "outputs"
+    miou = {stage: _metrics(out, stage)["miou"] for stage in ("eval_cam", "eval_rw", "eval_rw_irn", "eval_pseudo")}
+    miou["all_background"] = _metrics(out, "eval_cam")["all_background_miou"]
+    miou["eval_seg"] = _metrics(out, "eval_seg", "cam_pseudo")["miou"]
+    miou["eval_single"] = _metrics(out, "eval_single", "scribble_dfr")["miou"]
+    return project, result, miou
+
+
+def test_the_cam_and_the_crf_climb_the_ladder(first_repro):
+    miou = first_repro[2]
+    assert miou["eval_cam"] >= miou["all_background"] + 0.05, miou  # the classifier learned the heads
+    assert miou["eval_pseudo"] >= miou["eval_cam"] + 0.02, miou  # crf.source: cam
+
+
+@pytest.mark.xfail(strict=True, reason="issue 19, open: on this data the walks and DeepLab do not yet beat "
+                                       "the CAM (benchmarks/README.md, the demo's ladder)")
+def test_the_walks_and_deeplab_climb_the_ladder(first_repro):
+    miou = first_repro[2]
+    assert miou["eval_rw"] > miou["eval_cam"] and miou["eval_rw_irn"] > miou["eval_cam"], miou
+    assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.9 * miou["eval_pseudo"], miou
+
+
+def test_dvc_repro_whole_pipeline(first_repro):
+    project, first, _ = first_repro
+    assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw",
+            "ir_labels", "train_irn", "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg",
+            "overlays", "inspect", "scribbles", "train_single", "eval_single"} <= _ran(first)
     out = project / "outputs"
 
     cam_metrics = json.loads((out / "eval_cam" / "cam" / "details.json").read_text())
@@ -66,13 +94,13 @@ def test_dvc_repro_whole_pipeline(tmp_path):
         assert 0.0 <= metrics["miou"] <= 1.0 and "per_class_iou" not in metrics  # per-class: per_class.csv
         assert (out / stage / "cam" / "per_class.csv").read_text().splitlines()[:2][1].startswith("background,")
     seg = json.loads((out / "eval_seg" / "cam_pseudo" / "details.json").read_text())
-    assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 8
+    assert 0.0 <= seg["miou"] <= 1.0 and seg["num_images"] == 16
     protocols = ("miou_single_scale", "miou_multi_scale", "miou_multi_scale_crf")
     assert seg["miou"] == max(seg[k] for k in protocols) and seg["protocol"]
     report = json.loads((out / "inspect" / "cam" / "data" / "index.json").read_text())
-    assert len(report["rows"]) == 64 + 8 and report["splits"]["val"]["miou"]["pred"] == pytest.approx(seg["miou"])
+    assert len(report["rows"]) == 64 + 16 and report["splits"]["val"]["miou"]["pred"] == pytest.approx(seg["miou"])
     single = json.loads((out / "eval_single" / "scribble_dfr" / "details.json").read_text())
-    assert 0.0 <= single["miou"] <= 1.0 and single["num_images"] == 8
+    assert 0.0 <= single["miou"] <= 1.0 and single["num_images"] == 16
     pseudo = Image.open(next((out / "crf" / "cam").glob("*.png")))
     assert pseudo.mode == "P" and pseudo.size == (128, 128)
     overlays = sorted((out / "overlays" / "cam").glob("*.png"))

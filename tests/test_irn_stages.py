@@ -71,5 +71,5 @@ def test_irn_params_are_validated():
         load_params(REPO / "params.yaml", ["crf.source=irn"])
     params = load_params(REPO / "params.yaml")
     assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == ("auto", "auto")
-    assert (params.rw_irn.beta, params.rw_irn.exp_times, params.rw_irn.radius) == (10.0, 8, 5)
+    assert (params.rw_irn.beta, params.rw_irn.exp_times, params.rw_irn.radius) == (10.0, 3, 5)
     assert (params.train_irn.radius, params.train_irn.lr) == (10, 0.1)

@@ -61,6 +61,21 @@ def test_freeze_bn_param_auto_follows_pretrained(tmp_path):
         load_params(path, ["train_cls.freeze_bn=sometimes"])
 
 
+def test_freeze_bn_auto_trains_bn_on_the_generated_dataset(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("synthetic:\n  root: data/synthetic\ndata:\n  root: ./data/synthetic/\n")
+    params = load_params(path)
+    assert params.uses_generated_data()
+    assert not params.train_cls.freezes_bn("imagenet", params.uses_generated_data())
+    assert not params.train_seg.freezes_backbone_bn("imagenet", params.uses_generated_data())
+    photos = load_params(path, ["data.root=/data/msrc_objects"])
+    assert not photos.uses_generated_data()
+    assert photos.train_cls.freezes_bn("imagenet", photos.uses_generated_data())
+    assert photos.train_seg.freezes_backbone_bn("imagenet", photos.uses_generated_data())
+    forced = load_params(path, ["train_cls.freeze_bn=true"])
+    assert forced.train_cls.freezes_bn("imagenet", forced.uses_generated_data())
+
+
 @pytest.mark.parametrize("height, width", [(60, 100), (100, 40)])
 def test_scale_augmentation_resizes_the_long_side_relative_to_the_crop(height, width):
     """PSA/SEAM's RandomResizeLong then crop: with scale_min = scale_max = s the long side becomes
