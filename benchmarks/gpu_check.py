@@ -45,7 +45,7 @@ DRY = {
     "backbone.name": "tiny", "backbone.pretrained": "none", "backbone.output_stride": 8,
     "train_cls.crop_size": 64, "train_cls.epochs": 1, "train_cls.batch_size": 4,
     "cam.scales": [1.0, 0.5], "cam.loader_workers": 0, "cam.writers": 0,
-    "train_aff.crop_size": 64, "train_aff.epochs": 1, "train_irn.crop_size": 64, "train_irn.epochs": 1,
+    "train_aff.crop_size": 96, "train_aff.epochs": 1, "train_irn.crop_size": 96, "train_irn.epochs": 1,
     "train_seg.crop_size": 64, "train_seg.steps": 2, "train_seg.batch_size": 2, "train_seg.val_every": 2,
     "eval_seg.scales": [1.0, 0.5], "workers": 1, "resume_every_all": 0,
 }
