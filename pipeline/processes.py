@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ class Cancelled(BaseException):
 _parent_pid: int | None = None
 _running = False  # a mapped function is running in this worker
 _cancelled = False  # this worker was asked to stop: every later chunk is abandoned at once
+_stop_event = None  # set by the parent when the pool stops: seen even by a worker whose handler came late
 
 
 def die_with_parent() -> None:
@@ -71,13 +73,19 @@ def init_pool_worker() -> None:
     die_with_parent()
 
 
+def _init_with_stop_event(stop_event, initializer: Callable[[], None]) -> None:
+    global _stop_event
+    _stop_event = stop_event
+    initializer()
+
+
 def _run_chunk(fn: Callable[[T], R], chunk: Sequence[T]) -> list[R]:
     global _running
     results = []
     for item in chunk:
         try:
             _running = True
-            if _cancelled:
+            if _cancelled or (_stop_event is not None and _stop_event.is_set()):
                 raise Cancelled()
             results.append(fn(item))
         finally:
@@ -94,17 +102,19 @@ def process_map(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksiz
         previous = signal.signal(CANCEL_SIGNAL, signal.SIG_IGN)
     except ValueError:  # not the main thread
         previous = None
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=initializer)
+    stop_event = multiprocessing.get_context().Event()  # the signal misses a worker still starting up
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_with_stop_event,
+                               initargs=(stop_event, initializer))
     futures: list[Future] = []
     try:
         futures = [pool.submit(_run_chunk, fn, items[i:i + chunksize]) for i in range(0, len(items), chunksize)]
         for future in futures:
             yield from future.result()
     except BrokenProcessPool:
-        _stop(pool, futures)
+        _stop(pool, futures, stop_event)
         raise WsssError("a worker process died (killed, or out of memory?); nothing was published") from None
     except BaseException:
-        _stop(pool, futures)
+        _stop(pool, futures, stop_event)
         raise
     finally:
         if previous is not None:
@@ -112,7 +122,8 @@ def process_map(fn: Callable[[T], R], items: Sequence[T], workers: int, chunksiz
     pool.shutdown(wait=True)
 
 
-def _stop(pool: ProcessPoolExecutor, futures: list[Future]) -> None:
+def _stop(pool: ProcessPoolExecutor, futures: list[Future], stop_event) -> None:
+    stop_event.set()
     for future in futures:
         future.cancel()
     processes = list((getattr(pool, "_processes", None) or {}).values())
