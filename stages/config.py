@@ -59,6 +59,8 @@ class SyntheticParams(Section):
     num_val: int = Field(40, ge=1)
     image_size: int = Field(128, ge=32, le=1024)
     seed: int = Field(0, ge=0)
+    max_objects: int = Field(3, ge=1, le=6)
+    object_scale: float = Field(1.0, ge=0.5, le=2.0)
 
 
 class DataParams(Section):

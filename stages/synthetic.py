@@ -12,5 +12,5 @@ def run(params: Params) -> Path:
     cfg = params.synthetic
     with atomic_dir(cfg.root) as tmp:
         generate_synthetic(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size,
-                           seed=cfg.seed)
+                           seed=cfg.seed, max_objects=cfg.max_objects, object_scale=cfg.object_scale)
     return Path(cfg.root)

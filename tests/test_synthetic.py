@@ -109,9 +109,18 @@ def test_size_jitter_and_fewer_classes(tmp_path):
     dataset.validate(check_pixels=True)
 
 
+def test_object_scale_makes_objects_larger():
+    def object_share(object_scale):
+        masks = [render_sample(np.random.default_rng(i), 96, 96, empty_fraction=0.0, max_objects=1,
+                               object_scale=object_scale)[1] for i in range(12)]
+        return np.mean([((m > 0) & (m < 255)).mean() for m in masks])
+
+    assert object_share(1.5) > 1.8 * object_share(1.0)
+
+
 @pytest.mark.parametrize("key, value", [("num_train", 0), ("image_size", 16), ("num_classes", 6),
                                         ("empty_fraction", 1.0), ("void_fraction", -0.1),
-                                        ("max_objects", 0), ("size_jitter", 0.5)])
+                                        ("max_objects", 0), ("size_jitter", 0.5), ("object_scale", 2.5)])
 def test_bad_parameters(tmp_path, key, value):
     with pytest.raises(ConfigError, match=f"synthetic.{key}: invalid value"):
         generate_synthetic(tmp_path / "x", **{key: value})

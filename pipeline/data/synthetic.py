@@ -148,12 +148,13 @@ def _render_background(rng, yy, xx, scale) -> np.ndarray:
     return canvas
 
 
-def _sample_object(rng, height, width, scale, previous):
-    """Pose of one object, inside the frame (head fully inside), near an earlier one half of the time."""
+def _sample_object(rng, height, width, scale, previous, object_scale=1.0):
+    """Pose of one object, inside the frame (head fully inside), near an earlier one half of the time;
+    ``object_scale`` multiplies the body (and so the head) size."""
     for _ in range(100):
-        a = rng.uniform(0.13, 0.22) * scale
+        a = rng.uniform(0.13, 0.22) * scale * object_scale
         b = a * rng.uniform(0.45, 0.7)
-        radius = max(rng.uniform(0.65, 0.85) * b, 0.06 * scale)
+        radius = max(rng.uniform(0.65, 0.85) * b, 0.06 * scale * object_scale)
         angle = rng.uniform(0, 2 * np.pi)
         if previous and rng.random() < 0.5:
             anchor = previous[int(rng.integers(len(previous)))]
@@ -178,6 +179,7 @@ def render_sample(
     empty_fraction: float = 0.1,
     void_fraction: float = 0.5,
     max_objects: int = 3,
+    object_scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray, list[SyntheticObject]]:
     """One image (H, W, 3) uint8, its mask (H, W) uint8 (0 bg, 1..num_classes, 255 void) and its objects."""
     scale = float(min(height, width))
@@ -190,7 +192,7 @@ def render_sample(
     for attempt in range(MAX_LAYOUT_TRIES):
         poses: list[dict] = []
         for _ in range(count):
-            poses.append(_sample_object(rng, height, width, scale, poses))
+            poses.append(_sample_object(rng, height, width, scale, poses, object_scale))
         shapes = []
         instance[:] = 0
         for k, pose in enumerate(poses, start=1):
@@ -238,7 +240,8 @@ def render_sample(
 
 
 # ------------------------------------------------------------------ the dataset
-def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter):
+def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter,
+                  object_scale=1.0):
     checks = {
         "num_train": num_train >= 1,
         "num_val": num_val >= 1,
@@ -248,6 +251,7 @@ def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, v
         "void_fraction": 0.0 <= void_fraction <= 1.0,
         "max_objects": 1 <= max_objects <= 6,
         "size_jitter": 0.0 <= size_jitter < 0.5,
+        "object_scale": 0.5 <= object_scale <= 2.0,
     }
     values = locals()
     for key, ok in checks.items():
@@ -266,15 +270,17 @@ def generate_synthetic(
     void_fraction: float = 0.5,
     max_objects: int = 3,
     size_jitter: float = 0.0,
+    object_scale: float = 1.0,
 ) -> dict:
     """Write the demo dataset in VOC layout under ``out_root`` (replaced whole, atomically).
 
     Image ``i`` of a split is drawn from its own generator seeded with (seed, split, i), so a given seed
     always gives byte-identical files. ``size_jitter`` > 0 draws each side from
-    [image_size * (1 - size_jitter), image_size]. Returns (and writes as ``summary.json``) statistics:
+    [image_size * (1 - size_jitter), image_size]; ``object_scale`` multiplies every object's size. Returns (and writes as ``summary.json``) statistics:
     per split the image count, empty images, objects per class, occluded objects and the void pixel share.
     """
-    _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter)
+    _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter,
+                  object_scale)
     summary = {"seed": seed, "image_size": image_size, "class_names": ["background", *CLASS_NAMES[:num_classes]]}
     with atomic_dir(out_root) as tmp:
         tmp = Path(tmp)
@@ -290,7 +296,7 @@ def generate_synthetic(
                     low = int(round(image_size * (1 - size_jitter)))
                     height, width = (int(v) for v in rng.integers(low, image_size + 1, size=2))
                 image, mask, objects = render_sample(
-                    rng, height, width, num_classes, empty_fraction, void_fraction, max_objects
+                    rng, height, width, num_classes, empty_fraction, void_fraction, max_objects, object_scale
                 )
                 save_image(tmp / "JPEGImages" / f"{image_id}.jpg", image, quality=95)
                 save_mask(tmp / "SegmentationClass" / f"{image_id}.png", mask)
