@@ -1,4 +1,6 @@
+import contextlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -87,3 +89,22 @@ def device(request):
     import torch
 
     return torch.device(request.param)
+
+
+class Hang(BaseException):
+    """Raised by :func:`deadline`'s alarm: a BaseException, so that no stage's error handling swallows it."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Fail the code inside with :class:`Hang` after ``seconds`` (SIGALRM): a hang becomes a failure."""
+    def expire(signum, frame):
+        raise Hang(f"still running after {seconds} s (a hang?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

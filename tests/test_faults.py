@@ -4,13 +4,13 @@ bind mounts). Afterwards every published directory is complete and every failure
 intact, with nothing half-written beside it. Mounting needs root on Linux; without it those tests skip."""
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import deadline
 
 from conftest import REPO
 from pipeline.io import OWNER_MARKER
@@ -21,20 +21,10 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 180
 
 
-class FaultTimeout(BaseException):
-    pass
-
-
 @pytest.fixture(autouse=True)
 def _deadline():
-    def expire(signum, frame):
-        raise FaultTimeout(f"still running after {TIMEOUT_S} s (a hang?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with deadline(TIMEOUT_S):
+        yield
 
 
 def _items(root: Path, out: Path, *extra: str) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import deadline
 import torch
 from PIL import Image
 
@@ -26,20 +27,10 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 150
 
 
-class ProbeTimeout(BaseException):
-    """Raised by the alarm: a BaseException, so that no stage's error handling swallows it."""
-
-
 @pytest.fixture(autouse=True)
 def _deadline():
-    def expire(signum, frame):
-        raise ProbeTimeout(f"probe case still running after {TIMEOUT_S} s (a hang?)")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TIMEOUT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+    with deadline(TIMEOUT_S):
+        yield
 
 
 def _cli(stage: str, root: Path, out: Path, *sets: str, params: Path = REPO / "params.yaml"):
