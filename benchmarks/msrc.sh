@@ -21,8 +21,9 @@
 #                                          # RECAM_NAME=x RECAM_SETS="--set recam.momentum=0.9" for a variant
 #   bash benchmarks/msrc.sh methods        # cam / seam / ppl / cpn side by side (a lighter schedule:
 #                                          # crop 160, 6 epochs, so that all four fit a CPU session)
-#   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs)
-#                                          # and PPL's fusion variant with its no-patch control
+#   bash benchmarks/msrc.sh methods-224    # the same at the CAM baseline's schedule (crop 224, 12 epochs),
+#                                          # PPL's fusion variant with its no-patch control, CPN with the
+#                                          # per-class key layout (on a GPU: benchmarks/gpu_methods.sh)
 #   bash benchmarks/msrc.sh investigate    # ablations behind the methods table (light schedule)
 #   bash benchmarks/msrc.sh deeplab        # after cam-baseline: DeepLab on pseudo masks vs ground truth at
 #                                          # SEG_STEPS (1,200) steps, batch 8, crop 160, trained identically;
@@ -164,6 +165,7 @@ PY
     variant ppl --set method=ppl
     variant ppl_fusion --set method=ppl --set methods.ppl.fusion=true
     variant cpn --set method=cpn
+    variant cpn_per_class --set method=cpn --set methods.cpn.key_layout=per_class  # the paper's reading
     variant ppl_fusion_ctrl --set method=ppl --set methods.ppl.fusion=true --set 'methods.ppl.granularities=[1,1,1]'
     # ablations: which term costs what (SEAM: both branches classified, PCM trained by the low-activation
     # term only; CPN: I, I1, I2 classified, no L_CP, no PRCM, raw read-out)
