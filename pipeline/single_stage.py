@@ -54,7 +54,8 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.deeplab import build_deeplab
-from pipeline.step_training import train_steps
+from pipeline.engine.trainer import Hook
+from pipeline.segmentation import train_segmentation
 
 IGNORE_INDEX = 255
 SUPERVISIONS = ("scribble", "image", "full")
@@ -215,16 +216,16 @@ class PartialLabelSamples(Dataset):
 
 def train_single_stage(model: SingleStageModel, objective: SingleStageLoss, loader: Iterable, max_steps: int,
                        lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, head_lr_mult: float = 10.0,
-                       device: str | torch.device = "cpu", amp: bool = True,
-                       log_fn: Callable[[int, dict], None] | None = None, resume_path: Path | None = None,
-                       resume_every: int = 0, resume_key: str = "") -> list[dict[str, float]]:
-    """SGD with the poly schedule for ``max_steps`` steps over batches of :class:`PartialLabelSamples`
-    (:func:`pipeline.step_training.train_steps`: AMP on CUDA, resumable, DDP under torchrun); returns
-    every step's loss terms, ``lr`` and ``seconds``. ``log_fn(step, terms)`` is called after each step."""
+                       device: str | torch.device = "cpu", amp: bool = True, hooks: Sequence[Hook] = (),
+                       resume_path: Path | None = None, resume_every: int = 0,
+                       resume_key: str = "") -> list[dict[str, float]]:
+    """DeepLab's training (:func:`pipeline.segmentation.train_segmentation`: the poly schedule, AMP on
+    CUDA, resumable, DDP under torchrun) over batches of :class:`PartialLabelSamples` with ``objective``
+    as the step's loss; returns every step's loss terms, ``lr`` and ``seconds``."""
 
     def step_fn(net, images, labels, roi, image_labels, step):
         return objective(net, images, labels, roi, image_labels, step)
 
-    return train_steps(model, step_fn, loader, max_steps, lr, momentum, weight_decay, head_lr_mult, device, amp,
-                       log_fn, lr_param="single.lr", resume_path=resume_path, resume_every=resume_every,
-                       resume_key=resume_key, timed=True)
+    return train_segmentation(model, loader, max_steps, lr, momentum, weight_decay, head_lr_mult, device, amp,
+                              hooks, resume_path, resume_every, resume_key, step_fn=step_fn,
+                              name="train_single", lr_param="single.lr", timed=True)

@@ -121,13 +121,13 @@ def run(params: Params) -> dict:
         log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                    cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
-                                    resume_every=cfg.resume_every, resume_key=key)
+        records = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                     cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
+                                     resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
             return {}
-        metrics = {"labels": cfg.labels, "loss": round(float(np.mean(losses[-10:])), 6),
+        metrics = {"labels": cfg.labels, "loss": round(float(np.mean([r["loss"] for r in records[-10:]])), 6),
                    "val_miou_single_scale": round(log.end(), 6),
                    "seconds": round(time.perf_counter() - start, 2)}
         save_model(out / "model.pt", model.cpu(), params, class_names)

@@ -116,7 +116,7 @@ def run(params: Params) -> dict:
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
         history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
-                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log,
+                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
                                      resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
