@@ -45,8 +45,8 @@ IGNORE_INDEX = 255
 
 
 class RandomScale:
-    """Resize an (image, mask) pair by one factor drawn uniformly from [scale_min, scale_max] times the
-    image's own size (bilinear for the image, nearest for the mask): DeepLab's random-scale augmentation."""
+    """Resize an image and its masks by one factor drawn uniformly from [scale_min, scale_max] times the
+    image's own size (bilinear for the image, nearest for the masks): DeepLab's random-scale augmentation."""
 
     def __init__(self, scale_min: float, scale_max: float):
         if not 0 < scale_min <= scale_max:
@@ -54,12 +54,12 @@ class RandomScale:
                               f"{scale_min}, {scale_max}")
         self.scale_min, self.scale_max = scale_min, scale_max
 
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask):
+    def __call__(self, image: tv_tensors.Image, *masks: tv_tensors.Mask):
         scale = self.scale_min + (self.scale_max - self.scale_min) * float(torch.rand(()))
         height, width = image.shape[-2:]
         size = [max(1, round(height * scale)), max(1, round(width * scale))]
         return (v2.functional.resize(image, size, antialias=True),
-                v2.functional.resize(mask, size))
+                *(v2.functional.resize(mask, size) for mask in masks))
 
 
 def segmentation_train_transform(crop_size: int, scale_min: float, scale_max: float, color_jitter: float = 0.0,
