@@ -23,7 +23,8 @@ A non-finite loss term stops the run with a :class:`~pipeline.errors.ConfigError
 stage, the step and epoch and the term, and the lr parameter: on CPU before that step's optimiser step;
 on CUDA, where the terms reach the host every HOST_SYNC_STEPS steps (a sync per step stalls the GPU's
 queue), at the next sync, which comes before any checkpoint or validation. Either way no checkpoint
-holds weights updated by a non-finite loss: the previous one stays for the next run.
+holds weights updated by a non-finite loss: the previous one stays for the next run. Under torchrun the
+check reads the terms averaged over the ranks, so that every rank stops at the same step.
 
 Under torchrun: DistributedDataParallel around the step (gradients averaged over the ranks, whose
 batches together make the single-process batch), SyncBatchNorm on CUDA (torch has none on CPU), the
@@ -182,8 +183,9 @@ def train(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: int, l
             terms = step_module(*batch, step=step)
         detached = {key: value.detach().float() if torch.is_tensor(value) else float(value)
                     for key, value in terms.items()}
-        if sync_every == 1:  # CPU: check before the optimiser step (costs nothing: no device to wait for)
-            _check_finite(_host_values([detached])[0], step, per_epoch, name, lr_param)
+        if sync_every == 1:  # CPU: averaged over the ranks (all stop together) and checked before the step
+            detached = distributed.mean_over_ranks(_host_values([detached])[0])
+            _check_finite(detached, step, per_epoch, name, lr_param)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         scaler.step(optimizer)
@@ -193,8 +195,8 @@ def train(model: nn.Module, step_fn: StepFn, loader: Iterable, max_steps: int, l
             continue  # no host sync yet (CUDA): the terms stay on the device until the next flush
         now = time.perf_counter()
         for (step_i, _, lr_i, own_seconds), host in zip(pending, _host_values([d for _, d, _, _ in pending])):
-            _check_finite(host, step_i, per_epoch, name, lr_param)
-            values = distributed.mean_over_ranks(host)
+            values = host if sync_every == 1 else distributed.mean_over_ranks(host)  # CPU: averaged above
+            _check_finite(values, step_i, per_epoch, name, lr_param)
             values["lr"] = lr_i
             if timed:  # CPU: the step's own time; CUDA (asynchronous): the window's mean step time
                 values["seconds"] = own_seconds if sync_every == 1 else (now - window) / len(pending)
