@@ -32,8 +32,8 @@ Choices where the sources are silent (DFR's code and paper are not available):
   background (4.4 val mIoU on MSRC with no warm-up, 12.3 with 100 steps and AFA's seed thresholds
   0.55 / 0.35, the defaults; benchmarks/README.md). The deep term waits ``deep_warmup_steps`` so
   that the head's embeddings mean something before they shape the kernel.
-- Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; the stage's default (``single.sigma_xy: auto``) keeps the width relative to
-  the crop (100 * crop / 513). Measured on MSRC (crop 160, 300 steps): 100 px -> 31 px raises the CRF
+- Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; the stage's
+  default (``single.sigma_xy: auto``) keeps the width relative to the crop (100 * crop / 513). Measured on MSRC (crop 160, 300 steps): 100 px -> 31 px raises the CRF
   loss from 32.4 to 35.8 and DFR from 36.2 to 38.1 val mIoU, multi-scale (benchmarks/README.md).
 - Weight: rloss's 2e-9 corresponds to 8.7 here (:mod:`pipeline.losses.dense_crf`); on MSRC at 300 steps
   it over-smooths: 2 gives the CRF loss 38.7 against 35.8 (8.7) and 31.4 (30), and DFR 43.1 against 38.1
