@@ -6,7 +6,7 @@ first :func:`setup` call: NCCL with one GPU per process (``cuda:LOCAL_RANK``) wh
 otherwise. Without torchrun every function here is the single-process identity (rank 0 of 1), so nothing
 changes.
 
-- Training (:func:`pipeline.train.train_method`): DistributedDataParallel, SyncBatchNorm on CUDA where
+- Training (:func:`pipeline.engine.trainer.train`): DistributedDataParallel, SyncBatchNorm on CUDA where
   batch norm trains, and :class:`EpochSampler` handing every rank its slice of each *global* batch
   (``batch_size`` is the global batch, so the learning rate is the single-process one); rank 0 writes.
 - Per-image stages: :func:`shard` gives rank ``r`` the ids ``ids[r::world]``; every rank writes into the

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -183,7 +184,10 @@ def atomic_dir(path: str | os.PathLike, key: str | None = None) -> Iterator[Path
         tmp_path = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     else:
         tmp_path = partial_dir(path, key)
-        remove_stale_temporaries(path, keep=tmp_path)
+        for stale in remove_stale_temporaries(path, keep=tmp_path):
+            if stale.name.endswith(".partial"):
+                print(f"{stale}: discarded, the work of a killed run with other params, inputs or code",
+                      file=sys.stderr)
         tmp_path.mkdir(exist_ok=True)
         for leftover in tmp_path.glob(".*.tmp*"):  # a file a killed run was writing
             leftover.unlink(missing_ok=True)

@@ -39,14 +39,14 @@ from pipeline.crf import dense_crf
 from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.data.transforms import train_transform
 from pipeline.errors import ConfigError, DataError
-from pipeline.step_training import poly_lr, train_steps  # noqa: F401 (poly_lr: re-exported)
+from pipeline.engine.trainer import Hook, poly_lr, train  # noqa: F401 (poly_lr: re-exported)
 
 IGNORE_INDEX = 255
 
 
 class RandomScale:
-    """Resize an (image, mask) pair by one factor drawn uniformly from [scale_min, scale_max] times the
-    image's own size (bilinear for the image, nearest for the mask): DeepLab's random-scale augmentation."""
+    """Resize an image and its masks by one factor drawn uniformly from [scale_min, scale_max] times the
+    image's own size (bilinear for the image, nearest for the masks): DeepLab's random-scale augmentation."""
 
     def __init__(self, scale_min: float, scale_max: float):
         if not 0 < scale_min <= scale_max:
@@ -54,12 +54,12 @@ class RandomScale:
                               f"{scale_min}, {scale_max}")
         self.scale_min, self.scale_max = scale_min, scale_max
 
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask):
+    def __call__(self, image: tv_tensors.Image, *masks: tv_tensors.Mask):
         scale = self.scale_min + (self.scale_max - self.scale_min) * float(torch.rand(()))
         height, width = image.shape[-2:]
         size = [max(1, round(height * scale)), max(1, round(width * scale))]
         return (v2.functional.resize(image, size, antialias=True),
-                v2.functional.resize(mask, size))
+                *(v2.functional.resize(mask, size) for mask in masks))
 
 
 def segmentation_train_transform(crop_size: int, scale_min: float, scale_max: float, color_jitter: float = 0.0,
@@ -164,18 +164,17 @@ def _segmentation_step(model: nn.Module, images: torch.Tensor, masks: torch.Tens
 
 def train_segmentation(model: nn.Module, loader: Iterable, max_steps: int, lr: float, momentum: float = 0.9,
                        weight_decay: float = 5e-4, head_lr_mult: float = 10.0, device: str | torch.device = "cpu",
-                       amp: bool = True, log_fn: Callable[[int, dict], None] | None = None,
-                       resume_path: Path | None = None, resume_every: int = 0,
-                       resume_key: str = "") -> list[float]:
-    """Train ``model`` (with ``param_groups(lr, head_lr_mult)``) for ``max_steps`` SGD steps
-    (:func:`pipeline.step_training.train_steps`: poly schedule, AMP on CUDA, resumable, DDP under
-    torchrun); return the loss of every step.
+                       amp: bool = True, hooks: Sequence[Hook] = (), resume_path: Path | None = None,
+                       resume_every: int = 0, resume_key: str = "", step_fn: Callable = None, name: str = "train_seg",
+                       lr_param: str = "train_seg.lr", timed: bool = False) -> list[dict[str, float]]:
+    """Train ``model`` (with ``param_groups(lr, head_lr_mult)``) for ``max_steps`` SGD steps on the one loop
+    (:func:`pipeline.engine.trainer.train`: poly schedule, AMP on CUDA, resumable, DDP under torchrun);
+    return every step's record (loss terms, the backbone ``lr``, what the ``hooks`` added).
 
     ``loader`` yields (images (B, 3, H, W) in [0, 1], masks (B, H, W) long with 255 = ignore) and is
-    iterated as often as needed. ``log_fn(step, metrics)`` is called after every step with ``loss`` and
-    the backbone ``lr``.
+    iterated as often as needed; ``step_fn`` (default: cross entropy on the masks) may take other batches
+    and return other loss terms: the single stage (:mod:`pipeline.single_stage`) trains here with its own.
     """
-    history = train_steps(model, _segmentation_step, loader, max_steps, lr, momentum, weight_decay, head_lr_mult,
-                          device, amp, log_fn, lr_param="train_seg.lr", resume_path=resume_path,
-                          resume_every=resume_every, resume_key=resume_key)
-    return [values["loss"] for values in history]
+    return train(model, step_fn or _segmentation_step, loader, max_steps, lr, name=name, lr_param=lr_param,
+                 momentum=momentum, weight_decay=weight_decay, head_lr_mult=head_lr_mult, device=device, amp=amp,
+                 hooks=hooks, resume_path=resume_path, resume_every=resume_every, resume_key=resume_key, timed=timed)

@@ -14,6 +14,12 @@ CAM >= ``seed_fg`` -> that class, max CAM < ``seed_bg`` -> background, else igno
 trained with the multilabel soft-margin loss on global average pooling, as :mod:`pipeline.methods.cam`),
 or ``full`` (ground truth, the upper bound of the same code).
 
+Network, optimisation and augmentation are train_seg's (one segmentation recipe, :mod:`pipeline.segmentation`:
+the same DeepLab with its backbone batch norms frozen, ``single.freeze_backbone_bn: auto``, the same lr and
+poly schedule, the random scale of each image's own size, ``single.scale_reference: image``, and the same
+loop); only the loss differs. The figures quoted below were measured with the former recipe (lr 0.01,
+trained batch norms, the classification stages' crop-fitting jitter).
+
 Choices where the sources are silent (DFR's code and paper are not available):
 - Model: the project's DeepLab head (v3 / v2, :mod:`pipeline.models.deeplab`) on the backbone's last
   stage; the feature-consistency head is 1x1 conv (256) - BN - ReLU - 1x1 conv (``embed_dim``) on the
@@ -26,9 +32,8 @@ Choices where the sources are silent (DFR's code and paper are not available):
   background (4.4 val mIoU on MSRC with no warm-up, 12.3 with 100 steps and AFA's seed thresholds
   0.55 / 0.35, the defaults; benchmarks/README.md). The deep term waits ``deep_warmup_steps`` so
   that the head's embeddings mean something before they shape the kernel.
-- Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; our images are
-  fitted into the crop, so the stage's default (``single.sigma_xy: auto``) keeps the width relative to
-  the crop (100 * crop / 513). Measured on MSRC (crop 160, 300 steps): 100 px -> 31 px raises the CRF
+- Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; the stage's
+  default (``single.sigma_xy: auto``) keeps the width relative to the crop (100 * crop / 513). Measured on MSRC (crop 160, 300 steps): 100 px -> 31 px raises the CRF
   loss from 32.4 to 35.8 and DFR from 36.2 to 38.1 val mIoU, multi-scale (benchmarks/README.md).
 - Weight: rloss's 2e-9 corresponds to 8.7 here (:mod:`pipeline.losses.dense_crf`); on MSRC at 300 steps
   it over-smooths: 2 gives the CRF loss 38.7 against 35.8 (8.7) and 31.4 (30), and DFR 43.1 against 38.1
@@ -53,8 +58,9 @@ from pipeline import distributed
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.deeplab import build_deeplab
-from pipeline.step_training import train_steps
+from pipeline.models.deeplab import SegmentationModel, build_deeplab
+from pipeline.engine.trainer import Hook
+from pipeline.segmentation import train_segmentation
 
 IGNORE_INDEX = 255
 SUPERVISIONS = ("scribble", "image", "full")
@@ -73,23 +79,18 @@ class FeatureConsistencyHead(nn.Module):
         return self.layers(features)
 
 
-class SingleStageModel(nn.Module):
-    """Backbone + DeepLab head (+ feature-consistency head, + CAM head). ``forward(images in [0, 1])``
-    -> segmentation logits at the input size (what :func:`pipeline.segmentation.predict` expects);
-    :meth:`forward_train` returns every head's output from one backbone pass."""
+class SingleStageModel(SegmentationModel):
+    """DeepLab as train_seg builds it (:func:`pipeline.models.deeplab.build_deeplab`, backbone batch norms
+    frozen with ``freeze_backbone_bn``) + the feature-consistency head and the CAM head. ``forward(images in
+    [0, 1])`` -> segmentation logits at the input size; :meth:`forward_train` returns every head's output
+    from one backbone pass."""
 
     def __init__(self, backbone: Backbone, num_classes: int, head: str = "v3", embed_dim: int | None = 64,
-                 with_cam: bool = False):
-        super().__init__()
-        self.backbone = backbone
-        self.head = build_deeplab(backbone, num_classes, head=head).head
-        self.num_classes, self.head_name = num_classes, head
+                 with_cam: bool = False, freeze_backbone_bn: bool = False):
+        deeplab = build_deeplab(backbone, num_classes, head=head, freeze_backbone_bn=freeze_backbone_bn)
+        super().__init__(backbone, deeplab.head, num_classes, head, freeze_backbone_bn)
         self.embed = FeatureConsistencyHead(backbone.out_channels, embed_dim) if embed_dim else None
         self.cam_head = nn.Conv2d(backbone.out_channels, num_classes - 1, 1, bias=False) if with_cam else None
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.head(self.backbone(images)[-1])
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def forward_train(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone(images)[-1]
@@ -102,6 +103,7 @@ class SingleStageModel(nn.Module):
         return out
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
+        """Backbone at ``lr``, the three heads (trained from scratch) at ``lr * head_lr_mult``."""
         from pipeline.methods.base import backbone_head_groups
 
         heads = [m for m in (self.head, self.embed, self.cam_head) if m is not None]
@@ -215,16 +217,16 @@ class PartialLabelSamples(Dataset):
 
 def train_single_stage(model: SingleStageModel, objective: SingleStageLoss, loader: Iterable, max_steps: int,
                        lr: float, momentum: float = 0.9, weight_decay: float = 5e-4, head_lr_mult: float = 10.0,
-                       device: str | torch.device = "cpu", amp: bool = True,
-                       log_fn: Callable[[int, dict], None] | None = None, resume_path: Path | None = None,
-                       resume_every: int = 0, resume_key: str = "") -> list[dict[str, float]]:
-    """SGD with the poly schedule for ``max_steps`` steps over batches of :class:`PartialLabelSamples`
-    (:func:`pipeline.step_training.train_steps`: AMP on CUDA, resumable, DDP under torchrun); returns
-    every step's loss terms, ``lr`` and ``seconds``. ``log_fn(step, terms)`` is called after each step."""
+                       device: str | torch.device = "cpu", amp: bool = True, hooks: Sequence[Hook] = (),
+                       resume_path: Path | None = None, resume_every: int = 0,
+                       resume_key: str = "") -> list[dict[str, float]]:
+    """DeepLab's training (:func:`pipeline.segmentation.train_segmentation`: the poly schedule, AMP on
+    CUDA, resumable, DDP under torchrun) over batches of :class:`PartialLabelSamples` with ``objective``
+    as the step's loss; returns every step's loss terms, ``lr`` and ``seconds``."""
 
     def step_fn(net, images, labels, roi, image_labels, step):
         return objective(net, images, labels, roi, image_labels, step)
 
-    return train_steps(model, step_fn, loader, max_steps, lr, momentum, weight_decay, head_lr_mult, device, amp,
-                       log_fn, lr_param="single.lr", resume_path=resume_path, resume_every=resume_every,
-                       resume_key=resume_key, timed=True)
+    return train_segmentation(model, loader, max_steps, lr, momentum, weight_decay, head_lr_mult, device, amp,
+                              hooks, resume_path, resume_every, resume_key, step_fn=step_fn,
+                              name="train_single", lr_param="single.lr", timed=True)

@@ -196,10 +196,13 @@ def _die_with_parent(_: int) -> None:
 
 def run_key(params: Params, sections: Sequence[str], inputs: Sequence[Path] = ()) -> str:
     """A short hash of the params ``sections`` (dotted: ``methods.seam``) and of the ``inputs`` (files,
-    or directories taken whole: names, sizes, modification times) a stage reads: resume state and partial
-    outputs are reused only by a run with the same key."""
+    or directories taken whole: names, sizes, modification times) a stage reads, and of the package's source
+    (:func:`pipeline.engine.code_version.code_digest`): resume state and partial outputs are reused only by a
+    run with the same key, so never after a code change."""
     import hashlib
     import json
+
+    from pipeline.engine.code_version import code_digest
 
     dump = params.model_dump(mode="json")
     chosen = {}
@@ -209,6 +212,7 @@ def run_key(params: Params, sections: Sequence[str], inputs: Sequence[Path] = ()
             node = node.get(part) if isinstance(node, dict) else None
         chosen[dotted] = node
     digest = hashlib.sha256(json.dumps(chosen, sort_keys=True).encode())
+    digest.update(code_digest().encode())
     for path in inputs:
         path = Path(path)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -233,6 +237,8 @@ def clear_resume(path: Path, keep: bool = False) -> None:
     for stale in path.parent.glob("*.pt"):
         if not (keep and stale == path):
             stale.unlink(missing_ok=True)
+            if keep:
+                print(f"{stale}: discarded, written by a run with other params, inputs or code", file=sys.stderr)
     for directory in [path.parent, *path.parent.parents]:
         try:
             directory.rmdir()

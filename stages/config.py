@@ -129,8 +129,7 @@ class TrainingParams(Section):
 
 
 class ResumableParams(Section):
-    """Resumable training stages: train_cls, train_aff, train_irn (:func:`pipeline.train.train_method`),
-    train_seg and train_single (:func:`pipeline.step_training.train_steps`)."""
+    """Resumable training stages: every trained stage (the one loop, :func:`pipeline.engine.trainer.train`)."""
 
     resume_every: int = Field(200, ge=0, description="steps between resume checkpoints; 0 = none")
 
@@ -220,11 +219,9 @@ class CrfParams(Section):
                                               "bilateral_srgb", "bilateral_compat")}
 
 
-class TrainSegParams(TrainingParams, ResumableParams):
-    """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
+class SegTrainingParams(TrainingParams, ResumableParams):
+    """The segmentation recipe that train_seg and train_single share (:mod:`pipeline.segmentation`)."""
 
-    labels: Literal["pseudo", "gt"] = "pseudo"
-    split: str | None = None
     head: Literal["v3", "v2"] = "v3"
     steps: int = Field(400, ge=1)
     batch_size: int = Field(8, ge=2)
@@ -242,6 +239,13 @@ class TrainSegParams(TrainingParams, ResumableParams):
         if self.freeze_backbone_bn == "auto":
             return pretrained not in (None, "none") and not generated_data
         return self.freeze_backbone_bn
+
+
+class TrainSegParams(SegTrainingParams):
+    """DeepLab on pseudo masks (labels: pseudo) or on ground truth (labels: gt, the upper bound)."""
+
+    labels: Literal["pseudo", "gt"] = "pseudo"
+    split: str | None = None
 
 
 class EvalSegParams(Section):
@@ -271,18 +275,12 @@ class ScribblesParams(Section):
 RLOSS_SIGMA_XY, RLOSS_CROP = 100.0, 513
 
 
-class SingleParams(TrainingParams, ResumableParams):
-    """The single-stage branch: segmentation trained end to end with pCE + a regularised loss."""
+class SingleParams(SegTrainingParams):
+    """The single-stage branch: segmentation trained end to end with pCE + a regularised loss (the network,
+    optimisation and augmentation of train_seg: :class:`SegTrainingParams`)."""
 
     supervision: Literal["scribble", "image", "full"] = "scribble"
     loss: Literal["pce", "crf", "dfr"] = "dfr"
-    head: Literal["v3", "v2"] = "v3"
-    steps: int = Field(400, ge=1)
-    batch_size: int = Field(8, ge=2)
-    scale_min: float = Field(0.5, gt=0)
-    scale_max: float = Field(1.5, gt=0)
-    color_jitter: float = Field(0.0, ge=0, le=1)
-    val_every: int = Field(100, ge=1)
     crf_weight: float = Field(2.0, ge=0)
     crf_scale: float = Field(0.25, gt=0, le=1)
     sigma_rgb: float = Field(15.0, gt=0)
@@ -327,7 +325,7 @@ class SingleParams(TrainingParams, ResumableParams):
 
     def kernel_sigma_xy(self) -> float:
         """``sigma_xy``, or (auto) rloss's 100 px at its 513 px crops scaled to ``crop_size``: the same kernel
-        width relative to the crop (images are fitted into the crop)."""
+        width relative to the crop."""
         return RLOSS_SIGMA_XY * self.crop_size / RLOSS_CROP if self.sigma_xy == "auto" else float(self.sigma_xy)
 
 

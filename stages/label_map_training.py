@@ -49,7 +49,8 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
         history = train_method(model, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
                                on_step=lambda step, total: bar.update(task, completed=step),
-                               resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
+                               resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
+                               name=stage, lr_param=f"{stage}.lr")
     metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     if not distributed.is_main():

@@ -77,7 +77,7 @@ def run(params: Params) -> dict:
             head_lr_mult=cfg.head_lr_mult, device=device, amp=cls.amp,
             on_step=lambda step, total: bar.update(task, completed=step),
             freeze_bn=cls.freezes_bn(params.backbone.pretrained),
-            resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
+            resume_path=resume, resume_every=cfg.resume_every, resume_key=key, name="recam", lr_param="recam.lr",
         )
     metrics = {k: v for k, v in history[-1].items() if k != "epoch"}
     metrics |= {"enabled": True, "seconds": round(time.perf_counter() - start, 2)}

@@ -60,7 +60,7 @@ def run(params: Params) -> dict:
             momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
             on_step=lambda step, total: bar.update(task, completed=step),
             freeze_bn=cfg.freezes_bn(params.backbone.pretrained, params.uses_generated_data()),
-            resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
+            resume_path=resume, resume_every=cfg.resume_every, resume_key=key, name="train_cls", lr_param="train_cls.lr",
         )
     seconds = time.perf_counter() - start
     metrics = {k: v for k, v in history[-1].items() if k != "epoch"} | {"seconds": round(seconds, 2)}

@@ -37,7 +37,7 @@ from stages.common import (
     stage_dir,
     training_loader,
 )
-from stages.config import Params
+from stages.config import Params, SegTrainingParams
 from stages.records import write_metrics
 from stages.training_log import TrainingLog
 
@@ -58,6 +58,12 @@ def check_pseudo_masks(mask_dir: Path, image_ids: list[str], split: str) -> None
         raise DataError(f"{mask_dir / (missing[0] + '.png')}: pseudo mask missing ({len(missing)} of "
                         f"{len(image_ids)} images of train_seg split {split!r}); run `wsss-pipe crf` on "
                         f"that split (data.train_split) or set train_seg.split")
+
+
+def augmentation(cfg: SegTrainingParams):
+    """The segmentation recipe's training augmentation (train_seg's and train_single's sections)."""
+    return segmentation_train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter,
+                                        cfg.scale_reference)
 
 
 def val_miou(model, dataset, num_classes: int, device: torch.device) -> float:
@@ -102,9 +108,7 @@ def run(params: Params) -> dict:
         if not index["splits"][split]["has_masks"]:
             raise DataError(f"train_seg.labels: gt needs masks for split {split!r}")
         mask_fn = train.load_mask
-    transform = segmentation_train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter,
-                                             cfg.scale_reference)
-    samples = SegmentationSamples(train, train.ids, mask_fn, transform)
+    samples = SegmentationSamples(train, train.ids, mask_fn, augmentation(cfg))
     loader = training_loader(samples, cfg, generator, device)
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
     frozen_bn = cfg.freezes_backbone_bn(params.backbone.pretrained, params.uses_generated_data())
@@ -121,13 +125,13 @@ def run(params: Params) -> dict:
         log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                    cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
-                                    resume_every=cfg.resume_every, resume_key=key)
+        records = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
+                                     cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
+                                     resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
             return {}
-        metrics = {"labels": cfg.labels, "loss": round(float(np.mean(losses[-10:])), 6),
+        metrics = {"labels": cfg.labels, "loss": round(float(np.mean([r["loss"] for r in records[-10:]])), 6),
                    "val_miou_single_scale": round(log.end(), 6),
                    "seconds": round(time.perf_counter() - start, 2)}
         save_model(out / "model.pt", model.cpu(), params, class_names)

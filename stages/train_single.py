@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from pipeline import distributed
-from pipeline.data.transforms import train_transform
 from pipeline.data.voc import image_size
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, save_torch
@@ -39,7 +38,7 @@ from stages.common import (
 from stages.config import Params
 from stages.records import write_metrics
 from stages.training_log import TrainingLog
-from stages.train_seg import val_miou
+from stages.train_seg import augmentation, val_miou
 
 LOSS_FIELDS = ("supervision", "loss", "crf_weight", "crf_scale", "sigma_rgb", "sigma_xy", "warmup_steps",
                "sigma_deep", "fc_weight", "fc_pixels", "fc_confidence", "deep_warmup_steps", "cls_weight",
@@ -51,11 +50,14 @@ def single_tag(params: Params) -> str:
 
 
 def build_model(params: Params, num_classes: int, pretrained) -> SingleStageModel:
+    """train_seg's DeepLab (its backbone batch norms frozen as ``single.freeze_backbone_bn`` says) with the
+    heads the loss needs."""
     cfg = params.single
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, pretrained)
     return SingleStageModel(backbone, num_classes, head=cfg.head,
                             embed_dim=cfg.embed_dim if cfg.loss == "dfr" else None,
-                            with_cam=cfg.supervision == "image")
+                            with_cam=cfg.supervision == "image",
+                            freeze_backbone_bn=cfg.freezes_backbone_bn(pretrained, params.uses_generated_data()))
 
 
 def load_single_model(path: Path, device: torch.device):
@@ -95,8 +97,7 @@ def run(params: Params) -> dict:
     val, _ = open_split(params, params.data.val_split)
     class_names = index["classes"]
     labels = index["splits"][params.data.train_split]["labels"]
-    samples = PartialLabelSamples(train, train.ids, label_source(params, train, index), labels,
-                                  train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
+    samples = PartialLabelSamples(train, train.ids, label_source(params, train, index), labels, augmentation(cfg))
     loader = training_loader(samples, cfg, generator, device)
     model = build_model(params, len(class_names), params.backbone.pretrained)
     objective = SingleStageLoss(**{name: getattr(cfg, name) for name in LOSS_FIELDS} |
@@ -116,7 +117,7 @@ def run(params: Params) -> dict:
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
         history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
-                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, log_fn=log,
+                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
                                      resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()

@@ -8,6 +8,7 @@ import torch
 from conftest import coloured_squares
 from pipeline.affinity import pair_indices
 from pipeline.cam import multiscale_cam
+from pipeline.engine.trainer import Hook
 from pipeline.irn_walk import propagate_boundary
 from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
@@ -45,15 +46,16 @@ def test_train_segmentation_logs_every_step_in_order_on_device(device):
     loader = [(images[:2], masks[:2]), (images[2:], masks[2:])]
     seen = []
 
-    class Log:
+    class Log(Hook):
         val_every = 3  # the host syncs on CUDA must fall on the validation steps
 
-        def __call__(self, step, values):
+        def after_step(self, step, values):
             seen.append((step, values["loss"]))
             if (step + 1) % self.val_every == 0:
                 values["val_miou"] = 0.5
 
-    losses = train_segmentation(model, loader, max_steps=7, lr=0.01, device=device, amp=True, log_fn=Log())
+    losses = [r["loss"] for r in train_segmentation(model, loader, max_steps=7, lr=0.01, device=device, amp=True,
+                                                      hooks=[Log()])]
     assert [s for s, _ in seen] == list(range(7)) and [l for _, l in seen] == losses
     assert all(np.isfinite(losses))
 
@@ -103,5 +105,6 @@ def test_non_finite_loss_is_reported(device, steps):
     model = build_deeplab(build_backbone("tiny", 8), 3, head="v3")
     images = torch.full((2, 3, 32, 32), float("nan"))
     masks = torch.ones((2, 32, 32), dtype=torch.long)
-    with pytest.raises(ConfigError, match="loss became nan"):
+    message = r"train_seg: the loss became nan in term 'loss' at step 0 \(epoch 0\); lower train_seg.lr"
+    with pytest.raises(ConfigError, match=message):
         train_segmentation(model, [(images, masks)], max_steps=steps, lr=0.01, device=device, amp=False)

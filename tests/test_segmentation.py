@@ -6,6 +6,7 @@ import torch
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.deeplab import build_deeplab
+from pipeline.engine.trainer import Hook
 from pipeline.segmentation import (poly_lr, predict, predict_label_map, segmentation_loss,
                                    train_segmentation)
 
@@ -96,9 +97,14 @@ def test_short_training_reduces_loss(head):
     model = build_deeplab(TinyBackbone(output_stride=8), 2, head)  # os 16 leaves a 2x2 map at 32 px
     batch = synthetic_batch()
     logged = []
-    history = train_segmentation(model, [batch], max_steps=40, lr=0.01, momentum=0.9, weight_decay=1e-4,
-                                 head_lr_mult=10, device="cpu", amp=True,
-                                 log_fn=lambda step, m: logged.append((step, m)))
+
+    class Log(Hook):
+        def after_step(self, step, values):
+            logged.append((step, values))
+
+    records = train_segmentation(model, [batch], max_steps=40, lr=0.01, momentum=0.9, weight_decay=1e-4,
+                                 head_lr_mult=10, device="cpu", amp=True, hooks=[Log()])
+    history = [r["loss"] for r in records]
     assert len(history) == 40 and len(logged) == 40
     assert np.mean(history[-5:]) < 0.5 * np.mean(history[:5])
     assert logged[0][1]["lr"] == pytest.approx(0.01)
