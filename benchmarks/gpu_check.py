@@ -38,7 +38,7 @@ REAL = {
     "train_aff.crop_size": 448, "train_aff.epochs": 1, "train_aff.loader_workers": 4,
     "train_irn.crop_size": 448, "train_irn.epochs": 1, "train_irn.loader_workers": 4,
     "train_seg.crop_size": 321, "train_seg.steps": 300, "train_seg.batch_size": 10, "train_seg.val_every": 300,
-    "train_seg.loader_workers": 4, "train_seg.lr": 0.001,  # MSRC's (params.yaml: the demo's)
+    "train_seg.loader_workers": 4,
     "workers": 0, "resume_every_all": 0,
 }
 DRY = {

@@ -50,7 +50,7 @@ mkdir -p benchmarks/results
 COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
         --set train_aff.crop_size=224 --set train_aff.epochs=3 --set rw.beta=16 --set rw.logt=5
-        --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300 --set train_seg.lr=0.001
+        --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300
         --set rw_irn.exp_times=8)  # IRN's 2^8-step walk, as every MSRC row so far (params.yaml: 2^3)
 run() { python benchmarks/run_stages.py "${COMMON[@]}" "$@"; }
 

@@ -121,8 +121,9 @@ def run(params: Params) -> dict:
         log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        losses = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                    cfg.head_lr_mult, device, cfg.amp, log_fn=log, resume_path=resume,
+        lr = cfg.learning_rate(frozen_bn)
+        losses = train_segmentation(model, loader, cfg.steps, lr, cfg.momentum, cfg.weight_decay, cfg.head_lr_mult,
+                                    device, cfg.amp, log_fn=log, resume_path=resume,
                                     resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()
