@@ -4,8 +4,9 @@
         --stages data train_cls cam eval_cam
 
 Each stage runs exactly as `wsss-pipe <stage>` would (same params validation, same outputs); the summary
-gives the wall time of every stage and the metrics files each wrote. Peak RSS of the process is reported
-too (ru_maxrss, includes children that finished).
+gives the wall time and the CPU seconds (user + sys, finished child processes included) of every stage
+and the metrics files each wrote. Peak RSS of the process is reported too (ru_maxrss, includes children
+that finished).
 """
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ METRIC_FILES = {
 }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (loader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
@@ -49,15 +56,15 @@ def main() -> None:
     params = load_params(args.params, overrides)
     summary = {"overrides": overrides, "stages": {}}
     for stage in args.stages:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         importlib.import_module(f"stages.{stage}").run(params)
         seconds = time.perf_counter() - start
-        entry = {"seconds": round(seconds, 1)}
+        entry = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds() - cpu_start, 1)}
         if stage in METRIC_FILES and METRIC_FILES[stage](params).is_file():
             metrics = json.loads(METRIC_FILES[stage](params).read_text())
             entry["metrics"] = metrics
         summary["stages"][stage] = entry
-        print(json.dumps({stage: {k: v for k, v in entry.items() if k == "seconds"} |
+        print(json.dumps({stage: {k: v for k, v in entry.items() if k.endswith("seconds")} |
                           {k: v for k, v in entry.get("metrics", {}).items() if "miou" in k}}), flush=True)
     summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if args.summary:

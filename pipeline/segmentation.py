@@ -15,9 +15,10 @@ Departures from the references, and why:
   at 0.5-1.5) with 38% of each crop padding; at 1,200 steps on ground truth ``image`` scores 73.8 val mIoU
   against 72.1 (benchmarks/README.md, DeepLab).
 - The image is padded with 0 (black), not the ImageNet mean, because the backbones normalise internally.
-- None in the optimisation: ``train_seg.lr`` defaults to SEAM's 1e-3 (head 1e-2) and the backbone's batch
+- None in the optimisation: ``train_seg.lr: auto`` is SEAM's 1e-3 (head 1e-2) and the backbone's batch
   norms stay at their pretrained statistics (``train_seg.freeze_backbone_bn: auto``), as DeepLab-v2 and
-  IRN's deeplab-pytorch at small batches. On MSRC (1,200 steps, batch 8) that pair gives the weak model
+  IRN's deeplab-pytorch at small batches. Only on the generated demo data, where those batch norms train,
+  ``auto`` is 1e-2 (1e-3 learns too slowly there: benchmarks/README.md, the demo sections). On MSRC (1,200 steps, batch 8) that pair gives the weak model
   61.2 val mIoU against 57.7 for the former 0.01 with trained batch norms; either change alone loses
   (frozen at 0.01 does not train, trained at 1e-3 gives 49.3; benchmarks/README.md, DeepLab).
 """

@@ -229,9 +229,16 @@ class SegTrainingParams(TrainingParams, ResumableParams):
     scale_max: float = Field(1.5, gt=0)
     scale_reference: Literal["image", "crop"] = "image"
     freeze_backbone_bn: bool | Literal["auto"] = "auto"
-    lr: float = Field(1e-3, gt=0)
+    lr: float | Literal["auto"] = "auto"
     color_jitter: float = Field(0.0, ge=0, le=1)
     val_every: int = Field(100, ge=1)
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError(f"must be > 0 or auto, got {value}")
+        return value
 
     def freezes_backbone_bn(self, pretrained: str | None, generated_data: bool = False) -> bool:
         """``auto``: keep the backbone's batch norms at their pretrained state when there is one, except on
@@ -239,6 +246,13 @@ class SegTrainingParams(TrainingParams, ResumableParams):
         if self.freeze_backbone_bn == "auto":
             return pretrained not in (None, "none") and not generated_data
         return self.freeze_backbone_bn
+
+    def learning_rate(self, frozen_backbone_bn: bool) -> float:
+        """``auto``: SEAM's 1e-3 with frozen backbone batch norms (0.01 diverges there), 1e-2 when they train
+        (at 1e-3 they learn too slowly: benchmarks/README.md, DeepLab and the demo sections)."""
+        if self.lr == "auto":
+            return 1e-3 if frozen_backbone_bn else 1e-2
+        return self.lr
 
 
 class TrainSegParams(SegTrainingParams):

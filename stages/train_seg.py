@@ -125,8 +125,8 @@ def run(params: Params) -> dict:
         log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        records = train_segmentation(model, loader, cfg.steps, cfg.lr, cfg.momentum, cfg.weight_decay,
-                                     cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
+        records = train_segmentation(model, loader, cfg.steps, cfg.learning_rate(frozen_bn), cfg.momentum,
+                                     cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
                                      resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:
             distributed.barrier()

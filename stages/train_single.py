@@ -116,7 +116,8 @@ def run(params: Params) -> dict:
         log = TrainingLog(out / "dvclive", lambda: val_miou(model, val, len(class_names), device), cfg.val_every,
                           cfg.steps, lambda done: bar.update(task, completed=done)) if main else None
         start = time.perf_counter()
-        history = train_single_stage(model, objective, loader, cfg.steps, cfg.lr, cfg.momentum,
+        lr = cfg.learning_rate(cfg.freezes_backbone_bn(params.backbone.pretrained, params.uses_generated_data()))
+        history = train_single_stage(model, objective, loader, cfg.steps, lr, cfg.momentum,
                                      cfg.weight_decay, cfg.head_lr_mult, device, cfg.amp, hooks=[log] if log else [],
                                      resume_path=resume, resume_every=cfg.resume_every, resume_key=key)
         if not main:

@@ -100,3 +100,17 @@ def test_deeplab_backbone_bn_auto_freezes_only_pretrained_backbones():
     assert not fixed.freezes_backbone_bn("imagenet")
     with pytest.raises(ConfigError, match="train_seg.freeze_backbone_bn"):
         load_params(REPO / "params.yaml", ["train_seg.freeze_backbone_bn=sometimes"])
+
+
+def test_deeplab_lr_auto_follows_the_backbone_bn_rule():
+    demo = load_params(REPO / "params.yaml")  # data.root is the generated data: batch norms train
+    cfg = demo.train_seg
+    assert cfg.lr == "auto" and not cfg.freezes_backbone_bn("imagenet", demo.uses_generated_data())
+    assert cfg.learning_rate(False) == pytest.approx(1e-2) and cfg.learning_rate(True) == pytest.approx(1e-3)
+    photos = load_params(REPO / "params.yaml", ["data.root=/data/msrc_objects"])
+    frozen = photos.train_seg.freezes_backbone_bn(photos.backbone.pretrained, photos.uses_generated_data())
+    assert frozen and photos.train_seg.learning_rate(frozen) == pytest.approx(1e-3)  # SEAM's, as before
+    fixed = load_params(REPO / "params.yaml", ["train_seg.lr=0.003"]).train_seg
+    assert fixed.learning_rate(True) == fixed.learning_rate(False) == pytest.approx(0.003)
+    with pytest.raises(ConfigError, match="train_seg.lr"):
+        load_params(REPO / "params.yaml", ["train_seg.lr=-0.1"])

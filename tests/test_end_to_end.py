@@ -26,7 +26,6 @@ SMALL = {
     "train_seg.steps": 30,
     "train_seg.batch_size": 8,
     "train_seg.crop_size": 96,
-    "train_seg.lr": 0.01,
     "train_seg.val_every": 30,
     "eval_seg.scales": [1.0],
     "eval_seg.flip": False,
