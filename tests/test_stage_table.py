@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.table import CRF_KERNELS, STAGES, variables
+from stages.table import ARTIFACTS, CRF_KERNELS, STAGES, variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -22,6 +22,10 @@ METHOD_READS = {"method_options": ("method", "methods.${method}"),
                 "uses_generated_data": ("data.root", "synthetic.root"),
                 "crf_kwargs": tuple(key.split(".")[1] for key in CRF_KERNELS),
                 "measured_split": ("eval_split", "train_split")}
+
+# stages.table's functions giving a stage's directory: the stage they take
+DIRECTORIES = {"output_dir": (STAGES, lambda stage: stage),
+               "artifact_dir": (ARTIFACTS, lambda artifact: ARTIFACTS[artifact][0])}
 
 
 def _paths(entries) -> set[str]:
@@ -126,6 +130,12 @@ def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | 
             if chain is not None:
                 record(chain)
                 return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in DIRECTORIES:
+            domain, stage_of = DIRECTORIES[node.func.id]
+            argument = node.args[1]  # a name known here, or a variable: any of them
+            for name in [argument.value] if isinstance(argument, ast.Constant) else domain:
+                reads.update(variables(STAGES[stage_of(name)].directory))
+            return False
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
             if any(isinstance(a, ast.Name) and a.id == "params" for a in node.args):
                 callee_module, callee = functions[node.func.id]
@@ -164,3 +174,12 @@ def test_the_reads_finder_sees_a_section_read_through_a_helper():
     run = next(n for n in _module("eval_single").body if isinstance(n, ast.FunctionDef) and n.name == "run")
     reads = _reads("eval_single", run, set())
     assert set(CRF_KERNELS) <= reads and {"single.supervision", "single.loss", "data.val_split"} <= reads
+
+
+def test_the_summary_rows_name_stages_of_the_table():
+    from pipeline.report.summary import ROWS
+    from stages.summary import TAG_VALUES
+
+    for row in ROWS:
+        assert row.tag in TAG_VALUES
+        assert all(STAGES[stage].record for stage in (row.evaluation, *row.timed))
