@@ -15,8 +15,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from pipeline.errors import WsssError
-from stages.table import STAGES, Stage
+from pipeline.errors import ArgumentError, WsssError
+from stages.table import STAGES, Stage, argument_key
 
 app = typer.Typer(
     help=(
@@ -104,6 +104,10 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
         _all_local_gpus(module, params.device)
         with _locked(params, module, entry):
             result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
+    except ArgumentError as exc:  # a library argument out of range: name the params key it came from
+        key = argument_key(module, exc.argument, params) if params is not None else exc.argument
+        typer.echo(f"error: {key}: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

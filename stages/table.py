@@ -37,6 +37,10 @@ class Stage:
     metrics: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()
     record: str | None = None
+    # the params key of each argument the stage passes to the library (pipeline.errors.ArgumentError):
+    # ``arguments`` + the argument's name, unless ``renamed`` names its key
+    arguments: str = ""
+    renamed: tuple[tuple[str, str], ...] = ()
     distributed: bool = True   # runs under torchrun (DDP training, sharded per-image work)
     gpu_per_image: bool = False  # per-image network forwards: shard over every local GPU by default
     dvc: bool = True
@@ -60,7 +64,7 @@ def _dir(stage: str, tag: str | None = METHOD) -> str:
 
 
 def _trained(name: str, summary: str, params: tuple[str, ...], code: tuple[str, ...], inputs: tuple[str, ...],
-             tag: str = METHOD, per_step: bool = False, history: bool = True) -> Stage:
+             tag: str = METHOD, per_step: bool = False, history: bool = True, **extra) -> Stage:
     """A training stage: model.pt, history.csv (per epoch) and details.json, metrics.json, and its loss plot
     (loss_terms.csv per epoch, or dvclive's per-step metrics)."""
     d = _dir(name, tag)
@@ -68,7 +72,7 @@ def _trained(name: str, summary: str, params: tuple[str, ...], code: tuple[str, 
                  outs=(f"{d}/model.pt",) + ((f"{d}/history.csv",) if history else ()) + (f"{d}/details.json",),
                  metrics=(f"{d}/metrics.json",),
                  plots=(f"{d}/dvclive/plots/metrics" if per_step else f"{d}/loss_terms.csv",),
-                 record=f"{d}/details.json")
+                 record=f"{d}/details.json", **extra)
 
 
 def _evaluation(name: str, summary: str, source: str, params: tuple[str, ...], code: tuple[str, ...],
@@ -82,24 +86,27 @@ def _evaluation(name: str, summary: str, source: str, params: tuple[str, ...], c
 
 
 def _model_evaluation(name: str, summary: str, model: str, params: tuple[str, ...], code: tuple[str, ...],
-                      tag: str) -> Stage:
+                      tag: str, **extra) -> Stage:
     """eval_seg's evaluation of a segmentation model on the val split (eval_seg, eval_single)."""
     d = _dir(name, tag)
     return Stage(name, summary, d, params, code, (model,),
                  outs=(f"{d}/pred", f"{d}/details.json"), metrics=(f"{d}/metrics.json",),
                  plots=(f"{d}/confusion.json", f"{d}/per_class.csv"), record=f"{d}/details.json",
-                 gpu_per_image=True)
+                 gpu_per_image=True, **extra)
 
 
 def _per_image(name: str, summary: str, params: tuple[str, ...], code: tuple[str, ...], inputs: tuple[str, ...],
-               gpu: bool = False) -> Stage:
+               gpu: bool = False, **extra) -> Stage:
     """A per-image stage writing one directory per method."""
     d = _dir(name)
-    return Stage(name, summary, d, params, code, inputs, outs=(d,), gpu_per_image=gpu)
+    return Stage(name, summary, d, params, code, inputs, outs=(d,), gpu_per_image=gpu, **extra)
 
 
 CAM_DIR, EVAL_CAM = _dir("cam"), f"{_dir('eval_cam')}/metrics.json"
 TRAINING = ("pipeline/models", "pipeline/train.py")
+METHOD_OPTIONS = f"methods.{METHOD}."
+KERNELS_FROM_CRF = tuple((key.split(".")[1], key) for key in CRF_KERNELS)
+DEEPLAB_STRIDE = (("output_stride", "backbone.output_stride"),)
 
 STAGES_LIST = (
     Stage("synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.", "${synthetic.root}",
@@ -111,59 +118,66 @@ STAGES_LIST = (
     _trained("train_cls", "Train the classifier of the selected CAM method.",
              ("seed", "method", "backbone", "train_cls", "methods.${method}", "data.root", "synthetic.root",
               "data.train_split"),
-             ("pipeline/data", "pipeline/methods", *TRAINING, "stages/train_cls.py"), (_dir("data", None),)),
+             ("pipeline/data", "pipeline/methods", *TRAINING, "stages/train_cls.py"), (_dir("data", None),),
+             arguments=METHOD_OPTIONS, renamed=(("num_epochs", "train_cls.epochs"),)),
     Stage("recam", "ReCAM: fine-tune the classifier with a softmax CE on class-masked features (recam.enabled).",
           _dir("recam"), ("seed", "method", "backbone.pretrained", "recam", "train_cls", "data.train_split"),
           ("pipeline/recam.py", "pipeline/methods", *TRAINING, "stages/recam.py"),
           (f"{_dir('train_cls')}/model.pt", _dir("data", None)), outs=(_dir("recam"),),
-          record=f"{_dir('recam')}/details.json"),
+          record=f"{_dir('recam')}/details.json", arguments=METHOD_OPTIONS),
     _per_image("cam", "Multi-scale + flip CAMs of every train image, one .npz per image.",
                ("method", "cam", "recam.enabled", "data.train_split"),
                ("pipeline/cam.py", "pipeline/streaming.py", "pipeline/methods", "pipeline/models", "stages/cam.py"),
-               (f"{_dir('train_cls')}/model.pt", _dir("recam")), gpu=True),
+               (f"{_dir('train_cls')}/model.pt", _dir("recam")), gpu=True, arguments=METHOD_OPTIONS),
     _evaluation("eval_cam", "CAM mIoU on train with the background threshold swept.", CAM_DIR,
                 ("eval_cam", "cam.scales", "cam.flip"), ("pipeline/metrics.py", "stages/eval_cam.py"),
                 extra_plots=(f"{_dir('eval_cam')}/curve.csv",)),
     # propagation: AffinityNet (PSA) and IRN, each labels -> training -> walk -> evaluation
     _per_image("aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",
                ("method", "aff_labels", "train_aff.grid_stride", "data.train_split"),
-               ("pipeline/affinity_labels.py", "pipeline/crf.py", "stages/aff_labels.py"), (CAM_DIR,)),
+               ("pipeline/affinity_labels.py", "pipeline/crf.py", "stages/aff_labels.py"), (CAM_DIR,),
+               arguments="aff_labels.", renamed=(("grid_stride", "train_aff.grid_stride"),)),
     _trained("train_aff", "Train AffinityNet on the confident labels.",
              ("seed", "method", "backbone", "train_aff", "data.train_split"),
-             ("pipeline/affinity.py", *TRAINING, "stages/train_aff.py"), (_dir("aff_labels"),)),
+             ("pipeline/affinity.py", *TRAINING, "stages/train_aff.py"), (_dir("aff_labels"),), arguments="train_aff."),
     _per_image("rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.",
                ("method", "rw", "data.train_split"),
                ("pipeline/affinity.py", "pipeline/random_walk.py", "stages/rw.py"),
-               (CAM_DIR, f"{_dir('train_aff')}/model.pt", EVAL_CAM), gpu=True),
+               (CAM_DIR, f"{_dir('train_aff')}/model.pt", EVAL_CAM), gpu=True, arguments="rw."),
     _evaluation("eval_rw", "Random-walk mask mIoU on train against ground truth.", _dir("rw"), ("rw.beta", "rw.logt"),
                 ("pipeline/metrics.py", "stages/eval_rw.py")),
     _per_image("ir_labels", "IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
                ("method", "ir_labels", "data.train_split", *CRF_KERNELS),
-               ("pipeline/irn_labels.py", "pipeline/crf.py", "stages/ir_labels.py"), (CAM_DIR, EVAL_CAM)),
+               ("pipeline/irn_labels.py", "pipeline/crf.py", "stages/ir_labels.py"), (CAM_DIR, EVAL_CAM),
+               arguments="ir_labels.", renamed=KERNELS_FROM_CRF),
     _trained("train_irn", "Train IRN's class-boundary branch on the relation labels.",
              ("seed", "method", "backbone", "train_irn", "data.train_split"),
-             ("pipeline/affinity.py", "pipeline/boundary.py", *TRAINING, "stages/train_irn.py"), (_dir("ir_labels"),)),
+             ("pipeline/affinity.py", "pipeline/boundary.py", *TRAINING, "stages/train_irn.py"), (_dir("ir_labels"),),
+             arguments="train_irn."),
     _per_image("rw_irn", "IRN's random walk of the CAMs with affinities from the boundary map.",
                ("method", "rw_irn", "data.train_split"),
                ("pipeline/affinity.py", "pipeline/boundary.py", "pipeline/irn_walk.py", "pipeline/random_walk.py",
-                "stages/rw_irn.py"), (CAM_DIR, f"{_dir('train_irn')}/model.pt", EVAL_CAM), gpu=True),
+                "stages/rw_irn.py"), (CAM_DIR, f"{_dir('train_irn')}/model.pt", EVAL_CAM), gpu=True,
+               arguments="rw_irn."),
     _evaluation("eval_rw_irn", "IRN random-walk mask mIoU on train against ground truth.", _dir("rw_irn"),
                 ("rw_irn.beta", "rw_irn.exp_times"),
                 ("pipeline/metrics.py", "stages/eval_rw_irn.py")),
     _per_image("crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.",
                ("method", "crf", "data.train_split"),
-               ("pipeline/crf.py", "stages/crf.py"), (f"{OUT}/${{crf.source}}/{METHOD}", EVAL_CAM)),
+               ("pipeline/crf.py", "stages/crf.py"), (f"{OUT}/${{crf.source}}/{METHOD}", EVAL_CAM), arguments="crf."),
     _evaluation("eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", _dir("crf"),
                 ("crf.source", "crf.use_crf"),
                 ("pipeline/metrics.py", "stages/eval_pseudo.py")),
     _trained("train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",
              ("seed", "method", "backbone", "data", "synthetic.root", "train_seg"),
              ("pipeline/models", "pipeline/segmentation.py", "pipeline/step_training.py", "pipeline/data",
-              "stages/train_seg.py"), (_dir("crf"),), tag=SEG, per_step=True, history=False),
+              "stages/train_seg.py"), (_dir("crf"),), tag=SEG, per_step=True, history=False,
+             arguments="train_seg.", renamed=DEEPLAB_STRIDE),
     _model_evaluation("eval_seg", "Val mIoU of the segmentation model; predictions as palette PNGs.",
                       f"{_dir('train_seg', SEG)}/model.pt",
                       ("method", "eval_seg", "train_seg.labels", "data.val_split", *CRF_KERNELS),
-                      ("pipeline/segmentation.py", "stages/eval_seg.py"), SEG),
+                      ("pipeline/segmentation.py", "stages/eval_seg.py"), SEG, arguments="eval_seg.",
+                      renamed=KERNELS_FROM_CRF),
     # the single-stage branch: segmentation trained end to end from scribbles (or image labels), no CAMs
     Stage("scribbles", "Scribble labels of the train split: ScribbleSup PNGs read, or generated from GT.",
           _dir("scribbles", None), ("scribbles", "data.root", "data.train_split"),
@@ -174,11 +188,12 @@ STAGES_LIST = (
              ("seed", "backbone", "single", "data.train_split", "data.val_split"),
              ("pipeline/losses", "pipeline/models", "pipeline/single_stage.py", "pipeline/step_training.py",
               "pipeline/data", "stages/train_single.py"), (_dir("scribbles", None),), tag=SINGLE, per_step=True,
-             history=False),
+             history=False, arguments="single.", renamed=DEEPLAB_STRIDE),
     _model_evaluation("eval_single", "Val mIoU of the single-stage model (eval-seg's evaluation).",
                       f"{_dir('train_single', SINGLE)}/model.pt",
                       ("eval_single", "single.supervision", "single.loss", "data.val_split", *CRF_KERNELS),
-                      ("pipeline/segmentation.py", "stages/eval_seg.py", "stages/eval_single.py"), SINGLE),
+                      ("pipeline/segmentation.py", "stages/eval_seg.py", "stages/eval_single.py"), SINGLE,
+                      arguments="eval_single.", renamed=KERNELS_FROM_CRF),
     Stage("overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.", _dir("overlays"),
           ("method", "overlays", "crf.source", "data.train_split", "single.supervision", "single.loss"),
           ("pipeline/overlay.py", "stages/overlays.py"),
@@ -211,7 +226,7 @@ def variables(template: str) -> set[str]:
     return set(_VARIABLE.findall(template))
 
 
-def resolve(template: str, params, overrides: dict[str, str] | None = None) -> Path:
+def substitute(template: str, params, overrides: dict[str, str] | None = None) -> str:
     """``template`` with every ``${key}`` replaced by the value of ``key`` in ``params`` (or ``overrides``)."""
     dump = params.model_dump(mode="json")
 
@@ -224,7 +239,12 @@ def resolve(template: str, params, overrides: dict[str, str] | None = None) -> P
             node = node[part]
         return str(node)
 
-    return Path(_VARIABLE.sub(value, template))
+    return _VARIABLE.sub(value, template)
+
+
+def resolve(template: str, params, overrides: dict[str, str] | None = None) -> Path:
+    """The path ``template`` names for this run (:func:`substitute`)."""
+    return Path(substitute(template, params, overrides))
 
 
 def output_dir(params, stage: str, overrides: dict[str, str] | None = None) -> Path:
@@ -236,3 +256,12 @@ def artifact_dir(params, artifact: str) -> Path:
     """The folder holding the report artifact ``artifact`` (cam, rw, rw_irn, pseudo, pred, single)."""
     stage, inner, _ = ARTIFACTS[artifact]
     return output_dir(params, stage) / inner if inner else output_dir(params, stage)
+
+
+def argument_key(stage: str, argument: str, params) -> str:
+    """The params key that ``stage`` passed as the library's ``argument`` (its name when unknown)."""
+    spec = STAGES.get(stage)
+    if spec is None:
+        return argument
+    key = dict(spec.renamed).get(argument, spec.arguments + argument if spec.arguments else argument)
+    return substitute(key, params)

@@ -183,3 +183,19 @@ def test_the_summary_rows_name_stages_of_the_table():
     for row in ROWS:
         assert row.tag in TAG_VALUES
         assert all(STAGES[stage].record for stage in (row.evaluation, *row.timed))
+
+
+def test_a_library_argument_is_named_by_the_params_key_the_stage_passed():
+    from stages.config import load_params
+    from stages.table import argument_key
+
+    params = load_params(ROOT / "params.yaml", ["method=seam"])
+    assert argument_key("ir_labels", "gt_prob", params) == "ir_labels.gt_prob"
+    assert argument_key("ir_labels", "iterations", params) == "crf.iterations"
+    assert argument_key("aff_labels", "iterations", params) == "aff_labels.iterations"
+    assert argument_key("rw", "beta", params) == "rw.beta"
+    assert argument_key("rw_irn", "beta", params) == "rw_irn.beta"
+    assert argument_key("train_cls", "scale", params) == "methods.seam.scale"
+    assert argument_key("eval_single", "scales", params) == "eval_single.scales"
+    assert argument_key("train_single", "output_stride", params) == "backbone.output_stride"
+    assert argument_key("doctor", "beta", params) == "beta"  # not a stage of the table: the argument alone
