@@ -69,12 +69,14 @@ def max_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def minmax_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses: ReLU, then per (image,
-    channel) map ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1.
-    A map's floor (a PCM output is a weighted average, so it rarely reaches 0) is removed."""
+    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses and SEAM's / CPN's
+    inference reads out with (:func:`pipeline.cam.multiscale_cam`): ReLU, then per (.., H, W) map
+    ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1. A map's floor
+    (a PCM output is a weighted average, so it rarely reaches 0) is removed. (The authors' inference leaves
+    the floor values slightly negative; any threshold >= 0 treats both alike.)"""
     cams = F.relu(cams)
-    low = cams.amin(dim=(2, 3), keepdim=True)
-    high = cams.amax(dim=(2, 3), keepdim=True)
+    low = cams.amin(dim=(-2, -1), keepdim=True)
+    high = cams.amax(dim=(-2, -1), keepdim=True)
     return F.relu(cams - low - eps) / (high - low + eps)
 
 

@@ -8,7 +8,7 @@ from stages.config.base import Section
 from stages.config.data import BackboneParams, DataParams, PathsParams, SyntheticParams
 from stages.config.loading import _set_dotted, load_params, merge_tree, parse_override, read_tree
 from stages.config.methods import validate_method_options
-from stages.config.params import MethodName, Params, RecipeInfo
+from stages.config.params import Params, RecipeInfo
 from stages.config.propagation import (
     AffLabelsParams,
     IrLabelsParams,
@@ -23,7 +23,7 @@ from stages.config.training import RecamParams, ResumableParams, TrainClsParams,
 
 __all__ = [
     "AffLabelsParams", "BackboneParams", "CamParams", "CrfParams", "DataParams", "EvalCamParams", "EvalSegParams",
-    "EvalSingleParams", "InspectParams", "IrLabelsParams", "MethodName", "OverlaysParams", "Params", "PathsParams",
+    "EvalSingleParams", "InspectParams", "IrLabelsParams", "OverlaysParams", "Params", "PathsParams",
     "RLOSS_CROP", "RLOSS_SIGMA_XY", "RecamParams", "RecipeInfo", "ResumableParams", "RwIrnParams", "RwParams",
     "ScribblesParams", "Section", "SingleParams", "SyntheticParams", "TrainAffParams", "TrainClsParams",
     "TrainIrnParams", "TrainSegParams", "TrainingParams", "_set_dotted", "load_params", "merge_tree",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
@@ -21,9 +21,6 @@ from stages.config.readout import CamParams, CrfParams, EvalCamParams, EvalSegPa
 from stages.config.single import EvalSingleParams, ScribblesParams, SingleParams
 from stages.config.training import RecamParams, TrainClsParams, TrainSegParams
 
-MethodName = Literal["cam", "seam", "ppl", "cpn"]
-
-
 class RecipeInfo(Section):
     """A recipe's metadata (recipes/*/*.yaml): what it reproduces, where from, under which protocol."""
 
@@ -39,7 +36,7 @@ class Params(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
     workers: int = Field(0, ge=0, description="processes for per-image stages; 0 = all cores")
-    method: MethodName = "cam"
+    method: str = "cam"  # a name of pipeline.methods.METHODS
     paths: PathsParams = PathsParams()
     synthetic: SyntheticParams = SyntheticParams()
     data: DataParams = DataParams()
@@ -63,6 +60,15 @@ class Params(Section):
     scribbles: ScribblesParams = ScribblesParams()
     single: SingleParams = SingleParams()
     eval_single: EvalSingleParams = EvalSingleParams()
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        from pipeline.methods import METHODS
+
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        return name
 
     @field_validator("device")
     @classmethod
