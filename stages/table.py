@@ -108,6 +108,64 @@ METHOD_OPTIONS = f"methods.{METHOD}."
 KERNELS_FROM_CRF = tuple((key.split(".")[1], key) for key in CRF_KERNELS)
 DEEPLAB_STRIDE = (("output_stride", "backbone.output_stride"),)
 
+@dataclass(frozen=True)
+class Propagation:
+    """A propagation family's four stages (labels from the CAMs -> a trained network -> a random walk of
+    the CAMs -> its evaluation) and what differs between families: the stage names (each also its params
+    section), one-line summaries, the library modules of each step, the labels' extra params keys,
+    inputs and argument names, and the walk's keys that the evaluation's protocol describes."""
+
+    labels: str
+    train: str
+    walk: str
+    evaluation: str
+    summaries: tuple[str, str, str, str]
+    labels_code: tuple[str, ...]
+    train_code: tuple[str, ...]
+    walk_code: tuple[str, ...]
+    labels_params: tuple[str, ...] = ()
+    labels_inputs: tuple[str, ...] = ()
+    labels_renamed: tuple[tuple[str, str], ...] = ()
+    walk_protocol: tuple[str, ...] = ()
+
+
+AFFINITYNET = Propagation(
+    "aff_labels", "train_aff", "rw", "eval_rw",
+    ("Confident labels for AffinityNet: CRF at two background alphas.", "Train AffinityNet on the confident labels.",
+     "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.",
+     "Random-walk mask mIoU on train against ground truth."),
+    ("pipeline/affinity_labels.py", "pipeline/crf.py"), ("pipeline/affinity.py",),
+    ("pipeline/affinity.py", "pipeline/random_walk.py"),
+    labels_params=("train_aff.grid_stride",), labels_renamed=(("grid_stride", "train_aff.grid_stride"),),
+    walk_protocol=("rw.beta", "rw.logt"))
+IRN = Propagation(
+    "ir_labels", "train_irn", "rw_irn", "eval_rw_irn",
+    ("IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
+     "Train IRN's class-boundary branch on the relation labels.",
+     "IRN's random walk of the CAMs with affinities from the boundary map.",
+     "IRN random-walk mask mIoU on train against ground truth."),
+    ("pipeline/irn_labels.py", "pipeline/crf.py"), ("pipeline/affinity.py", "pipeline/boundary.py"),
+    ("pipeline/affinity.py", "pipeline/boundary.py", "pipeline/irn_walk.py", "pipeline/random_walk.py"),
+    labels_params=CRF_KERNELS, labels_inputs=(EVAL_CAM,), labels_renamed=KERNELS_FROM_CRF,
+    walk_protocol=("rw_irn.beta", "rw_irn.exp_times"))
+
+
+def _propagation(family: Propagation) -> tuple[Stage, ...]:
+    f = family
+    return (
+        _per_image(f.labels, f.summaries[0], ("method", f.labels, "data.train_split", *f.labels_params),
+                   (*f.labels_code, f"stages/{f.labels}.py"), (CAM_DIR, *f.labels_inputs),
+                   arguments=f"{f.labels}.", renamed=f.labels_renamed),
+        _trained(f.train, f.summaries[1], ("seed", "method", "backbone", f.train, "data.train_split"),
+                 (*f.train_code, *TRAINING, f"stages/{f.train}.py"), (_dir(f.labels),), arguments=f"{f.train}."),
+        _per_image(f.walk, f.summaries[2], ("method", f.walk, "data.train_split"),
+                   (*f.walk_code, f"stages/{f.walk}.py"), (CAM_DIR, f"{_dir(f.train)}/model.pt", EVAL_CAM),
+                   gpu=True, arguments=f"{f.walk}."),
+        _evaluation(f.evaluation, f.summaries[3], _dir(f.walk), f.walk_protocol,
+                    ("pipeline/metrics.py", f"stages/{f.evaluation}.py")),
+    )
+
+
 STAGES_LIST = (
     Stage("synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.", "${synthetic.root}",
           ("synthetic",), ("pipeline/data/synthetic.py", "stages/synthetic.py"), outs=("${synthetic.root}",),
@@ -133,35 +191,8 @@ STAGES_LIST = (
                 ("eval_cam", "cam.scales", "cam.flip"), ("pipeline/metrics.py", "stages/eval_cam.py"),
                 extra_plots=(f"{_dir('eval_cam')}/curve.csv",)),
     # propagation: AffinityNet (PSA) and IRN, each labels -> training -> walk -> evaluation
-    _per_image("aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",
-               ("method", "aff_labels", "train_aff.grid_stride", "data.train_split"),
-               ("pipeline/affinity_labels.py", "pipeline/crf.py", "stages/aff_labels.py"), (CAM_DIR,),
-               arguments="aff_labels.", renamed=(("grid_stride", "train_aff.grid_stride"),)),
-    _trained("train_aff", "Train AffinityNet on the confident labels.",
-             ("seed", "method", "backbone", "train_aff", "data.train_split"),
-             ("pipeline/affinity.py", *TRAINING, "stages/train_aff.py"), (_dir("aff_labels"),), arguments="train_aff."),
-    _per_image("rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.",
-               ("method", "rw", "data.train_split"),
-               ("pipeline/affinity.py", "pipeline/random_walk.py", "stages/rw.py"),
-               (CAM_DIR, f"{_dir('train_aff')}/model.pt", EVAL_CAM), gpu=True, arguments="rw."),
-    _evaluation("eval_rw", "Random-walk mask mIoU on train against ground truth.", _dir("rw"), ("rw.beta", "rw.logt"),
-                ("pipeline/metrics.py", "stages/eval_rw.py")),
-    _per_image("ir_labels", "IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
-               ("method", "ir_labels", "data.train_split", *CRF_KERNELS),
-               ("pipeline/irn_labels.py", "pipeline/crf.py", "stages/ir_labels.py"), (CAM_DIR, EVAL_CAM),
-               arguments="ir_labels.", renamed=KERNELS_FROM_CRF),
-    _trained("train_irn", "Train IRN's class-boundary branch on the relation labels.",
-             ("seed", "method", "backbone", "train_irn", "data.train_split"),
-             ("pipeline/affinity.py", "pipeline/boundary.py", *TRAINING, "stages/train_irn.py"), (_dir("ir_labels"),),
-             arguments="train_irn."),
-    _per_image("rw_irn", "IRN's random walk of the CAMs with affinities from the boundary map.",
-               ("method", "rw_irn", "data.train_split"),
-               ("pipeline/affinity.py", "pipeline/boundary.py", "pipeline/irn_walk.py", "pipeline/random_walk.py",
-                "stages/rw_irn.py"), (CAM_DIR, f"{_dir('train_irn')}/model.pt", EVAL_CAM), gpu=True,
-               arguments="rw_irn."),
-    _evaluation("eval_rw_irn", "IRN random-walk mask mIoU on train against ground truth.", _dir("rw_irn"),
-                ("rw_irn.beta", "rw_irn.exp_times"),
-                ("pipeline/metrics.py", "stages/eval_rw_irn.py")),
+    *_propagation(AFFINITYNET),
+    *_propagation(IRN),
     _per_image("crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.",
                ("method", "crf", "data.train_split"),
                ("pipeline/crf.py", "stages/crf.py"), (f"{OUT}/${{crf.source}}/{METHOD}", EVAL_CAM), arguments="crf."),
