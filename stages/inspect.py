@@ -29,7 +29,7 @@ from pipeline.report.page import finish_rows, palette, sort_rows, split_summary,
 from pipeline.report.scores import STAGES, lineage
 from stages.common import load_index, num_workers, parallel_map, shared_output, stage_dir
 from stages.config import Params
-from stages.table import ARTIFACTS, artifact_dir
+from stages.artifacts import ARTIFACTS, artifact_dir
 from stages.table import STAGES as TABLE
 
 
@@ -46,7 +46,7 @@ def _stage_dirs(params: Params) -> dict[str, Path]:
 
 
 # The command that writes each stage's outputs (for the "skipped" notes).
-HINTS = {artifact: TABLE[stage].command for artifact, (stage, _, _) in ARTIFACTS.items()}
+HINTS = {key: TABLE[artifact.stage].command for key, artifact in ARTIFACTS.items()}
 
 
 def _artifact(stage: str, directory: Path, image_id: str) -> str | None:

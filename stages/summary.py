@@ -13,9 +13,10 @@ from pathlib import Path
 from pipeline.errors import DataError
 from pipeline.io import read_json
 from pipeline.report.cooccurrence import cooccurrence_table
-from pipeline.report.summary import ROWS, build_summary, summary_table
+from pipeline.report.summary import build_summary, summary_table
 from stages.common import index_path, load_index, stage_dir
 from stages.config import Params
+from stages.artifacts import summary_rows
 from stages.table import STAGES, resolve
 
 
@@ -38,10 +39,10 @@ def _record(path: Path, required: tuple[str, ...]) -> dict | None:
 
 
 def collect(params: Params) -> dict:
-    records, timings = {}, {}
-    for row in ROWS:
+    records, timings, rows = {}, {}, summary_rows()
+    for row in rows:
         values = TAG_VALUES[row.tag]
-        required = ("miou", "best_threshold") if row.evaluation == "eval_cam" else ("miou",)
+        required = ("miou", "best_threshold") if row.artifact == "cam" else ("miou",)
         records[row.key] = _record(resolve(STAGES[row.evaluation].record, params, values), required)
         if records[row.key] is None:
             continue
@@ -50,7 +51,7 @@ def collect(params: Params) -> dict:
             record = _record(resolve(STAGES[stage].record, params, values), ())
             if record is not None and isinstance(record.get("seconds"), (int, float)):
                 timings[row.key][stage] = record["seconds"]
-    summary = build_summary(records, timings, params.crf.source, params.single.supervision)
+    summary = build_summary(records, timings, params.crf.source, params.single.supervision, rows)
     return {"method": params.method, "outputs": str(params.paths.outputs)} | summary | {
         "never_alone": _never_alone(params)}
 

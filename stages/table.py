@@ -2,7 +2,7 @@
 path templates of dvc.yaml (``${paths.outputs}/cam/${method}``).
 
 The CLI makes one subcommand per stage from it, ``inspect``, ``overlays``, ``summary`` and
-benchmarks/run_stages.py find the artifacts through it, and tests/test_stage_table.py checks that dvc.yaml
+benchmarks/run_stages.py find the artifacts through it (the report's: :mod:`stages.artifacts`), and tests/test_stage_table.py checks that dvc.yaml
 declares exactly these params, deps and outputs. :func:`output_dir` resolves a stage's directory for a run.
 """
 from __future__ import annotations
@@ -243,12 +243,6 @@ STAGES_LIST = (
 )
 STAGES = {stage.name: stage for stage in STAGES_LIST}
 
-# The report's artifacts (pipeline.report.scores.STAGES): the stage that writes each, the folder inside
-# its directory, and the stage that scores it.
-ARTIFACTS = {"cam": ("cam", "", "eval_cam"), "rw": ("rw", "", "eval_rw"), "rw_irn": ("rw_irn", "", "eval_rw_irn"),
-             "pseudo": ("crf", "", "eval_pseudo"), "pred": ("eval_seg", "pred", "eval_seg"),
-             "single": ("eval_single", "pred", "eval_single")}
-
 _VARIABLE = re.compile(r"\$\{([a-z_.]+)\}")
 
 
@@ -281,12 +275,6 @@ def resolve(template: str, params, overrides: dict[str, str] | None = None) -> P
 def output_dir(params, stage: str, overrides: dict[str, str] | None = None) -> Path:
     """Where ``stage`` writes for this run (``overrides``: the same stage under other params values)."""
     return resolve(STAGES[stage].directory, params, overrides)
-
-
-def artifact_dir(params, artifact: str) -> Path:
-    """The folder holding the report artifact ``artifact`` (cam, rw, rw_irn, pseudo, pred, single)."""
-    stage, inner, _ = ARTIFACTS[artifact]
-    return output_dir(params, stage) / inner if inner else output_dir(params, stage)
 
 
 def argument_key(stage: str, argument: str, params) -> str:

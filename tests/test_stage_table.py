@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.table import ARTIFACTS, CRF_KERNELS, STAGES, variables
+from stages.artifacts import ARTIFACTS
+from stages.table import CRF_KERNELS, STAGES, variables
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -25,7 +26,7 @@ METHOD_READS = {"method_options": ("method", "methods.${method}"),
 
 # stages.table's functions giving a stage's directory: the stage they take
 DIRECTORIES = {"output_dir": (STAGES, lambda stage: stage),
-               "artifact_dir": (ARTIFACTS, lambda artifact: ARTIFACTS[artifact][0])}
+               "artifact_dir": (ARTIFACTS, lambda artifact: ARTIFACTS[artifact].stage)}
 
 
 def _paths(entries) -> set[str]:
@@ -176,13 +177,16 @@ def test_the_reads_finder_sees_a_section_read_through_a_helper():
     assert set(CRF_KERNELS) <= reads and {"single.supervision", "single.loss", "data.val_split"} <= reads
 
 
-def test_the_summary_rows_name_stages_of_the_table():
-    from pipeline.report.summary import ROWS
+def test_the_summary_rows_read_records_the_table_declares():
+    from stages.artifacts import summary_rows
     from stages.summary import TAG_VALUES
 
-    for row in ROWS:
+    rows = {row.key: row for row in summary_rows()}
+    for row in rows.values():
         assert row.tag in TAG_VALUES
         assert all(STAGES[stage].record for stage in (row.evaluation, *row.timed))
+    assert rows["cam"].timed == ("train_cls", "eval_cam") and rows["pseudo"].timed == ("eval_pseudo",)
+    assert rows["gt"].evaluation == "eval_seg" and rows["gt"].split == "val" and rows["rw"].split == "train"
 
 
 def test_a_library_argument_is_named_by_the_params_key_the_stage_passed():
