@@ -228,7 +228,8 @@ STAGES_LIST = (
     Stage("overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.", _dir("overlays"),
           ("method", "overlays", "crf.source", "data.train_split", "single.supervision", "single.loss"),
           ("pipeline/overlay.py", "stages/overlays.py"),
-          (CAM_DIR, _dir("crf"), f"{_dir('train_seg', SEG)}/model.pt"), plots=(_dir("overlays"),),
+          (CAM_DIR, _dir("rw"), _dir("crf"), f"{_dir('train_seg', SEG)}/model.pt",
+           f"{_dir('train_single', SINGLE)}/model.pt"), plots=(_dir("overlays"),),
           distributed=False),
     Stage("inspect", "HTML report of every intermediate artifact, image by image (outputs/inspect/<method>/"
           "index.html).", _dir("inspect"),

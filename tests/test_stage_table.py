@@ -135,8 +135,13 @@ def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | 
             domain, stage_of = DIRECTORIES[node.func.id]
             argument = node.args[1]  # a name known here, or a variable: any of them
             for name in [argument.value] if isinstance(argument, ast.Constant) else domain:
-                reads.update(variables(STAGES[stage_of(name)].directory))
+                reads.update(variables(STAGES[stage_of(name)].directory) | {f"dir:{stage_of(name)}"})
             return False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "stage_dir":
+            argument = node.args[1]  # stages.common.stage_dir(params, "cam", ...), or a known argument
+            name = argument.value if isinstance(argument, ast.Constant) else constants.get(getattr(argument, "id", ""))
+            if name in STAGES:
+                reads.add(f"dir:{name}")
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in functions:
             if any(isinstance(a, ast.Name) and a.id == "params" for a in node.args):
                 callee_module, callee = functions[node.func.id]
@@ -166,8 +171,20 @@ def test_the_table_declares_every_params_key_the_stage_reads(stage):
     declared = set(stage.params)
     for template in (stage.directory, *stage.deps, *stage.outs, *stage.metrics, *stage.plots):
         declared |= variables(template)  # a key in a path: a new value is a new path
-    undeclared = sorted(k for k in _reads(stage.name, run, set()) if not _covered(k, declared))
+    undeclared = sorted(k for k in _reads(stage.name, run, set()) if not k.startswith("dir:")
+                        and not _covered(k, declared))
     assert not undeclared, f"{stage.name} reads {undeclared} without declaring them"
+
+
+@pytest.mark.parametrize("stage", DVC_STAGES, ids=lambda s: s.name)
+def test_the_table_declares_every_stage_output_the_stage_reads(stage):
+    """A directory of another stage that the code opens (stage_dir / output_dir / artifact_dir) is a dep:
+    the directory itself or a file in it."""
+    run = next(n for n in _module(stage.name).body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    opened = {k.removeprefix("dir:") for k in _reads(stage.name, run, set()) if k.startswith("dir:")}
+    undeclared = sorted(other for other in opened - {stage.name} if not any(
+        dep == STAGES[other].directory or dep.startswith(STAGES[other].directory + "/") for dep in stage.inputs))
+    assert not undeclared, f"{stage.name} reads the outputs of {undeclared} without declaring them"
 
 
 def test_the_reads_finder_sees_a_section_read_through_a_helper():
