@@ -1,9 +1,10 @@
 """Every stage described once: its module, what it reads (params, code, data) and what it writes, as the
 path templates of dvc.yaml (``${paths.outputs}/cam/${method}``).
 
-The CLI makes one subcommand per stage from it, ``inspect``, ``overlays``, ``summary`` and
-benchmarks/run_stages.py find the artifacts through it (the report's: :mod:`stages.artifacts`), and tests/test_stage_table.py checks that dvc.yaml
-declares exactly these params, deps and outputs. :func:`output_dir` resolves a stage's directory for a run.
+The CLI makes one subcommand per stage from it; ``inspect``, ``overlays``, ``summary`` and
+benchmarks/run_stages.py find the artifacts through it (the report's: :mod:`stages.artifacts`);
+tests/test_stage_table.py checks that dvc.yaml declares exactly these params, deps and outputs, and that
+the stage's code reads no other. :func:`output_dir` resolves a stage's directory for a run.
 """
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ OUT = "${paths.outputs}"
 METHOD = "${method}"
 SEG = "${method}_${train_seg.labels}"
 SINGLE = "${single.supervision}_${single.loss}"
-# the CRF kernels of the pseudo-mask CRF (crf), read by every stage that runs that CRF
-CRF_KERNELS = tuple(f"crf.{key}" for key in ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy",
-                                               "bilateral_srgb", "bilateral_compat"))
+# the keys of a dense CRF's kernels (pipeline.crf.dense_crf's keyword arguments) in the sections crf and
+# aff_labels (CrfParams.crf_kwargs); those of crf are read by every stage that runs the pseudo-mask CRF
+CRF_KERNEL_KEYS = ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
+CRF_KERNELS = tuple(f"crf.{key}" for key in CRF_KERNEL_KEYS)
 
 
 @dataclass(frozen=True)

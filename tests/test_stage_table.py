@@ -220,3 +220,13 @@ def test_a_library_argument_is_named_by_the_params_key_the_stage_passed():
     assert argument_key("eval_single", "scales", params) == "eval_single.scales"
     assert argument_key("train_single", "output_stride", params) == "backbone.output_stride"
     assert argument_key("doctor", "beta", params) == "beta"  # not a stage of the table: the argument alone
+
+
+def test_the_cli_reads_the_table_without_importing_torch():
+    """``wsss-pipe --help`` stays quick: the table and the CLI import no library code."""
+    import subprocess
+    import sys
+
+    probe = "import sys, stages.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "False", result.stderr

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from stages.config.base import Section
+from stages.table import CRF_KERNEL_KEYS
 
 
 class CamParams(Section):
@@ -64,8 +65,7 @@ class CrfParams(Section):
         return value
 
     def crf_kwargs(self) -> dict:
-        return {k: getattr(self, k) for k in ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy",
-                                              "bilateral_srgb", "bilateral_compat")}
+        return {k: getattr(self, k) for k in CRF_KERNEL_KEYS}
 
 
 class EvalSegParams(Section):
