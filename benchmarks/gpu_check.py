@@ -25,9 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.methods import METHODS  # noqa: E402
-from stages.common import stage_dir  # noqa: E402
 from stages.config import load_params  # noqa: E402
-from stages.train_seg import seg_tag  # noqa: E402
+from stages.table import STAGES, resolve  # noqa: E402
 
 # the papers' scale: CAMs at crop 448 / output stride 8 (PSA, SEAM, CPN), DeepLab at crop 321 (SEAM's)
 REAL = {
@@ -119,10 +118,8 @@ def _overrides(settings: dict, extra: dict) -> list[str]:
 
 
 def metrics_file(stage: str, params) -> Path | None:
-    if stage in ("eval_cam", "eval_rw", "eval_rw_irn", "eval_pseudo"):
-        return stage_dir(params, stage, params.method) / "metrics.json"
-    if stage == "eval_seg":
-        return stage_dir(params, stage, seg_tag(params)) / "metrics.json"
+    if stage in ("eval_cam", "eval_rw", "eval_rw_irn", "eval_pseudo", "eval_seg"):
+        return resolve(STAGES[stage].metrics[0], params)
     return None
 
 

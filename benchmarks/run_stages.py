@@ -16,26 +16,11 @@ import json
 import resource
 import time
 
-from stages.common import stage_dir
 from stages.config import load_params
-from stages.train_seg import seg_tag
-from stages.train_single import single_tag
+from stages.table import STAGES, resolve
 
-METRIC_FILES = {
-    "train_cls": lambda p: stage_dir(p, "train_cls", p.method) / "details.json",
-    "recam": lambda p: stage_dir(p, "recam", p.method) / "details.json",
-    "eval_cam": lambda p: stage_dir(p, "eval_cam", p.method) / "details.json",
-    "eval_rw": lambda p: stage_dir(p, "eval_rw", p.method) / "details.json",
-    "train_aff": lambda p: stage_dir(p, "train_aff", p.method) / "details.json",
-    "train_irn": lambda p: stage_dir(p, "train_irn", p.method) / "details.json",
-    "eval_rw_irn": lambda p: stage_dir(p, "eval_rw_irn", p.method) / "details.json",
-    "eval_pseudo": lambda p: stage_dir(p, "eval_pseudo", p.method) / "details.json",
-    "train_seg": lambda p: stage_dir(p, "train_seg", seg_tag(p)) / "details.json",
-    "eval_seg": lambda p: stage_dir(p, "eval_seg", seg_tag(p)) / "details.json",
-    "scribbles": lambda p: stage_dir(p, "scribbles") / "stats.json",
-    "train_single": lambda p: stage_dir(p, "train_single", single_tag(p)) / "details.json",
-    "eval_single": lambda p: stage_dir(p, "eval_single", single_tag(p)) / "details.json",
-}
+# each stage's record (details.json; scribbles: stats.json), from the stage table
+METRIC_FILES = {stage.name: (lambda p, t=stage.record: resolve(t, p)) for stage in STAGES.values() if stage.record}
 
 
 def cpu_seconds() -> float:

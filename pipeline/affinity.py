@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, ConfigError, DataError
 from pipeline.methods.base import backbone_head_groups
 from pipeline.models.backbones.base import Backbone
 
@@ -39,7 +39,7 @@ _LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss and to its p
 
 def _check_radius(radius: int) -> int:
     if isinstance(radius, bool) or not isinstance(radius, int) or radius < 2:
-        raise ConfigError(f"radius: must be an integer >= 2 (radius 1 contains no neighbour), got {radius!r}")
+        raise ArgumentError("radius", f"must be an integer >= 2 (radius 1 contains no neighbour), got {radius!r}")
     return radius
 
 
@@ -68,7 +68,7 @@ def source_windows(h: int, w: int, radius: int, pair_set: str = "psa") -> list[t
     sources are the cells y0 <= y < y1, x0 <= x < x1 (row-major), each paired with (y + dy, x + dx)."""
     _check_radius(radius)
     if pair_set not in PAIR_SETS:
-        raise ConfigError(f"pair_set: must be one of {', '.join(PAIR_SETS)}, got {pair_set!r}")
+        raise ArgumentError("pair_set", f"must be one of {', '.join(PAIR_SETS)}, got {pair_set!r}")
     windows = []
     for dy, dx in _offsets(radius).tolist():
         if pair_set == "psa":

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, ConfigError, DataError
 
 IGNORE = 255
 _NO_SCORE = 1e-5  # PSA: cells whose every score is below this (padding) are ignored
@@ -48,7 +48,7 @@ def cell_average(scores: np.ndarray, stride: int) -> np.ndarray:
     stride, then average each s x s cell (PSA's ``AvgPool2d(8)`` on the score maps)."""
     scores = np.asarray(scores, dtype=np.float32)
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
-        raise ConfigError(f"train_aff.grid_stride: must be an integer >= 1, got {stride!r}")
+        raise ArgumentError("grid_stride", f"must be an integer >= 1, got {stride!r}")
     channels, height, width = scores.shape
     padded = np.pad(scores, ((0, 0), (0, -height % stride), (0, -width % stride)))
     h, w = padded.shape[1] // stride, padded.shape[2] // stride

@@ -27,26 +27,17 @@ import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 from pipeline.methods.base import CamMethod
+from pipeline.models.correlation import minmax_normalise
 
 READOUT_NORMS = ("max", "minmax")
 
 
 def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU, then divide each (.., H, W) map by its own maximum (an all-zero map stays zero)."""
+    """ReLU, then divide each (.., H, W) map by its own maximum (an all-zero map stays zero): the max read-out,
+    and ReCAM's class weights (:mod:`pipeline.recam`)."""
     cams = F.relu(cams)
     peak = cams.flatten(-2).amax(-1)[..., None, None]
     return cams / (peak + eps)
-
-
-def minmax_normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU, then ``(x - min - eps) / (max - min + eps)`` per (.., H, W) map with values below
-    ``min + eps`` set to 0 (SEAM's/CPN's inference): the floor of each map goes to 0, its peak to ~1.
-    (Their code leaves those floor values slightly negative; any threshold >= 0 treats both alike.)"""
-    cams = F.relu(cams)
-    flat = cams.flatten(-2)
-    low = flat.amin(-1)[..., None, None]
-    high = flat.amax(-1)[..., None, None]
-    return F.relu(cams - low - eps) / (high - low + eps)
 
 
 @torch.no_grad()
@@ -79,7 +70,7 @@ def multiscale_cam(
         total += cams[0]
         if flip:
             total += cams[1].flip(-1)
-    return minmax_normalize_cams(total) if normalize == "minmax" else normalize_cams(total)
+    return minmax_normalise(total) if normalize == "minmax" else normalize_cams(total)
 
 
 def labels_to_indices(labels: np.ndarray) -> np.ndarray:

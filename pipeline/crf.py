@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, DataError
 
 _PROB_FLOOR = 1e-5  # probabilities are clipped here before -log, so a zero score is a large finite cost
 
@@ -51,7 +51,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, iterations: int = 10, gauss_
     if probs.ndim != 3 or probs.shape[0] < 1:
         raise DataError(f"dense_crf: probs must be (C, H, W), got shape {probs.shape}")
     if iterations < 1:
-        raise ConfigError(f"crf.iterations: must be >= 1, got {iterations}")
+        raise ArgumentError("iterations", f"must be >= 1, got {iterations}")
     num_labels, height, width = probs.shape
     image = _check_image(image, height, width, "dense_crf")
     unary = -np.log(np.clip(probs, _PROB_FLOOR, None))
@@ -73,7 +73,7 @@ def dense_crf_labels(image: np.ndarray, labels: np.ndarray, num_labels: int, gt_
     if labels.ndim != 2:
         raise DataError(f"dense_crf_labels: labels must be (H, W), got shape {labels.shape}")
     if not 0.0 < gt_prob < 1.0:
-        raise ConfigError(f"crf.gt_prob: must lie in (0, 1), got {gt_prob}")
+        raise ArgumentError("gt_prob", f"must lie in (0, 1), got {gt_prob}")
     if num_labels < 2 or labels.min() < 0 or labels.max() >= num_labels:
         raise DataError(f"dense_crf_labels: labels must lie in [0, {num_labels}) with num_labels >= 2")
     probs = np.full((num_labels,) + labels.shape, (1.0 - gt_prob) / (num_labels - 1), dtype=np.float32)
@@ -93,14 +93,14 @@ def background_score(cams: np.ndarray, bg_mode: str = "threshold", bg_threshold:
     """
     if bg_mode == "threshold":
         if not 0.0 <= bg_threshold <= 1.0:
-            raise ConfigError(f"bg_threshold: must lie in [0, 1], got {bg_threshold}")
+            raise ArgumentError("bg_threshold", f"must lie in [0, 1], got {bg_threshold}")
         return np.full(cams.shape[1:], bg_threshold, dtype=np.float32)
     if bg_mode == "power":
         if bg_alpha <= 0:
-            raise ConfigError(f"bg_alpha: must be > 0, got {bg_alpha}")
+            raise ArgumentError("bg_alpha", f"must be > 0, got {bg_alpha}")
         max_fg = cams.max(axis=0) if cams.shape[0] else np.zeros(cams.shape[1:], np.float32)
         return np.power(1.0 - np.clip(max_fg, 0.0, 1.0), bg_alpha).astype(np.float32)
-    raise ConfigError(f"bg_mode: must be 'threshold' or 'power', got {bg_mode!r}")
+    raise ArgumentError("bg_mode", f"must be 'threshold' or 'power', got {bg_mode!r}")
 
 
 def scores_to_pseudo_mask(image: np.ndarray, scores: np.ndarray, keys: Sequence[int], use_crf: bool = True,
@@ -119,7 +119,7 @@ def scores_to_pseudo_mask(image: np.ndarray, scores: np.ndarray, keys: Sequence[
     if keys.size and (keys.min() < 1 or keys.max() > 254):
         raise DataError(f"keys: class indices must lie in [1, 254], got {keys.tolist()}")
     if not 0.0 <= confidence <= 1.0:
-        raise ConfigError(f"confidence: must lie in [0, 1], got {confidence}")
+        raise ArgumentError("confidence", f"must lie in [0, 1], got {confidence}")
     height, width = scores.shape[1:]
     if keys.size == 0:
         return np.zeros((height, width), dtype=np.uint8)

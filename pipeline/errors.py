@@ -11,3 +11,15 @@ class DataError(WsssError):
 
 class ConfigError(WsssError):
     """A parameter is unknown, of the wrong type or out of range. The message names the key."""
+
+
+class ArgumentError(ConfigError):
+    """A library function's argument is out of range. The message names the argument; the stage that
+    passed it names the params key instead (:func:`stages.table.argument_key`)."""
+
+    def __init__(self, argument: str, detail: str):
+        super().__init__(argument, detail)
+        self.argument, self.detail = argument, detail
+
+    def __str__(self) -> str:
+        return f"{self.argument}: {self.detail}"

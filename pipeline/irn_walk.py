@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.boundary import GRID_STRIDE, boundary_affinities
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, DataError
 from pipeline.random_walk import grid_to_image, random_walk, transition_matrix
 
 _EPS = 1e-5
@@ -64,9 +64,9 @@ def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, bounda
     if boundary.dim() != 2:
         raise DataError(f"propagate_boundary: boundary must be (h, w), got shape {tuple(boundary.shape)}")
     if not 0.0 <= bg_threshold <= 1.0:
-        raise ConfigError(f"rw_irn.bg_threshold: must lie in [0, 1], got {bg_threshold}")
+        raise ArgumentError("bg_threshold", f"must lie in [0, 1], got {bg_threshold}")
     if isinstance(exp_times, bool) or not isinstance(exp_times, int) or exp_times < 0:
-        raise ConfigError(f"rw_irn.exp_times: must be an integer >= 0, got {exp_times!r}")
+        raise ArgumentError("exp_times", f"must be an integer >= 0, got {exp_times!r}")
     device = boundary.device
     cams = torch.as_tensor(np.asarray(cams) if not torch.is_tensor(cams) else cams).to(device).float()
     if cams.dim() != 3 or cams.shape[0] != keys.size:

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.affinity import pair_affinities, pair_indices
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, DataError
 
 
 def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, beta: float = 8.0,
@@ -58,7 +58,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
     pair set a cell in no pair keeps its scores (its row is the unit vector), as in PSA's walk.
     """
     if beta <= 0:
-        raise ConfigError(f"rw.beta: must be > 0, got {beta}")
+        raise ArgumentError("beta", f"must be > 0, got {beta}")
     device = affinities.device
     src, dst = pair_indices(h, w, radius, device=device, pair_set=pair_set)
     if affinities.shape != src.shape:
@@ -82,7 +82,7 @@ def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, bet
 def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:
     """Propagate (C, h, w) scores by t = 2^logt steps v <- T v; returns (C, h, w) float32."""
     if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
-        raise ConfigError(f"rw.logt: must be an integer >= 0, got {logt!r}")
+        raise ArgumentError("logt", f"must be an integer >= 0, got {logt!r}")
     channels, h, w = cams_with_bg.shape
     if transition.shape != (h * w, h * w):
         raise DataError(f"random_walk: transition matrix {tuple(transition.shape)} does not fit a {h}x{w} grid")
@@ -101,14 +101,14 @@ def alpha_for_threshold(threshold: float) -> float:
     m = ``threshold``: alpha = ln(t) / ln(1 - t). A CAM thresholded at t and a psa background of this power
     label the un-walked map identically."""
     if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"rw.bg_alpha: auto needs a CAM threshold strictly between 0 and 1, got {threshold}")
+        raise ArgumentError("bg_alpha", f"auto needs a CAM threshold strictly between 0 and 1, got {threshold}")
     return float(np.log(threshold) / np.log1p(-threshold))
 
 
 def background_channel(cams: torch.Tensor, bg_alpha: float = 16.0) -> torch.Tensor:
     """(1, H, W) background score (1 - max_k cam_k)^bg_alpha from (K, H, W) CAMs in [0, 1] (PSA 16, SEAM 6)."""
     if bg_alpha is None or bg_alpha <= 0:
-        raise ConfigError(f"rw.bg_alpha: must be > 0, got {bg_alpha}")
+        raise ArgumentError("bg_alpha", f"must be > 0, got {bg_alpha}")
     max_fg = cams.amax(dim=0, keepdim=True) if cams.shape[0] else cams.new_zeros((1,) + tuple(cams.shape[1:]))
     return (1.0 - max_fg.clamp(0.0, 1.0)).pow(bg_alpha)
 
@@ -119,7 +119,7 @@ def irn_background(walked_fg: torch.Tensor, bg_threshold: float = 0.25) -> torch
 
     Maps that are zero everywhere stay zero, so every pixel is background."""
     if not 0.0 <= bg_threshold <= 1.0:
-        raise ConfigError(f"rw.bg_threshold: must lie in [0, 1], got {bg_threshold}")
+        raise ArgumentError("bg_threshold", f"must lie in [0, 1], got {bg_threshold}")
     peak = walked_fg.max() if walked_fg.numel() else walked_fg.new_ones(())
     scaled = walked_fg / peak.clamp_min(1e-5)
     background = torch.full((1,) + tuple(walked_fg.shape[1:]), float(bg_threshold), device=walked_fg.device)
@@ -188,7 +188,7 @@ def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: t
     Returns (label map uint8 with 0 / keys, scores (1 + K, ...) float32, channel 0 = background).
     """
     if bg_mode not in BG_MODES:
-        raise ConfigError(f"rw.bg_mode: must be one of {', '.join(BG_MODES)}, got {bg_mode!r}")
+        raise ArgumentError("bg_mode", f"must be one of {', '.join(BG_MODES)}, got {bg_mode!r}")
     keys = np.asarray(keys, dtype=np.int64).reshape(-1)
     if features.dim() != 3:
         raise DataError(f"propagate_cam: features must be (D, h, w), got shape {tuple(features.shape)}")

@@ -49,19 +49,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cam import normalize_cams
 from pipeline.errors import ConfigError
 from pipeline.methods.base import CamMethod, backbone_head_groups
 
 
-def max_normalised_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """``ReLU(cams) / (max ReLU(cams) + eps)`` per (.., h, w) map: the CAM that weights the features."""
-    cams = F.relu(cams)
-    return cams / (cams.flatten(-2).amax(-1)[..., None, None] + eps)
-
-
 def class_masked_features(features: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     """ReCAM's class-specific features (B, K, C): feature map (B, C, h, w) weighted by each class's map
-    (B, K, h, w) (already normalised: :func:`max_normalised_cams`), averaged over the h * w locations."""
+    (B, K, h, w) (already normalised: :func:`pipeline.cam.normalize_cams`), averaged over the h * w locations."""
     if features.shape[-2:] != cams.shape[-2:] or features.shape[0] != cams.shape[0]:
         raise ValueError(f"class_masked_features: features {tuple(features.shape)} and CAMs {tuple(cams.shape)} differ")
     return torch.einsum("bkhw,bchw->bkc", cams, features) / (features.shape[-2] * features.shape[-1])
@@ -112,7 +107,7 @@ class ReCAM(nn.Module):
         features = self.method.classifier_features(images)
         cams = self.method.classifier(features)
         bce = F.multilabel_soft_margin_loss(cams.mean(dim=(2, 3)), labels)
-        masked = class_masked_features(features, max_normalised_cams(cams))
+        masked = class_masked_features(features, normalize_cams(cams))
         sce, accuracy = recam_loss(self.predictor(masked), labels)
         loss = bce + self.loss_weight * sce
         return {"loss": loss, "cls": bce.detach(), "recam": sce.detach(), "acc": accuracy.detach()}

@@ -39,8 +39,8 @@ from pipeline import distributed
 from pipeline.crf import dense_crf
 from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.data.transforms import train_transform
-from pipeline.errors import ConfigError, DataError
 from pipeline.engine.trainer import Hook, poly_lr, train  # noqa: F401 (poly_lr: re-exported)
+from pipeline.errors import ArgumentError, ConfigError, DataError
 
 IGNORE_INDEX = 255
 
@@ -120,7 +120,7 @@ def predict(model: nn.Module, image_tensor: torch.Tensor, scales: Sequence[float
     if image_tensor.ndim != 4 or image_tensor.shape[:2] != (1, 3):
         raise DataError(f"predict: image must be (3, H, W) or (1, 3, H, W), got {tuple(image_tensor.shape)}")
     if not scales or any(s <= 0 for s in scales):
-        raise ConfigError(f"segmentation.scales: must be a non-empty list of positive numbers, got {scales}")
+        raise ArgumentError("scales", f"must be a non-empty list of positive numbers, got {scales}")
     device = next(model.parameters()).device
     image = image_tensor.to(device, torch.float32)
     size = image.shape[-2:]

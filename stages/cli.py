@@ -15,7 +15,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from pipeline.errors import WsssError
+from pipeline.errors import ArgumentError, WsssError
+from stages.table import STAGES, Stage, argument_key
 
 app = typer.Typer(
     help=(
@@ -32,7 +33,7 @@ ParamsOption = typer.Option("params.yaml", "--params", "-p", help="Parameters fi
 SetOption = typer.Option(None, "--set", "-s", help="Override a parameter: section.key=value (repeatable).")
 
 
-MethodOption = typer.Option(None, "--method", "-m", help="CAM method: cam, seam, ppl or cpn (overrides `method`).")
+MethodOption = typer.Option(None, "--method", "-m", help="CAM method, a name of pipeline.methods (overrides `method`).")
 RecipeOption = typer.Option(None, "--recipe", "-r",
                             help="A recipe overlay (recipes/voc/seam.yaml) merged over the params file (repeatable).")
 
@@ -47,9 +48,7 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {"train_cls", "recam", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn",
-               "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg", "train_single", "eval_single",
-               "inspect"}
+DISTRIBUTED = {stage.name for stage in STAGES.values() if stage.distributed}
 
 
 def _torchrun(module: str) -> None:
@@ -69,7 +68,7 @@ def _torchrun(module: str) -> None:
 
 # per-image stages whose work is a network forward: on one machine with several visible GPUs they shard
 # across all of them by default (one torchrun process per GPU), unless WSSS_TORCHRUN says otherwise
-GPU_PER_IMAGE = {"cam", "rw", "rw_irn", "eval_seg", "eval_single"}
+GPU_PER_IMAGE = {stage.name for stage in STAGES.values() if stage.gpu_per_image}
 
 
 def _all_local_gpus(module: str, device: str) -> None:
@@ -105,6 +104,10 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
         _all_local_gpus(module, params.device)
         with _locked(params, module, entry):
             result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
+    except ArgumentError as exc:  # a library argument out of range: name the params key it came from
+        key = argument_key(module, exc.argument, params) if params is not None else exc.argument
+        typer.echo(f"error: {key}: {exc.detail}", err=True)
+        raise typer.Exit(2) from None
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -124,7 +127,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
 
 
 # stages whose outputs are per method: their lock is per method too (stages.locking)
-PER_METHOD: set[str] = set()
+PER_METHOD = {stage.name for stage in STAGES.values() if stage.per_method}
 
 
 def _locked(params, module: str, entry: str):
@@ -147,9 +150,9 @@ def _os_error(exc: OSError, params) -> str:
     return f"{reason} (writing under paths.outputs={params.paths.outputs})" if params is not None else reason
 
 
-def _stage(name: str, module: str, summary: str, with_method: bool = False) -> Callable:
-    if with_method:
-        PER_METHOD.add(module)
+def _stage(stage: Stage) -> Callable:
+    module = stage.name
+    if stage.per_method:
         def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
                     method: Optional[str] = MethodOption, recipe: Optional[List[str]] = RecipeOption) -> None:
             _run(module, params, set_, method, recipes=recipe)
@@ -157,51 +160,21 @@ def _stage(name: str, module: str, summary: str, with_method: bool = False) -> C
         def command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
                     recipe: Optional[List[str]] = RecipeOption) -> None:
             _run(module, params, set_, recipes=recipe)
-    command.__doc__ = summary
-    return app.command(name)(command)
+    command.__doc__ = stage.summary
+    return app.command(stage.command)(command)
 
 
-_stage("synthetic", "synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.")
-_stage("data", "data", "Validate the dataset at data.root and index its splits and image-level labels.")
-_stage("train-cls", "train_cls", "Train the classifier of the selected CAM method.", with_method=True)
-_stage("recam", "recam", "ReCAM: fine-tune the classifier with a softmax CE on class-masked features "
-       "(recam.enabled).", with_method=True)
-_stage("cam", "cam", "Multi-scale + flip CAMs of every train image, one .npz per image.", with_method=True)
-_stage("eval-cam", "eval_cam", "CAM mIoU on train with the background threshold swept.", with_method=True)
-_stage("aff-labels", "aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",
-       with_method=True)
-_stage("train-aff", "train_aff", "Train AffinityNet on the confident labels.", with_method=True)
-_stage("rw", "rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.", with_method=True)
-_stage("eval-rw", "eval_rw", "Random-walk mask mIoU on train against ground truth.", with_method=True)
-_stage("ir-labels", "ir_labels", "IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
-       with_method=True)
-_stage("train-irn", "train_irn", "Train IRN's class-boundary branch on the relation labels.", with_method=True)
-_stage("rw-irn", "rw_irn", "IRN's random walk of the CAMs with affinities from the boundary map.",
-       with_method=True)
-_stage("eval-rw-irn", "eval_rw_irn", "IRN random-walk mask mIoU on train against ground truth.", with_method=True)
-_stage("crf", "crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.", with_method=True)
-_stage("eval-pseudo", "eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", with_method=True)
-_stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",
-       with_method=True)
-_stage("eval-seg", "eval_seg", "Val mIoU of the segmentation model; predictions as palette PNGs.", with_method=True)
-_stage("overlays", "overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.",
-       with_method=True)
-_stage("scribbles", "scribbles", "Scribble labels of the train split: ScribbleSup PNGs read, or generated from GT.")
-_stage("train-single", "train_single", "Train the single-stage model (pCE + dense-CRF / DFR loss) end to end.")
-_stage("eval-single", "eval_single", "Val mIoU of the single-stage model (eval-seg's evaluation).")
-_stage("compare", "compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).")
+for _each in STAGES.values():
+    if _each.name != "inspect":  # its own command below (--id)
+        _stage(_each)
 
 
-PER_METHOD.add("inspect")
-
-
-@app.command("inspect")
+@app.command("inspect", help=STAGES["inspect"].summary)
 def inspect_command(params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
                     method: Optional[str] = MethodOption,
                     image_id: Optional[str] = typer.Option(None, "--id", help="Write one image's PNG panel instead."),
                     out: Optional[str] = typer.Option(None, "--out", "-o", help="Where --id writes its PNG."),
                     recipe: Optional[List[str]] = RecipeOption) -> None:
-    """HTML report of every intermediate artifact, image by image (outputs/inspect/<method>/index.html)."""
     _run("inspect", params, set_, method, entry="run" if image_id is None else "panel",
          kwargs={} if image_id is None else {"image_id": image_id, "path": out}, recipes=recipe)
 

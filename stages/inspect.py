@@ -29,8 +29,8 @@ from pipeline.report.page import finish_rows, palette, sort_rows, split_summary,
 from pipeline.report.scores import STAGES, lineage
 from stages.common import load_index, num_workers, parallel_map, shared_output, stage_dir
 from stages.config import Params
-from stages.train_seg import seg_tag
-from stages.train_single import single_tag
+from stages.artifacts import ARTIFACTS, artifact_dir
+from stages.table import STAGES as TABLE
 
 
 def cam_threshold(params: Params, method: str) -> float | None:
@@ -42,14 +42,11 @@ def cam_threshold(params: Params, method: str) -> float | None:
 
 
 def _stage_dirs(params: Params) -> dict[str, Path]:
-    return {"cam": stage_dir(params, "cam", params.method), "rw": stage_dir(params, "rw", params.method),
-            "rw_irn": stage_dir(params, "rw_irn", params.method), "pseudo": stage_dir(params, "crf", params.method),
-            "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred",
-            "single": stage_dir(params, "eval_single", single_tag(params)) / "pred"}
+    return {artifact: artifact_dir(params, artifact) for artifact in ARTIFACTS}
 
 
 # The command that writes each stage's outputs (for the "skipped" notes).
-HINTS = {"cam": "cam", "rw": "rw", "rw_irn": "rw-irn", "pseudo": "crf", "pred": "eval-seg", "single": "eval-single"}
+HINTS = {key: TABLE[artifact.stage].command for key, artifact in ARTIFACTS.items()}
 
 
 def _artifact(stage: str, directory: Path, image_id: str) -> str | None:

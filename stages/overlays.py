@@ -11,10 +11,11 @@ from pipeline.io import atomic_dir, load_cam, load_mask, save_image
 from pipeline.overlay import make_overlay
 from pipeline.segmentation import predict_label_map
 from pipeline.train import resolve_device
-from stages.common import open_split, require, stage_dir
+from stages.common import open_split, require
 from stages.config import Params
-from stages.train_seg import load_model, seg_tag
-from stages.train_single import load_single_model, single_tag
+from stages.table import output_dir
+from stages.train_seg import load_model
+from stages.train_single import load_single_model
 
 
 def run(params: Params) -> int:
@@ -22,15 +23,15 @@ def run(params: Params) -> int:
     dataset, index = open_split(params, params.data.train_split)
     labels = index["splits"][params.data.train_split]["labels"]
     chosen = [i for i in dataset.ids if labels[i]][: params.overlays.count]
-    cam_dir = require(stage_dir(params, "cam", params.method),
+    cam_dir = require(output_dir(params, "cam"),
                       f"nothing to show: run `wsss-pipe cam --method {params.method}` first")
-    rw_dir = stage_dir(params, "rw", params.method)
-    crf_dir = stage_dir(params, "crf", params.method)
-    model_path = stage_dir(params, "train_seg", seg_tag(params)) / "model.pt"
+    rw_dir = output_dir(params, "rw")
+    crf_dir = output_dir(params, "crf")
+    model_path = output_dir(params, "train_seg") / "model.pt"
     model = load_model(model_path, device)[0] if model_path.is_file() else None
-    single_path = stage_dir(params, "train_single", single_tag(params)) / "model.pt"
+    single_path = output_dir(params, "train_single") / "model.pt"
     single = load_single_model(single_path, device)[0] if single_path.is_file() else None
-    with atomic_dir(stage_dir(params, "overlays", params.method)) as out:
+    with atomic_dir(output_dir(params, "overlays")) as out:
         for image_id in chosen:
             image = dataset.load_image(image_id)
             cams = load_cam(cam_dir / f"{image_id}.npz")[0] if (cam_dir / f"{image_id}.npz").is_file() else None

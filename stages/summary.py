@@ -13,15 +13,16 @@ from pathlib import Path
 from pipeline.errors import DataError
 from pipeline.io import read_json
 from pipeline.report.cooccurrence import cooccurrence_table
-from pipeline.report.summary import ROWS, build_summary, summary_table
+from pipeline.report.summary import build_summary, summary_table
 from stages.common import index_path, load_index, stage_dir
 from stages.config import Params
+from stages.artifacts import summary_rows
+from stages.table import STAGES, resolve
 
 
-def _tag(params: Params, kind: str) -> str:
-    return {"method": params.method, "seg": f"{params.method}_pseudo", "seg_gt": f"{params.method}_gt",
-            "single": f"{params.single.supervision}_{params.single.loss}",
-            "single_full": f"full_{params.single.loss}"}[kind]
+# each row's tag (pipeline.report.summary.SummaryRow.tag): the params values its stages ran with
+TAG_VALUES = {"method": {}, "seg": {"train_seg.labels": "pseudo"}, "seg_gt": {"train_seg.labels": "gt"},
+              "single": {}, "single_full": {"single.supervision": "full"}}
 
 
 def _record(path: Path, required: tuple[str, ...]) -> dict | None:
@@ -38,19 +39,19 @@ def _record(path: Path, required: tuple[str, ...]) -> dict | None:
 
 
 def collect(params: Params) -> dict:
-    records, timings = {}, {}
-    for row in ROWS:
-        tag = _tag(params, row.tag)
-        required = ("miou", "best_threshold") if row.evaluation == "eval_cam" else ("miou",)
-        records[row.key] = _record(stage_dir(params, row.evaluation, tag) / "details.json", required)
+    records, timings, rows = {}, {}, summary_rows()
+    for row in rows:
+        values = TAG_VALUES[row.tag]
+        required = ("miou", "best_threshold") if row.artifact == "cam" else ("miou",)
+        records[row.key] = _record(resolve(STAGES[row.evaluation].record, params, values), required)
         if records[row.key] is None:
             continue
         timings[row.key] = {}
         for stage in row.timed:
-            record = _record(stage_dir(params, stage, tag) / "details.json", ())
+            record = _record(resolve(STAGES[stage].record, params, values), ())
             if record is not None and isinstance(record.get("seconds"), (int, float)):
                 timings[row.key][stage] = record["seconds"]
-    summary = build_summary(records, timings, params.crf.source, params.single.supervision)
+    summary = build_summary(records, timings, params.crf.source, params.single.supervision, rows)
     return {"method": params.method, "outputs": str(params.paths.outputs)} | summary | {
         "never_alone": _never_alone(params)}
 

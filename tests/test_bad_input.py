@@ -74,6 +74,11 @@ CASES = [
     ("out-of-range value", "train-cls", "train_cls", "train_cls.lr", lambda r, o: ["train_cls.lr=-1"]),
     ("unknown method", "train-cls", "train_cls", "nope", lambda r, o: ["method=nope"]),
     ("unknown backbone", "train-cls", "train_cls", "resnet_9000", lambda r, o: ["backbone.name=resnet_9000"]),
+    # a library argument out of range: the message names the params key it came from
+    ("method option out of range", "train-cls", "train_cls", "methods.seam.scale: must be positive and not 1",
+     lambda r, o: ["method=seam", "methods.seam.scale=1.0"]),
+    ("another method's option", "train-cls", "train_cls", "methods.ppl.lse_r: must be positive",
+     lambda r, o: ["method=ppl", "methods.ppl.lse_r=-1.0"]),
     ("truncated CAM", "eval-cam", "eval_cam", "train_00001.npz",
      lambda r, o: _truncate(o / "cam" / "cam" / "train_00001.npz", 0.6) or []),
     ("bit-flipped CAM", "crf", "crf", "train_00002.npz",

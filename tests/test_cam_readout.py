@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pipeline.cam import minmax_normalize_cams, multiscale_cam, normalize_cams
+from pipeline.cam import multiscale_cam, normalize_cams
+from pipeline.models.correlation import minmax_normalise
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.methods.base import CamMethod
@@ -62,7 +63,7 @@ def test_minmax_readout_removes_the_floor_that_max_keeps():
     torch.testing.assert_close(by_minmax[0, :, 0], torch.zeros(8), atol=1e-4, rtol=0)
     torch.testing.assert_close(by_minmax[0, :, -1], torch.ones(8), atol=1e-4, rtol=0)
     # only the known answer: (x - min - eps) / (max - min + eps)
-    torch.testing.assert_close(minmax_normalize_cams(torch.tensor([[[1.0, 2.0, 3.0]]])),
+    torch.testing.assert_close(minmax_normalise(torch.tensor([[[1.0, 2.0, 3.0]]])),
                                torch.tensor([[[0.0, 0.5, 1.0]]]), atol=1e-4, rtol=0)
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.methods import METHODS
 from stages.config import load_params, parse_override
 
 REPO = Path(__file__).resolve().parents[1]
@@ -10,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_repository_params_validate():
     params = load_params(REPO / "params.yaml")
-    assert params.method in ("cam", "seam", "ppl", "cpn")
-    for name in ("cam", "seam", "ppl", "cpn"):
+    assert params.method in METHODS
+    for name in METHODS:
         params.method_options(name)
 
 

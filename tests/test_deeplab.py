@@ -53,7 +53,7 @@ def test_param_groups_split_backbone_and_head():
 
 
 def test_bad_configuration_raises():
-    with pytest.raises(ConfigError, match="segmentation.head"):
+    with pytest.raises(ConfigError, match="^head: must be one of"):
         build_deeplab(TinyBackbone(), 4, "v4")
     with pytest.raises(ConfigError, match="num_classes"):
         build_deeplab(TinyBackbone(), 1)

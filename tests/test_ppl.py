@@ -48,7 +48,7 @@ def test_pad_for_patches_pads_bottom_right_and_marks_real_cells():
     assert padded[..., 7:, :].abs().sum() == 0 and padded[..., :, 5:].abs().sum() == 0
     assert mask.sum() == 35 and mask[..., :7, :5].all()
     assert pad_for_patches(features, 1)[0] is features
-    with pytest.raises(ConfigError, match="ppl.granularities: granularity 6 does not fit a 7x5"):
+    with pytest.raises(ConfigError, match="granularities: granularity 6 does not fit a 7x5"):
         pad_for_patches(features, 6)
 
 
@@ -121,7 +121,7 @@ def test_aggregation_known_answers():
     assert lse == pytest.approx(torch.log(torch.exp(logits).mean()).item())
     assert aggregate_patch_logits(logits, "lse", 50.0).item() == pytest.approx(6.0, abs=0.05)
     assert aggregate_patch_logits(logits, "lse", 1e-4).item() == pytest.approx(3.0, abs=1e-2)
-    with pytest.raises(ConfigError, match="ppl.aggregation"):
+    with pytest.raises(ConfigError, match="aggregation"):
         aggregate_patch_logits(logits, "median")
 
 
@@ -156,17 +156,17 @@ def test_progressive_schedule_spreads_granularities_over_epochs():
 
 
 def test_bad_options_raise_config_error():
-    with pytest.raises(ConfigError, match="ppl.granularities"):
+    with pytest.raises(ConfigError, match="granularities"):
         PPL(TinyBackbone(), 3, granularities=[0, 2])
-    with pytest.raises(ConfigError, match="ppl.split_stages"):
+    with pytest.raises(ConfigError, match="split_stages"):
         PPL(TinyBackbone(), 3, split_stages=[-1])
-    with pytest.raises(ConfigError, match="ppl.split_stages"):
+    with pytest.raises(ConfigError, match="split_stages"):
         PPL(TinyBackbone(), 3, split_stages=[4])
-    with pytest.raises(ConfigError, match="ppl.split_stages: fusion takes one"):
+    with pytest.raises(ConfigError, match="split_stages: fusion takes one"):
         PPL(TinyBackbone(), 3, split_stages=[1, 2], fusion=True)
-    with pytest.raises(ConfigError, match="ppl.aggregation"):
+    with pytest.raises(ConfigError, match="aggregation"):
         PPL(TinyBackbone(), 3, aggregation="median")
-    with pytest.raises(ConfigError, match="ppl.granularities: granularity 32 does not fit"):
+    with pytest.raises(ConfigError, match="granularities: granularity 32 does not fit"):
         PPL(TinyBackbone(), 3, granularities=[32]).training_step(*coloured_squares())
 
 

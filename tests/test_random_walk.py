@@ -268,7 +268,7 @@ def test_auto_alpha_puts_the_psa_background_on_the_cam_threshold(threshold):
     cams = torch.tensor([[[threshold - 0.01, threshold + 0.01]]])
     background = background_channel(cams, alpha)[0, 0]
     assert background[0] > cams[0, 0, 0] and background[1] < cams[0, 0, 1]  # same cut as the threshold
-    with pytest.raises(ConfigError, match="rw.bg_alpha"):
+    with pytest.raises(ConfigError, match="^bg_alpha: auto needs"):
         alpha_for_threshold(0.0)
 
 

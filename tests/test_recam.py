@@ -17,7 +17,8 @@ from pipeline.errors import ConfigError, WsssError
 from pipeline.io import load_cam
 from pipeline.methods import build_method
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.recam import ReCAM, class_masked_features, fold_predictor, max_normalised_cams, recam_loss
+from pipeline.cam import normalize_cams
+from pipeline.recam import ReCAM, class_masked_features, fold_predictor, recam_loss
 from pipeline.train import freeze_batchnorm
 from stages import cam, data, synthetic, train_cls
 from stages import recam as recam_stage
@@ -56,9 +57,9 @@ def test_masked_features_pool_each_class_region():
     assert torch.allclose(class_masked_features(features, cams), expected, atol=1e-6)
 
 
-def test_max_normalised_cams_peak_at_one():
+def test_the_cams_that_weight_the_features_peak_at_one():
     cams = torch.tensor([[[[-1.0, 2.0], [0.5, 4.0]]]])
-    assert torch.allclose(max_normalised_cams(cams), torch.tensor([[[[0.0, 0.5], [0.125, 1.0]]]]), atol=1e-5)
+    assert torch.allclose(normalize_cams(cams), torch.tensor([[[[0.0, 0.5], [0.125, 1.0]]]]), atol=1e-5)
 
 
 def test_overlapping_cams_cost_log2_and_separated_ones_less():

@@ -126,13 +126,13 @@ def test_ohem_l1_keeps_the_hardest_fraction():
 
 
 def test_bad_options_raise_config_error():
-    with pytest.raises(ConfigError, match="seam.scale"):
+    with pytest.raises(ConfigError, match="^scale: must be positive and not 1"):
         SEAM(TinyBackbone(), 3, scale=0.0)
     with pytest.raises(ConfigError, match="pcm_stage_dims"):
         SEAM(TinyBackbone(), 3, pcm_stage_dims=(1, 2, 3, 4, 5))
     with pytest.raises(ConfigError, match="pcm_stages"):
         SEAM(TinyBackbone(), 3, pcm_stages=(-5, -2))
-    with pytest.raises(ConfigError, match="seam.resolution: unknown 'image'"):
+    with pytest.raises(ConfigError, match="^resolution: unknown 'image'"):
         SEAM(TinyBackbone(), 3, resolution="image")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import ArgumentError, DataError
 from pipeline.models.backbones.base import Backbone
 
 PATCH_MODES = ("grid", "slic")
@@ -28,9 +28,8 @@ def patch_regions(
     normalised image tensor), about ``n_segments`` of them, capped at the pixel count."""
     if mode == "grid":
         if not 2 <= grid_size <= min(height, width):
-            raise ConfigError(
-                f"cpn.grid_size: must be in 2..{min(height, width)} for a {height}x{width} image, got {grid_size}"
-            )
+            raise ArgumentError("grid_size",
+                                f"must be in 2..{min(height, width)} for a {height}x{width} image, got {grid_size}")
         rows = np.arange(height) * grid_size // height
         cols = np.arange(width) * grid_size // width
         return rows[:, None] * grid_size + cols[None, :]
@@ -38,12 +37,12 @@ def patch_regions(
         from skimage.segmentation import slic
 
         if n_segments < 2:
-            raise ConfigError(f"cpn.n_segments: must be at least 2, got {n_segments}")
+            raise ArgumentError("n_segments", f"must be at least 2, got {n_segments}")
         if image is None or image.ndim != 3 or image.shape[:2] != (height, width):
             raise DataError(f"complementary_masks: slic needs the ({height}, {width}, 3) image")
         return slic(image, n_segments=min(n_segments, height * width), compactness=compactness,
                     start_label=1, channel_axis=-1)
-    raise ConfigError(f"cpn.patch_mode: unknown {mode!r}; choose one of {', '.join(PATCH_MODES)}")
+    raise ArgumentError("patch_mode", f"unknown {mode!r}; choose one of {', '.join(PATCH_MODES)}")
 
 
 def hidden_regions(ids: np.ndarray, rng: np.random.Generator, draw: str = "authors") -> np.ndarray:
@@ -57,7 +56,7 @@ def hidden_regions(ids: np.ndarray, rng: np.random.Generator, draw: str = "autho
         return ids[picks[picks > 0] - 1]
     if draw == "half":
         return rng.permutation(ids)[: n // 2]
-    raise ConfigError(f"cpn.hide_draw: unknown {draw!r}; choose one of {', '.join(HIDE_DRAWS)}")
+    raise ArgumentError("hide_draw", f"unknown {draw!r}; choose one of {', '.join(HIDE_DRAWS)}")
 
 
 def complementary_masks(

@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ArgumentError
 from pipeline.methods.base import CamMethod
 from pipeline.methods.complementary_patches import (
     HIDE_DRAWS,
@@ -168,23 +168,23 @@ class CPN(CamMethod):
     ):
         super().__init__(backbone, num_classes)
         if patch_mode not in PATCH_MODES:
-            raise ConfigError(f"cpn.patch_mode: unknown {patch_mode!r}; choose one of {', '.join(PATCH_MODES)}")
+            raise ArgumentError("patch_mode", f"unknown {patch_mode!r}; choose one of {', '.join(PATCH_MODES)}")
         if cam_source not in CAM_SOURCES:
-            raise ConfigError(f"cpn.cam_source: unknown {cam_source!r}; choose one of {', '.join(CAM_SOURCES)}")
+            raise ArgumentError("cam_source", f"unknown {cam_source!r}; choose one of {', '.join(CAM_SOURCES)}")
         if hide_draw not in HIDE_DRAWS:
-            raise ConfigError(f"cpn.hide_draw: unknown {hide_draw!r}; choose one of {', '.join(HIDE_DRAWS)}")
+            raise ArgumentError("hide_draw", f"unknown {hide_draw!r}; choose one of {', '.join(HIDE_DRAWS)}")
         if slic_reference_size < 0:
-            raise ConfigError(f"cpn.slic_reference_size: must be >= 0 (0: no scaling), got {slic_reference_size}")
+            raise ArgumentError("slic_reference_size", f"must be >= 0 (0: no scaling), got {slic_reference_size}")
         if grid_size < 2 or n_segments < 2:
-            raise ConfigError("cpn.grid_size/n_segments: need at least 2 (so that a half can be hidden)")
+            raise ArgumentError("grid_size/n_segments", "need at least 2 (so that a half can be hidden)")
         if min(cls_weight, cp_weight, prcm_weight, min_pool_weight) < 0:
-            raise ConfigError("cpn.*_weight: loss weights must be non-negative")
+            raise ArgumentError("*_weight", "loss weights must be non-negative")
         if not 0.0 < ohem_ratio <= 1.0:
-            raise ConfigError(f"cpn.ohem_ratio: must be in (0, 1], got {ohem_ratio}")
+            raise ArgumentError("ohem_ratio", f"must be in (0, 1], got {ohem_ratio}")
         self.patch_mode, self.grid_size = patch_mode, grid_size
         self.n_segments, self.slic_compactness = n_segments, slic_compactness
         self.slic_reference_size, self.hide_draw = slic_reference_size, hide_draw
-        self.resolution = check_resolution(resolution, "cpn.resolution")
+        self.resolution = check_resolution(resolution, "resolution")
         self.align_corners = align_corners
         self.cls_weight, self.cp_weight, self.prcm_weight = cls_weight, cp_weight, prcm_weight
         self.ohem_ratio, self.cam_source = ohem_ratio, cam_source

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ArgumentError
 from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
 
@@ -63,7 +63,7 @@ def stage_epochs(num_stages: int, num_epochs: int) -> list[range]:
 
     With fewer epochs than stages some stages get no epoch (an empty range)."""
     if num_epochs < 1:
-        raise ConfigError(f"num_epochs: must be positive, got {num_epochs}")
+        raise ArgumentError("num_epochs", f"must be positive, got {num_epochs}")
     bounds = [-(-s * num_epochs // num_stages) for s in range(num_stages + 1)]
     return [range(bounds[s], bounds[s + 1]) for s in range(num_stages)]
 
@@ -73,7 +73,7 @@ def pad_for_patches(features: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
     on the CPU: it depends on the shape alone, and its sums then need no sync with a GPU."""
     h, w = features.shape[-2:]
     if k < 1 or k > min(h, w):
-        raise ConfigError(f"ppl.granularities: granularity {k} does not fit a {h}x{w} feature map")
+        raise ArgumentError("granularities", f"granularity {k} does not fit a {h}x{w} feature map")
     pad_h, pad_w = -h % k, -w % k
     mask = torch.ones(1, 1, h, w)
     if pad_h or pad_w:
@@ -110,7 +110,7 @@ def aggregate_patch_logits(
         return scores.amax(dim=-1)
     if aggregation == "mean":
         return scores.mean(dim=-1)
-    raise ConfigError(f"ppl.aggregation: unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+    raise ArgumentError("aggregation", f"unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
 
 
 class PatchOutput:
@@ -158,22 +158,21 @@ class PPL(CamMethod):
         super().__init__(backbone, num_classes)
         granularities = [int(g) for g in granularities]
         if not granularities or min(granularities) < 1:
-            raise ConfigError(f"ppl.granularities: need positive integers, got {granularities}")
+            raise ArgumentError("granularities", f"need positive integers, got {granularities}")
         num_stages = len(backbone.stage_channels)
         split_stages = [int(s) for s in split_stages]
         if not split_stages or any(not -num_stages <= s < num_stages or s % num_stages == num_stages - 1
                                    for s in split_stages):
-            raise ConfigError(
-                f"ppl.split_stages: need backbone stages before the last (-{num_stages}..-2), got {split_stages}"
-            )
+            raise ArgumentError("split_stages",
+                                f"need backbone stages before the last (-{num_stages}..-2), got {split_stages}")
         if aggregation not in AGGREGATIONS:
-            raise ConfigError(f"ppl.aggregation: unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
+            raise ArgumentError("aggregation", f"unknown {aggregation!r}; choose one of {', '.join(AGGREGATIONS)}")
         if not lse_r > 0:
-            raise ConfigError(f"ppl.lse_r: must be positive, got {lse_r}")
+            raise ArgumentError("lse_r", f"must be positive, got {lse_r}")
         if fusion and fusion_dim < 1:
-            raise ConfigError(f"ppl.fusion_dim: must be positive, got {fusion_dim}")
+            raise ArgumentError("fusion_dim", f"must be positive, got {fusion_dim}")
         if fusion and len(split_stages) != 1:
-            raise ConfigError(f"ppl.split_stages: fusion takes one split stage, got {split_stages}")
+            raise ArgumentError("split_stages", f"fusion takes one split stage, got {split_stages}")
         self.granularities = granularities
         self.split_stages = sorted({s % num_stages for s in split_stages})
         self.aggregation, self.lse_r = aggregation, float(lse_r)

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ArgumentError
 from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.correlation import (
@@ -83,7 +83,7 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 def check_resolution(resolution: str, option: str) -> str:
     if resolution not in RESOLUTIONS:
-        raise ConfigError(f"{option}: unknown {resolution!r}; choose one of {', '.join(RESOLUTIONS)}")
+        raise ArgumentError(option, f"unknown {resolution!r}; choose one of {', '.join(RESOLUTIONS)}")
     return resolution
 
 
@@ -127,16 +127,16 @@ class SEAM(CamMethod):
     ):
         super().__init__(backbone, num_classes)
         if not scale > 0 or scale == 1.0:
-            raise ConfigError(f"seam.scale: must be positive and not 1, got {scale}")
+            raise ArgumentError("scale", f"must be positive and not 1, got {scale}")
         if min(cls_weight, er_weight, ecr_weight, min_pool_weight) < 0:
-            raise ConfigError("seam.*_weight: loss weights must be non-negative")
+            raise ArgumentError("*_weight", "loss weights must be non-negative")
         if not 0.0 < ohem_ratio <= 1.0:
-            raise ConfigError(f"seam.ohem_ratio: must be in (0, 1], got {ohem_ratio}")
+            raise ArgumentError("ohem_ratio", f"must be in (0, 1], got {ohem_ratio}")
         self.scale = float(scale)
         self.cls_weight, self.er_weight, self.ecr_weight = cls_weight, er_weight, ecr_weight
         self.ohem_ratio = ohem_ratio
         self.min_pool_weight = min_pool_weight
-        self.resolution = check_resolution(resolution, "seam.resolution")
+        self.resolution = check_resolution(resolution, "resolution")
         self.align_corners = align_corners
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
         nn.init.xavier_uniform_(self.classifier.weight)  # SEAM's fc8

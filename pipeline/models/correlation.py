@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ArgumentError
 
 EPS = 1e-5
 KEY_LAYOUTS = ("authors", "per_class")
@@ -69,12 +69,14 @@ def max_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def minmax_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses: ReLU, then per (image,
-    channel) map ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1.
-    A map's floor (a PCM output is a weighted average, so it rarely reaches 0) is removed."""
+    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses and SEAM's / CPN's
+    inference reads out with (:func:`pipeline.cam.multiscale_cam`): ReLU, then per (.., H, W) map
+    ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1. A map's floor
+    (a PCM output is a weighted average, so it rarely reaches 0) is removed. (The authors' inference leaves
+    the floor values slightly negative; any threshold >= 0 treats both alike.)"""
     cams = F.relu(cams)
-    low = cams.amin(dim=(2, 3), keepdim=True)
-    high = cams.amax(dim=(2, 3), keepdim=True)
+    low = cams.amin(dim=(-2, -1), keepdim=True)
+    high = cams.amax(dim=(-2, -1), keepdim=True)
     return F.relu(cams - low - eps) / (high - low + eps)
 
 
@@ -105,7 +107,7 @@ def ohem_l1(prediction: torch.Tensor, target: torch.Tensor, top_ratio: float = 0
     """L1 with online hard example mining: per image, the mean of the largest ``top_ratio`` fraction of the
     element-wise absolute differences over (channels x pixels) (SEAM's ECR, CPN's cross regularisation)."""
     if not 0.0 < top_ratio <= 1.0:
-        raise ConfigError(f"ohem_ratio: must be in (0, 1], got {top_ratio}")
+        raise ArgumentError("ohem_ratio", f"must be in (0, 1], got {top_ratio}")
     errors = (prediction - target).abs().flatten(1)
     k = max(1, int(errors.shape[1] * top_ratio))
     return errors.topk(k, dim=1).values.mean()
@@ -133,13 +135,13 @@ def resolve_stages(stages: Sequence[int], num_stages: int, option: str) -> tuple
     """Validate backbone stage indices (negative counts from the deepest) -> non-negative indices."""
     stages = tuple(stages)
     if not stages:
-        raise ConfigError(f"{option}: needs at least one backbone stage index")
+        raise ArgumentError(option, "needs at least one backbone stage index")
     bad = [s for s in stages if not -num_stages <= s < num_stages]
     if bad:
-        raise ConfigError(f"{option}: stage index {bad[0]} out of range for a {num_stages}-stage backbone")
+        raise ArgumentError(option, f"stage index {bad[0]} out of range for a {num_stages}-stage backbone")
     resolved = tuple(s % num_stages for s in stages)
     if len(set(resolved)) != len(resolved):
-        raise ConfigError(f"{option}: repeated stage in {list(stages)}")
+        raise ArgumentError(option, f"repeated stage in {list(stages)}")
     return resolved
 
 
@@ -163,12 +165,10 @@ class CorrelationFeatures(nn.Module):
         self.align_corners = align_corners
         self.stages = resolve_stages(stages, len(stage_channels), f"{option}_stages")
         if len(stage_dims) != len(self.stages):
-            raise ConfigError(
-                f"{option}_stage_dims: needs one size per entry of {option}_stages "
-                f"({len(self.stages)}), got {list(stage_dims)}"
-            )
+            raise ArgumentError(f"{option}_stage_dims", f"needs one size per entry of {option}_stages "
+                                                        f"({len(self.stages)}), got {list(stage_dims)}")
         if min(stage_dims) < 1:
-            raise ConfigError(f"{option}_stage_dims: embedding sizes must be positive, got {list(stage_dims)}")
+            raise ArgumentError(f"{option}_stage_dims", f"embedding sizes must be positive, got {list(stage_dims)}")
         self.use_image = use_image
         self.stage_proj = nn.ModuleList(
             nn.Conv2d(stage_channels[s], dim, 1, bias=False) for s, dim in zip(self.stages, stage_dims)
@@ -193,7 +193,7 @@ class CorrelationFeatures(nn.Module):
 def embedding_conv(in_channels: int, embed_dim: int) -> nn.Conv2d:
     """SEAM's ``f9``: a bias-free 1x1 conv, Xavier-uniform init with gain 4."""
     if embed_dim < 1:
-        raise ConfigError(f"embed_dim: must be positive, got {embed_dim}")
+        raise ArgumentError("embed_dim", f"must be positive, got {embed_dim}")
     conv = nn.Conv2d(in_channels, embed_dim, 1, bias=False)
     nn.init.xavier_uniform_(conv.weight, gain=4.0)
     return conv
@@ -284,7 +284,7 @@ class PixelRegionCorrelationModule(nn.Module):
                  align_corners: bool = True, key_layout: str = "authors"):
         super().__init__()
         if key_layout not in KEY_LAYOUTS:
-            raise ConfigError(f"cpn.key_layout: unknown {key_layout!r}; choose one of {', '.join(KEY_LAYOUTS)}")
+            raise ArgumentError("key_layout", f"unknown {key_layout!r}; choose one of {', '.join(KEY_LAYOUTS)}")
         self.key_layout = key_layout
         self.features = CorrelationFeatures(stage_channels, stages, stage_dims, use_image, "prcm", align_corners)
         self.embed = embedding_conv(self.features.out_channels, embed_dim)  # f9

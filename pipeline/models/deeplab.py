@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ArgumentError, ConfigError
 from pipeline.models.backbones.base import Backbone
 
 HEADS = ("v2", "v3")
@@ -36,14 +36,14 @@ def aspp_rates(head: str, output_stride: int) -> tuple[int, ...]:
     at os 16 the rates are halved (3/6/9/12) so the branches see the same image extent.
     """
     if output_stride not in (8, 16):
-        raise ConfigError(f"segmentation.output_stride: DeepLab supports 8 or 16, got {output_stride}")
+        raise ArgumentError("output_stride", f"DeepLab supports 8 or 16, got {output_stride}")
     if head == "v3":
         base = (6, 12, 18)
         return tuple(r * 16 // output_stride for r in base)
     if head == "v2":
         base = (6, 12, 18, 24)
         return tuple(r * 8 // output_stride for r in base)
-    raise ConfigError(f"segmentation.head: must be one of {', '.join(HEADS)}, got {head!r}")
+    raise ArgumentError("head", f"must be one of {', '.join(HEADS)}, got {head!r}")
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int, dilation: int = 1) -> nn.Sequential:
@@ -65,8 +65,8 @@ class ImagePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and x.shape[0] < 2:
-            raise ConfigError("segmentation.batch_size: DeepLab-v3 image pooling needs >= 2 images per "
-                              "training batch (batch norm over a 1x1 map)")
+            raise ArgumentError("batch_size", "DeepLab-v3 image pooling needs >= 2 images per "
+                                "training batch (batch norm over a 1x1 map)")
         return F.interpolate(self.conv(self.pool(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 

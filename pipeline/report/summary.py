@@ -18,26 +18,29 @@ from pipeline.report.scores import STAGES, lineage
 @dataclass(frozen=True)
 class SummaryRow:
     """One row: ``key`` (a report stage of :data:`~pipeline.report.scores.STAGES`, or a ground-truth
-    model), the stage that evaluates it and the stages whose wall time it costs, all found in
-    ``outputs/<stage>/<tag>/`` with ``tag`` one of: ``method``, ``seg`` / ``seg_gt`` (``<method>_pseudo``
-    / ``<method>_gt``), ``single`` / ``single_full`` (``<supervision>_<loss>`` / ``full_<loss>``)."""
+    model), the ``artifact`` it scores, and the ``tag`` of its outputs: ``method``, ``seg`` / ``seg_gt``
+    (``<method>_pseudo`` / ``<method>_gt``), ``single`` / ``single_full`` (``<supervision>_<loss>`` /
+    ``full_<loss>``). The stages that evaluate it and whose wall time it costs, and the split it is
+    measured on, come from the stage table (:func:`stages.artifacts.summary_rows`)."""
 
     key: str
     name: str
-    evaluation: str
-    timed: tuple[str, ...]
+    artifact: str
     tag: str
+    evaluation: str = ""
+    timed: tuple[str, ...] = ()
+    split: str = "train"
 
 
 ROWS = (
-    SummaryRow("cam", STAGES["cam"], "eval_cam", ("train_cls", "eval_cam"), "method"),
-    SummaryRow("rw", STAGES["rw"], "eval_rw", ("train_aff", "eval_rw"), "method"),
-    SummaryRow("rw_irn", STAGES["rw_irn"], "eval_rw_irn", ("train_irn", "eval_rw_irn"), "method"),
-    SummaryRow("pseudo", STAGES["pseudo"], "eval_pseudo", ("eval_pseudo",), "method"),
-    SummaryRow("pred", "DeepLab", "eval_seg", ("train_seg", "eval_seg"), "seg"),
-    SummaryRow("gt", "DeepLab on GT", "eval_seg", ("train_seg", "eval_seg"), "seg_gt"),
-    SummaryRow("single", "single stage", "eval_single", ("train_single", "eval_single"), "single"),
-    SummaryRow("single_full", "single stage on GT", "eval_single", ("train_single", "eval_single"), "single_full"),
+    SummaryRow("cam", STAGES["cam"], "cam", "method"),
+    SummaryRow("rw", STAGES["rw"], "rw", "method"),
+    SummaryRow("rw_irn", STAGES["rw_irn"], "rw_irn", "method"),
+    SummaryRow("pseudo", STAGES["pseudo"], "pseudo", "method"),
+    SummaryRow("pred", "DeepLab", "pred", "seg"),
+    SummaryRow("gt", "DeepLab on GT", "pred", "seg_gt"),
+    SummaryRow("single", "single stage", "single", "single"),
+    SummaryRow("single_full", "single stage on GT", "single", "single_full"),
 )
 # weak model -> the same training on ground truth: the rows whose ratio the summary reports
 FULL = {"pred": "gt", "single": "single_full"}
@@ -52,25 +55,25 @@ def parents(crf_source: str) -> dict[str, str]:
 def _setting(row: SummaryRow, record: dict) -> str:
     if row.key == "cam":
         return f"threshold {record['best_threshold']:g}"
-    split = "val" if row.evaluation in ("eval_seg", "eval_single") else "train"
+    split = row.split
     text = f"{split} ({record['num_images']} images)" if "num_images" in record else split
     return f"{text}, {record.get('protocol_description') or record['protocol']}" if "protocol" in record else text
 
 
 def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, float]], crf_source: str,
-                  single_supervision: str = "scribble") -> dict:
+                  single_supervision: str = "scribble", rows: tuple[SummaryRow, ...] = ROWS) -> dict:
     """The summary of a run: ``records`` maps a row key to its evaluation record (None when absent),
     ``timings`` a row key to {stage: seconds} of the stages that recorded one. A plain-JSON dict:
-    ``rows`` (every row of :data:`ROWS`, present or not; the all-background guess first) and ``ratios``
+    ``rows`` (every row of ``rows``, present or not; the all-background guess first) and ``ratios``
     (weak/full for each pair of :data:`FULL` with both present)."""
     cam = records.get("cam")
     miou = {BACKGROUND: cam.get("all_background_miou")} if cam else {}
     miou |= {key: record["miou"] for key, record in records.items() if record is not None}
     links = parents(crf_source)
-    rows = [{"key": BACKGROUND, "stage": "all background", "present": BACKGROUND in miou,
-             "miou": miou.get(BACKGROUND), "refines": None, "gain": None, "setting": "train", "seconds": {},
-             "total_seconds": None}]
-    for row in ROWS:
+    table = [{"key": BACKGROUND, "stage": "all background", "present": BACKGROUND in miou,
+              "miou": miou.get(BACKGROUND), "refines": None, "gain": None, "setting": "train", "seconds": {},
+              "total_seconds": None}]
+    for row in rows:
         if row.key == "single_full" and single_supervision == "full":
             continue  # the single stage is itself the fully supervised one
         record = records.get(row.key)
@@ -78,13 +81,13 @@ def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, 
         gain = (round(miou[row.key] - miou[parent], 6)
                 if record is not None and miou.get(parent) is not None else None)
         seconds = timings.get(row.key, {})
-        rows.append({"key": row.key, "stage": row.name, "present": record is not None,
-                     "miou": miou.get(row.key), "refines": parent, "gain": gain,
-                     "setting": _setting(row, record) if record is not None else None,
-                     "seconds": seconds, "total_seconds": round(sum(seconds.values()), 2) if seconds else None})
+        table.append({"key": row.key, "stage": row.name, "present": record is not None,
+                      "miou": miou.get(row.key), "refines": parent, "gain": gain,
+                      "setting": _setting(row, record) if record is not None else None,
+                      "seconds": seconds, "total_seconds": round(sum(seconds.values()), 2) if seconds else None})
     ratios = {weak: {"full": full, "ratio": round(miou[weak] / miou[full], 4)}
               for weak, full in FULL.items() if miou.get(weak) is not None and miou.get(full)}
-    return {"rows": rows, "ratios": ratios}
+    return {"rows": table, "ratios": ratios}
 
 
 def _percent(value: float | None, signed: bool = False) -> str:

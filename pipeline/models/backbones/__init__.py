@@ -14,20 +14,20 @@ from pipeline.models.backbones.resnet38 import ResNet38Backbone
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.backbones.transformer import SwinTBackbone, ViTB16Backbone
 
-BACKBONES = ("tiny", "efficientnet_lite0", "efficientnet_lite2", "resnet50", "resnet101", "resnet38", "swin_t",
-             "vit_b_16")
-
-# output strides each backbone supports
-OUTPUT_STRIDES = {
-    "tiny": (8, 16),
-    "efficientnet_lite0": (8, 16, 32),
-    "efficientnet_lite2": (8, 16, 32),
-    "resnet50": (8, 16, 32),
-    "resnet101": (8, 16, 32),
-    "resnet38": (8, 16),
-    "swin_t": (16, 32),
-    "vit_b_16": (16,),
+# the backbones: name -> (class, the arguments naming the variant), the one list of them
+REGISTRY: dict[str, tuple[type[Backbone], tuple[str, ...]]] = {
+    "tiny": (TinyBackbone, ()),
+    "efficientnet_lite0": (EfficientNetLiteBackbone, ("efficientnet_lite0",)),
+    "efficientnet_lite2": (EfficientNetLiteBackbone, ("efficientnet_lite2",)),
+    "resnet50": (ResNetBackbone, ("resnet50",)),
+    "resnet101": (ResNetBackbone, ("resnet101",)),
+    "resnet38": (ResNet38Backbone, ()),
+    "swin_t": (SwinTBackbone, ()),
+    "vit_b_16": (ViTB16Backbone, ()),
 }
+BACKBONES = tuple(REGISTRY)
+# output strides each backbone supports
+OUTPUT_STRIDES = {name: cls.output_strides for name, (cls, _) in REGISTRY.items()}
 
 
 def build_backbone(name: str, output_stride: int = 16, pretrained: str | Path | None = None) -> Backbone:
@@ -38,24 +38,15 @@ def build_backbone(name: str, output_stride: int = 16, pretrained: str | Path | 
     """
     if name not in BACKBONES:
         raise ConfigError(f"backbone.name: unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    if output_stride not in OUTPUT_STRIDES[name]:
-        allowed = ", ".join(str(s) for s in OUTPUT_STRIDES[name])
-        raise ConfigError(f"backbone.output_stride: {name} supports {allowed}, got {output_stride!r}")
+    cls, variant = REGISTRY[name]
+    cls.check_output_stride(name, output_stride)
     if pretrained == "none":
         pretrained = None
-    if name == "tiny":
+    if cls is TinyBackbone:
         if pretrained is not None:
             raise ConfigError("backbone.pretrained: the tiny backbone has no pretrained weights; use none")
         return TinyBackbone(output_stride=output_stride)
-    if name.startswith("efficientnet_lite"):
-        return EfficientNetLiteBackbone(name, output_stride=output_stride, pretrained=pretrained)
-    if name in ("resnet50", "resnet101"):
-        return ResNetBackbone(name, output_stride=output_stride, pretrained=pretrained)
-    if name == "swin_t":
-        return SwinTBackbone(output_stride=output_stride, pretrained=pretrained)
-    if name == "vit_b_16":
-        return ViTB16Backbone(output_stride=output_stride, pretrained=pretrained)
-    return ResNet38Backbone(output_stride=output_stride, pretrained=pretrained)
+    return cls(*variant, output_stride=output_stride, pretrained=pretrained)
 
 
 __all__ = [
@@ -64,6 +55,7 @@ __all__ = [
     "EfficientNetLite",
     "EfficientNetLiteBackbone",
     "OUTPUT_STRIDES",
+    "REGISTRY",
     "ResNet38Backbone",
     "ResNetBackbone",
     "SwinTBackbone",

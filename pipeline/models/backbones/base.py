@@ -28,6 +28,14 @@ class Backbone(nn.Module):
     stage_channels: tuple[int, ...]
     stage_strides: tuple[int, ...]
     output_stride: int
+    output_strides: tuple[int, ...] = ()  # the output strides the architecture supports
+
+    @classmethod
+    def check_output_stride(cls, name: str, output_stride: int) -> None:
+        """ConfigError naming ``backbone.output_stride`` unless ``output_stride`` is one of ``output_strides``."""
+        if output_stride not in cls.output_strides:
+            allowed = ", ".join(str(s) for s in cls.output_strides)
+            raise ConfigError(f"backbone.output_stride: {name} supports {allowed}, got {output_stride!r}")
 
     @property
     def out_channels(self) -> int:

@@ -152,8 +152,7 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ConfigError(f"backbone.name: unknown EfficientNet-Lite variant {variant!r}")
-        if output_stride not in (8, 16, 32):
-            raise ConfigError(f"backbone.output_stride: {variant} supports 8, 16 or 32, got {output_stride}")
+        EfficientNetLiteBackbone.check_output_stride(variant, output_stride)
         width, depth, _, dropout = LITE_VARIANTS[variant]
         stages = lite_stages(width, depth)
         num_blocks = sum(s.repeats for s in stages)
@@ -245,6 +244,8 @@ class EfficientNetLiteBackbone(Backbone):
     """EfficientNet-Lite features for CAMs: the outputs of the last block at stride 4, 8 and 16 (native) and
     the 1280-channel ``conv_head`` output at ``output_stride``. The ImageNet ``_fc`` is dropped after loading
     unless ``keep_classifier``, in which case ``classify`` gives the ImageNet logits."""
+
+    output_strides = (8, 16, 32)
 
     def __init__(self, variant: str = "efficientnet_lite0", output_stride: int = 16,
                  pretrained: str | Path | None = None, drop_connect_rate: float = 0.2, keep_classifier: bool = False):

@@ -77,12 +77,13 @@ class ResNetBackbone(Backbone):
     path to a torchvision-layout state dict (``fc.*`` keys, if present, are ignored; the rest is strict).
     """
 
+    output_strides = tuple(sorted(_DILATION))
+
     def __init__(self, name: str = "resnet50", output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()
         if name not in _ARCHS:
             raise ConfigError(f"backbone.name: unknown ResNet {name!r}; choose one of {', '.join(_ARCHS)}")
-        if output_stride not in _DILATION:
-            raise ConfigError(f"backbone.output_stride: {name} supports 8, 16 or 32, got {output_stride}")
+        self.check_output_stride(name, output_stride)
         builder, weights = _ARCHS[name]
         net = builder(weights=None, replace_stride_with_dilation=_DILATION[output_stride])
         net.fc = nn.Identity()  # CAM heads replace the ImageNet classifier

@@ -84,10 +84,11 @@ class ResNet38Backbone(Backbone):
 
     ``pretrained``: None / "none" or a path to converted ResNet-38 weights (strict load)."""
 
+    output_strides = (8, 16)
+
     def __init__(self, output_stride: int = 8, pretrained: str | Path | None = None):
         super().__init__()
-        if output_stride not in (8, 16):
-            raise ConfigError(f"backbone.output_stride: resnet38 supports 8 or 16, got {output_stride}")
+        self.check_output_stride("resnet38", output_stride)
         if pretrained == "imagenet":
             raise ConfigError(
                 "backbone.pretrained: resnet38 has no downloadable imagenet weights; give the path of the "

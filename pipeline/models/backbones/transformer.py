@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import Swin_T_Weights, ViT_B_16_Weights, swin_t, vit_b_16
 
-from pipeline.errors import ConfigError
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.backbones.resnet import (
     IMAGENET_MEAN,
@@ -56,10 +55,11 @@ class _ImageNetNormalized(Backbone):
 class SwinTBackbone(_ImageNetNormalized):
     """torchvision Swin-T without its classifier: stage maps (NCHW) at strides 4, 8, 16, output_stride."""
 
+    output_strides = (16, 32)
+
     def __init__(self, output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()
-        if output_stride not in (16, 32):
-            raise ConfigError(f"backbone.output_stride: swin_t supports 16 or 32, got {output_stride}")
+        self.check_output_stride("swin_t", output_stride)
         net = swin_t(weights=None)
         _load_weights(net, "swin_t", IMAGENET_WEIGHTS["swin_t"].url, pretrained)
         self.stages = nn.ModuleList([net.features[0:2], net.features[2:4], net.features[4:6], net.features[6:8]])
@@ -84,11 +84,11 @@ class ViTB16Backbone(_ImageNetNormalized):
     """torchvision ViT-B/16 without its classifier: token maps after blocks 3, 6, 9, 12 at stride 16."""
 
     taps = (2, 5, 8, 11)
+    output_strides = (16,)
 
     def __init__(self, output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()
-        if output_stride != 16:
-            raise ConfigError(f"backbone.output_stride: vit_b_16 supports 16, got {output_stride}")
+        self.check_output_stride("vit_b_16", output_stride)
         net = vit_b_16(weights=None)
         _load_weights(net, "vit_b_16", IMAGENET_WEIGHTS["vit_b_16"].url, pretrained)
         self.patch_size = net.patch_size
