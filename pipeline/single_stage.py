@@ -17,8 +17,9 @@ or ``full`` (ground truth, the upper bound of the same code).
 Network, optimisation and augmentation are train_seg's (one segmentation recipe, :mod:`pipeline.segmentation`:
 the same DeepLab with its backbone batch norms frozen, ``single.freeze_backbone_bn: auto``, the same lr and
 poly schedule, the random scale of each image's own size, ``single.scale_reference: image``, and the same
-loop); only the loss differs. The figures quoted below were measured with the former recipe (lr 0.01,
-trained batch norms, the classification stages' crop-fitting jitter).
+loop); only the loss differs. The measurements behind the choices below (benchmarks/README.md, the
+single-stage section) were made with the former recipe (lr 0.01, trained batch norms, the classification
+stages' crop-fitting jitter).
 
 Choices where the sources are silent (DFR's code and paper are not available):
 - Model: the project's DeepLab head (v3 / v2, :mod:`pipeline.models.deeplab`) on the backbone's last
@@ -29,15 +30,15 @@ Choices where the sources are silent (DFR's code and paper are not available):
   (rloss starts from scratch with both: the stage's default is 0 with scribbles). With image labels the
   stage's default is the first third of the steps: AFA trains the CAM head alone for 10% of 20k steps, but
   at a CPU schedule of 300 steps seeds from an untrained CAM head make the segmentation collapse to
-  background (4.4 val mIoU on MSRC with no warm-up, 12.3 with 100 steps and AFA's seed thresholds
-  0.55 / 0.35, the defaults; benchmarks/README.md). The deep term waits ``deep_warmup_steps`` so
+  background on MSRC (no warm-up, or 100 steps with AFA's seed thresholds 0.55 / 0.35, the defaults:
+  benchmarks/README.md). The deep term waits ``deep_warmup_steps`` so
   that the head's embeddings mean something before they shape the kernel.
 - Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; the stage's
-  default (``single.sigma_xy: auto``) keeps the width relative to the crop (100 * crop / 513). Measured on MSRC (crop 160, 300 steps): 100 px -> 31 px raises the CRF
-  loss from 32.4 to 35.8 and DFR from 36.2 to 38.1 val mIoU, multi-scale (benchmarks/README.md).
+  default (``single.sigma_xy: auto``) keeps the width relative to the crop (100 * crop / 513), which
+  raised both the CRF loss and DFR on MSRC (crop 160, 300 steps; benchmarks/README.md).
 - Weight: rloss's 2e-9 corresponds to 8.7 here (:mod:`pipeline.losses.dense_crf`); on MSRC at 300 steps
-  it over-smooths: 2 gives the CRF loss 38.7 against 35.8 (8.7) and 31.4 (30), and DFR 43.1 against 38.1
-  (8.7): ``single.crf_weight`` defaults to 2.
+  it over-smooths and 2 scores best of 2 / 8.7 / 30 for both losses (benchmarks/README.md):
+  ``single.crf_weight`` defaults to 2.
 - The loss terms are summed: pCE + regulariser (weight ``crf_weight``) + ``fc_weight`` * pair loss
   (+ ``cls_weight`` * classification with image labels).
 """

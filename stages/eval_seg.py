@@ -5,7 +5,7 @@ With ``eval_seg.use_crf`` (default, as PSA, IRN and SEAM report their DeepLab fi
 prediction is also post-processed by the dense CRF with the ``crf`` section's kernels, a third protocol.
 The headline ``miou`` is the protocol ``eval_seg.headline`` names: ``single_scale``, ``multi_scale``,
 ``multi_scale_crf``, or ``best`` (the best of those computed: on small images multi-scale inference can lose
-to single scale, e.g. on the synthetic demo's 128 px images, 20.1 against 25.9, and the CRF helps a model
+to single scale, e.g. on the synthetic demo's small images (benchmarks/README.md), and the CRF helps a model
 trained on pseudo masks more than one trained on real masks; picking on val flatters the figure a little,
 so every protocol's figure stays in details.json); ``protocol`` in metrics.json says which it is
 (``protocol_description`` in details.json spells out its scales), so `dvc metrics show` shows it.
