@@ -53,7 +53,7 @@ class TrainingParams(Section):
 
 
 class ResumableParams(Section):
-    """Resumable training stages: train_cls, train_aff, train_irn (:func:`pipeline.train.train_method`),
+    """Resumable training stages: train_cls, train_prop (:func:`pipeline.train.train_method`),
     train_seg and train_single (:func:`pipeline.step_training.train_steps`)."""
 
     resume_every: int = Field(200, ge=0, description="steps between resume checkpoints; 0 = none")

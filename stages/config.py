@@ -45,7 +45,7 @@ class DataParams(Section):
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
-    eval_split: str | None = None  # where eval_cam / eval_rw / eval_rw_irn / eval_pseudo measure (null: train_split)
+    eval_split: str | None = None  # where eval_cam / eval_walk / eval_pseudo measure (null: train_split)
 
     def measured_split(self) -> str:
         """The split the train-side figures are measured on: ``eval_split``, else ``train_split`` (VOC:
@@ -144,7 +144,7 @@ class EvalCamParams(Section):
 class CrfParams(Section):
     """Dense-CRF pseudo masks: PSA's Gaussian kernel, IRN's bilateral kernel by default."""
 
-    source: Literal["cam", "rw", "rw_irn"] = "cam"
+    source: str = "cam"  # cam, or a registered propagation method (pipeline.propagation): its walk
     bg_mode: Literal["threshold", "power"] = "threshold"
     bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float = Field(16.0, gt=0)
@@ -156,6 +156,15 @@ class CrfParams(Section):
     bilateral_srgb: float = Field(5.0, gt=0)
     bilateral_compat: float = Field(10.0, ge=0)
     confidence: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, source: str) -> str:
+        from pipeline.propagation import list_propagation
+
+        if source != "cam" and source not in list_propagation():
+            raise ValueError(f"must be cam or a propagation method ({', '.join(list_propagation())})")
+        return source
 
     @field_validator("bg_threshold")
     @classmethod
@@ -300,109 +309,6 @@ class InspectParams(Section):
     _threshold_range = field_validator("cam_threshold")(CrfParams._threshold_range.__func__)
 
 
-class AffLabelsParams(Section):
-    """PSA's confident labels: CRF at a low and a high background alpha, averaged over grid cells."""
-
-    fg_alpha: float = Field(4.0, gt=0)
-    bg_alpha: float = Field(32.0, gt=0)
-    # the confident-label CRF's own kernels (PSA's crf_inference), separate from the pseudo-mask CRF
-    iterations: int = Field(10, ge=1)
-    gauss_sxy: float = Field(3.0, gt=0)
-    gauss_compat: float = Field(3.0, ge=0)
-    bilateral_sxy: float = Field(80.0, gt=0)
-    bilateral_srgb: float = Field(13.0, gt=0)
-    bilateral_compat: float = Field(10.0, ge=0)
-
-    crf_kwargs = CrfParams.crf_kwargs
-
-    @model_validator(mode="after")
-    def _order(self):
-        if self.fg_alpha >= self.bg_alpha:
-            raise ValueError("fg_alpha must be below bg_alpha (low alpha = confident foreground)")
-        return self
-
-
-class TrainAffParams(TrainingParams, ResumableParams):
-    epochs: int = Field(8, ge=1)
-    batch_size: int = Field(8, ge=1)
-    radius: int = Field(5, ge=2)
-    pair_set: Literal["psa", "full"] = "psa"  # pipeline.affinity.PAIR_SETS; the walk (rw) uses the model's
-    grid_stride: int = Field(8, ge=1)
-    embed_dim: int = Field(448, ge=1)
-
-
-class RwParams(Section):
-    """Random walk; ``bg_mode`` psa: (1 - max fg)^bg_alpha walked with the classes; irn: the classes walked
-    alone, divided by their maximum, constant background bg_threshold."""
-
-    beta: float = Field(16.0, gt=0)
-    logt: int = Field(5, ge=0, le=12)
-    bg_mode: Literal["psa", "irn"] = "psa"
-    bg_threshold: float | Literal["auto"] = "auto"
-    bg_alpha: float | Literal["auto"] = "auto"
-
-    _threshold_range = field_validator("bg_threshold")(CrfParams._threshold_range.__func__)
-
-    @field_validator("bg_alpha")
-    @classmethod
-    def _positive_alpha(cls, value):
-        if value != "auto" and not value > 0:
-            raise ValueError("must be auto or > 0")
-        return value
-
-
-class IrLabelsParams(Section):
-    """IRN's relation labels: CAM vs a high / low constant background, each refined by the label CRF."""
-
-    fg_threshold: float | Literal["auto"] = "auto"
-    bg_threshold: float | Literal["auto"] = "auto"
-    gt_prob: float = Field(0.7, gt=0, lt=1)
-
-    @field_validator("fg_threshold", "bg_threshold")
-    @classmethod
-    def _unit(cls, value):
-        if value != "auto" and not 0 <= value <= 1:
-            raise ValueError("must lie in [0, 1] or be auto")
-        return value
-
-    @model_validator(mode="after")
-    def _order(self):
-        if "auto" in (self.fg_threshold, self.bg_threshold):
-            if self.fg_threshold != self.bg_threshold:
-                raise ValueError("fg_threshold and bg_threshold are both auto or both numbers")
-            return self
-        if self.bg_threshold >= self.fg_threshold:
-            raise ValueError("bg_threshold must be below fg_threshold (high threshold = confident foreground)")
-        return self
-
-
-class TrainIrnParams(TrainingParams, ResumableParams):
-    """IRN's boundary branch on the frozen backbone (the branch trains at lr * head_lr_mult)."""
-
-    epochs: int = Field(3, ge=1)
-    lr: float = Field(0.1, gt=0)
-    head_lr_mult: float = Field(1.0, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    scale_min: float = Field(0.5, gt=0)
-    scale_max: float = Field(1.5, gt=0)
-    color_jitter: float = Field(0.0, ge=0, le=1)
-    radius: int = Field(10, ge=2)
-    pair_set: Literal["psa", "full"] = "psa"  # pipeline.affinity.PAIR_SETS (training pairs; IRN's walk: all)
-    branch_channels: int = Field(32, ge=1)
-
-
-class RwIrnParams(Section):
-    """IRN's walk: boundary affinities, T = D^-1 A^beta, 2^exp_times steps, constant background after."""
-
-    beta: float = Field(10.0, gt=0)
-    exp_times: int = Field(8, ge=0, le=12)
-    radius: int = Field(5, ge=2)
-    bg_threshold: float | Literal["auto"] = "auto"
-    flip: bool = True
-
-    _threshold_range = field_validator("bg_threshold")(RwParams._threshold_range.__func__)
-
-
 class RecipeInfo(Section):
     """A recipe's metadata (recipes/*/*.yaml): what it reproduces, where from, under which protocol."""
 
@@ -433,15 +339,20 @@ class Params(Section):
     eval_seg: EvalSegParams = EvalSegParams()
     overlays: OverlaysParams = OverlaysParams()
     inspect: InspectParams = InspectParams()
-    aff_labels: AffLabelsParams = AffLabelsParams()
-    train_aff: TrainAffParams = TrainAffParams()
-    rw: RwParams = RwParams()
-    ir_labels: IrLabelsParams = IrLabelsParams()
-    train_irn: TrainIrnParams = TrainIrnParams()
-    rw_irn: RwIrnParams = RwIrnParams()
+    # one section per registered propagation method, each validated by the method's own model
+    propagation: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     scribbles: ScribblesParams = ScribblesParams()
     single: SingleParams = SingleParams()
     eval_single: EvalSingleParams = EvalSingleParams()
+
+    @field_validator("propagation", mode="before")
+    @classmethod
+    def _propagation(cls, tree: Any) -> dict:
+        from pipeline.propagation import validate_propagation_params
+
+        if tree is not None and not isinstance(tree, dict):
+            raise ValueError("must be a mapping of propagation methods")
+        return validate_propagation_params(tree)
 
     @field_validator("device")
     @classmethod
@@ -612,6 +523,9 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         detail = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             detail = "unknown key"
+        if error["loc"] == ("propagation",) and ": " in detail:  # a method's own section names its key
+            sub, detail = detail.split(": ", 1)
+            key, got = f"propagation.{sub}", {}  # the method's message carries its own "(got ...)"
         suffix = ("" if error["type"] == "extra_forbidden" or isinstance(got, dict) or repr(got) in detail
                   else f" (got {got!r})")
         raise ConfigError(f"{path}: {key}: {detail}{suffix}") from None
