@@ -47,8 +47,7 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {"train_cls", "recam", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn",
-               "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg", "train_single", "eval_single",
+DISTRIBUTED = {"train_cls", "recam", "cam", "eval_cam", "prop_labels", "train_prop", "walk", "eval_walk", "crf", "eval_pseudo", "train_seg", "eval_seg", "train_single", "eval_single",
                "inspect"}
 
 
@@ -69,7 +68,7 @@ def _torchrun(module: str) -> None:
 
 # per-image stages whose work is a network forward: on one machine with several visible GPUs they shard
 # across all of them by default (one torchrun process per GPU), unless WSSS_TORCHRUN says otherwise
-GPU_PER_IMAGE = {"cam", "rw", "rw_irn", "eval_seg", "eval_single"}
+GPU_PER_IMAGE = {"cam", "walk", "eval_seg", "eval_single"}
 
 
 def _all_local_gpus(module: str, device: str) -> None:
@@ -103,7 +102,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     try:
         params = load_params(params_path, overrides, recipes or ())
         _all_local_gpus(module, params.device)
-        with _locked(params, module, entry):
+        with _locked(params, module, entry, (kwargs or {}).get("name")):
             result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except WsssError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -127,7 +126,7 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
 PER_METHOD: set[str] = set()
 
 
-def _locked(params, module: str, entry: str):
+def _locked(params, module: str, entry: str, prop_method: Optional[str] = None):
     """The stage's exclusive lock on the outputs tree (:mod:`stages.locking`); rank 0 alone takes it, and
     only for a stage run (``inspect --id`` writes one file elsewhere)."""
     import contextlib
@@ -136,7 +135,8 @@ def _locked(params, module: str, entry: str):
 
     if entry != "run" or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
-    return stage_lock(params.paths.outputs, module, params.method if module in PER_METHOD else None)
+    stage = f"{module}.{prop_method}" if prop_method else module  # one lock per propagation method
+    return stage_lock(params.paths.outputs, stage, params.method if module in PER_METHOD else None)
 
 
 def _os_error(exc: OSError, params) -> str:
@@ -168,17 +168,36 @@ _stage("recam", "recam", "ReCAM: fine-tune the classifier with a softmax CE on c
        "(recam.enabled).", with_method=True)
 _stage("cam", "cam", "Multi-scale + flip CAMs of every train image, one .npz per image.", with_method=True)
 _stage("eval-cam", "eval_cam", "CAM mIoU on train with the background threshold swept.", with_method=True)
-_stage("aff-labels", "aff_labels", "Confident labels for AffinityNet: CRF at two background alphas.",
-       with_method=True)
-_stage("train-aff", "train_aff", "Train AffinityNet on the confident labels.", with_method=True)
-_stage("rw", "rw", "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.", with_method=True)
-_stage("eval-rw", "eval_rw", "Random-walk mask mIoU on train against ground truth.", with_method=True)
-_stage("ir-labels", "ir_labels", "IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
-       with_method=True)
-_stage("train-irn", "train_irn", "Train IRN's class-boundary branch on the relation labels.", with_method=True)
-_stage("rw-irn", "rw_irn", "IRN's random walk of the CAMs with affinities from the boundary map.",
-       with_method=True)
-_stage("eval-rw-irn", "eval_rw_irn", "IRN random-walk mask mIoU on train against ground truth.", with_method=True)
+
+
+def _propagation_stage(name: str, module: str, summary: str) -> Callable:
+    """A generic propagation stage: ``wsss-pipe <name> <propagation method> [--method <CAM method>]``."""
+    PER_METHOD.add(module)
+
+    def command(prop_method: str = typer.Argument(..., metavar="PROPAGATION",
+                                                  help="Propagation method: " + ", ".join(_propagation_names())),
+                params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                method: Optional[str] = MethodOption, recipe: Optional[List[str]] = RecipeOption) -> None:
+        if prop_method not in _propagation_names():
+            typer.echo(f"error: unknown propagation method {prop_method!r}; choose one of "
+                       f"{', '.join(_propagation_names())}", err=True)
+            raise typer.Exit(2)
+        _run(module, params, set_, method, kwargs={"name": prop_method}, recipes=recipe)
+    command.__doc__ = summary
+    return app.command(name)(command)
+
+
+def _propagation_names() -> list[str]:
+    from pipeline.propagation import list_propagation
+
+    return list_propagation()
+
+
+_propagation_stage("prop-labels", "prop_labels", "A propagation method's relation labels from the CAMs.")
+_propagation_stage("train-prop", "train_prop", "Train a propagation method's network (AffinityNet, IRN's "
+                   "boundary branch) on its relation labels.")
+_propagation_stage("walk", "walk", "A propagation method's random walk of the CAMs over its network's affinities.")
+_propagation_stage("eval-walk", "eval_walk", "A propagation method's walk mask mIoU against ground truth.")
 _stage("crf", "crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.", with_method=True)
 _stage("eval-pseudo", "eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", with_method=True)
 _stage("train-seg", "train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",

@@ -8,6 +8,7 @@ the metrics so that `dvc metrics show` stays narrow).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from pipeline import distributed
 from pipeline.io import atomic_dir
@@ -25,14 +26,21 @@ from stages.protocol import split_fields, walk_protocol
 
 
 def evaluate(params: Params, stage: str) -> dict:
+    """Score the label maps of ``outputs/<stage>/<method>/`` (``crf``)."""
+    return evaluate_dir(params, stage_dir(params, stage, params.method), f"wsss-pipe {stage.replace('_', '-')}", stage)
+
+
+def evaluate_dir(params: Params, mask_dir: Path, command: str, label: str, source: str | None = None) -> dict:
+    """Score the label maps in ``mask_dir`` (written by ``command``) on the measured split; ``source``: the
+    propagation method whose walk wrote them (None: the pseudo masks of ``crf``)."""
     start = time.perf_counter()
-    mask_dir = require(stage_dir(params, stage, params.method), f"run `wsss-pipe {stage.replace('_', '-')}` first")
+    mask_dir = require(mask_dir, f"run `{command}` first")
     split = params.data.measured_split()
     dataset, index = open_split(params, split)
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
-                                      f"eval [{stage}/{params.method}]")
+                                      f"eval [{label}/{params.method}]")
     return ({"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
-            | split_fields(split, len(dataset.ids)) | walk_protocol(params, stage)
+            | split_fields(split, len(dataset.ids)) | walk_protocol(params, source)
             | {"seconds": round(time.perf_counter() - start, 2)})
 
 
