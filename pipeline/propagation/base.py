@@ -21,21 +21,24 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from pipeline.settings import ResumableParams, Section, TrainingParams
+
+
+class PropagationTraining(TrainingParams, ResumableParams):
+    """What every propagation network's ``train`` subsection holds (SGD, augmentation, resume, epochs)."""
+
+    epochs: int = Field(1, ge=1)
 
 
 class PropagationParams(Section):
     """A method's ``propagation.<name>`` section: subclasses narrow the three subsections' types."""
 
     labels: Section = Section()
-    train: TrainingParams = TrainingParams()
+    train: PropagationTraining = PropagationTraining()
     walk: Section = Section()
-
-
-class PropagationTraining(TrainingParams, ResumableParams):
-    """What every propagation network's ``train`` subsection holds (SGD, augmentation, resume)."""
 
 
 @dataclass(frozen=True)
