@@ -36,8 +36,8 @@ _SQUARING: dict[int, float] = {}
 
 
 def measure(h: int, w: int, logt: int, radius: int = 5, channels: int = 3) -> dict:
-    from pipeline.affinity import pair_indices
-    from pipeline.random_walk import random_walk, transition_matrix
+    from pipeline.propagation.pairs import pair_indices
+    from pipeline.propagation.sparse_walk import random_walk, transition_matrix
 
     torch.manual_seed(0)
     src, _ = pair_indices(h, w, radius)

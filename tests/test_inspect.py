@@ -213,7 +213,7 @@ def test_irn_walk_row_equals_eval_rw_irn_and_the_pseudo_gain_follows_crf_source(
     assert "rw_irn" not in [s["key"] for s in report["stages"]]
     assert any("IRN walk" in n and "wsss-pipe rw-irn --method cam" in n for n in report["notes"])
     _fake_walk(params, dataset)
-    irn = _params(tmp_path, "crf.source=rw_irn")
+    irn = _params(tmp_path, "crf.source=irn")
     metrics = eval_rw_irn.run(irn)
     inspect.run(irn)
     report = json.loads((out / "data" / "index.json").read_text())
@@ -228,7 +228,7 @@ def test_irn_walk_row_equals_eval_rw_irn_and_the_pseudo_gain_follows_crf_source(
     assert "rw_irn" in _payload(out, dataset.ids[0])["masks"]
     # with AffinityNet's walk selected instead, the pseudo mask's gain is against that walk
     _fake_walk(params, dataset, stage="rw", seed=3)
-    inspect.run(_params(tmp_path, "crf.source=rw"))
+    inspect.run(_params(tmp_path, "crf.source=affinitynet"))
     report = json.loads((out / "data" / "index.json").read_text())
     assert [s["key"] for s in report["stages"]] == ["cam", "rw", "rw_irn", "pseudo"]
     assert report["gains"] == ["rw-cam", "rw_irn-cam", "pseudo-rw"]

@@ -125,7 +125,7 @@ CASES = [
     ("segmentation weights of another model", "eval-seg", "eval_seg", "model.pt: checkpoint weights do not fit",
      lambda r, o, t: _seg_checkpoint_with_foreign_weights(o) or [], None),
     ("failed rw leaves no work directory", "rw", "rw", "model.pt",
-     lambda r, o, t: _garbage_affinity_model(o) or ["rw.bg_threshold=0.3", "rw.bg_alpha=8"],
+     lambda r, o, t: _garbage_affinity_model(o) or ["propagation.affinitynet.walk.bg_threshold=0.3", "propagation.affinitynet.walk.bg_alpha=8"],
      lambda r, o, t: not (o / "rw").exists() or not list((o / "rw").glob(".*"))),
 ]
 

@@ -190,6 +190,6 @@ def test_unknown_propagation_section_and_source_are_errors():
     with pytest.raises(ConfigError, match="propagation.nope: unknown propagation method"):
         load_params(REPO / "params.yaml", ["propagation.nope.walk.beta=1"])
     with pytest.raises(ConfigError, match="crf.source"):
-        load_params(REPO / "params.yaml", ["crf.source=rw"])
+        load_params(REPO / "params.yaml", ["crf.source=affinitynet"])
     with pytest.raises(ConfigError, match="propagation.irn.walk.bg_threshold"):
         load_params(REPO / "params.yaml", ["propagation.irn.walk.bg_threshold=2"])

@@ -85,7 +85,7 @@ def test_cli_recipe_command(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("rw:\n  logt: 99\n")
     result = CliRunner().invoke(app, ["recipe", str(bad), "-p", str(REPO / "params.yaml")])
-    assert result.exit_code == 2 and "rw.logt" in result.output
+    assert result.exit_code == 2 and "propagation.affinitynet.walk.logt" in result.output
 
 
 def _two_image_voc(root: Path) -> Path:
@@ -113,7 +113,7 @@ def _two_image_voc(root: Path) -> Path:
 
 
 TINY = ["backbone.name=tiny", "backbone.pretrained=none", "train_cls.crop_size=64", "train_cls.epochs=1",
-        "train_aff.crop_size=96", "train_aff.epochs=1", "train_irn.crop_size=96", "train_irn.epochs=1",
+        "propagation.affinitynet.train.crop_size=96", "propagation.affinitynet.train.epochs=1", "propagation.irn.train.crop_size=96", "propagation.irn.train.epochs=1",
         "train_seg.crop_size=64", "train_seg.steps=2", "train_seg.val_every=2", "single.crop_size=64",
         "single.steps=2", "single.val_every=2", "workers=1", "cam.loader_workers=0", "cam.writers=0"]
 

@@ -36,7 +36,7 @@ def run_tree(tmp_path):
 
 
 def _summary(out, *args):
-    result = runner.invoke(app, ["summary", "--set", f"paths.outputs={out}", "--set", "crf.source=rw", *args],
+    result = runner.invoke(app, ["summary", "--set", f"paths.outputs={out}", "--set", "crf.source=affinitynet", *args],
                            env={"COLUMNS": "120"})
     return result
 
@@ -57,7 +57,7 @@ def test_json_rows_gains_ratio_and_absent_stages(run_tree):
     assert rows["cam"]["setting"] == "threshold 0.3"
     assert rows["cam"]["seconds"] == {"train_cls": 30.0, "eval_cam": 2.0} and rows["cam"]["total_seconds"] == 32.0
     assert rows["rw"]["gain"] == pytest.approx(0.05) and rows["rw"]["refines"] == "cam"
-    assert rows["pseudo"]["refines"] == "rw" and rows["pseudo"]["gain"] == pytest.approx(0.03)  # crf.source=rw
+    assert rows["pseudo"]["refines"] == "rw" and rows["pseudo"]["gain"] == pytest.approx(0.03)  # crf.source=affinitynet
     assert rows["pred"]["gain"] == pytest.approx(-0.04) and rows["pred"]["refines"] == "pseudo"
     assert rows["pred"]["setting"] == "val (8 images), multi-scale 1,0.5 + CRF"
     assert rows["gt"]["present"] and rows["gt"]["gain"] is None
