@@ -1,5 +1,5 @@
 """IRN's stages in-process on a tiny generated dataset with the tiny backbone: relation labels, boundary
-training, the boundary walk, its evaluation and the CRF reading it (``crf.source: rw_irn``)."""
+training, the boundary walk, its evaluation and the CRF reading it (``crf.source: irn``)."""
 import json
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ConfigError, WsssError
 from pipeline.io import load_cam, load_mask
-from stages import cam, crf, data, eval_cam, eval_rw_irn, ir_labels, rw_irn, synthetic, train_cls, train_irn
+from stages import cam, crf, data, eval_cam, eval_walk, prop_labels, synthetic, train_cls, train_prop, walk
 from stages.config import load_params
 from conftest import REPO
 
@@ -29,35 +29,35 @@ def test_irn_stages_write_labels_model_walk_and_pseudo_masks(irn_params):
     params = irn_params
     synthetic.run(params)
     data.run(params)
-    with pytest.raises(WsssError, match="ir-labels"):
-        propagation.irn.train.run(params)
+    with pytest.raises(WsssError, match="prop-labels irn"):
+        train_prop.run(params, "irn")
     train_cls.run(params)
     cam.run(params)
     with pytest.raises(WsssError, match="eval-cam"):  # thresholds auto: calibrated to eval_cam's best one
-        propagation.irn.labels.run(params)
+        prop_labels.run(params, "irn")
     eval_cam.run(params)
-    assert propagation.irn.labels.run(params) == 4
+    assert prop_labels.run(params, "irn") == 4
     out = Path(params.paths.outputs)
     ids = sorted(p.stem for p in (out / "cam" / "cam").glob("*.npz"))
-    labels = load_mask(out / "ir_labels" / "cam" / f"{ids[0]}.png")
+    labels = load_mask(out / "prop_labels" / "irn" / "cam" / f"{ids[0]}.png")
     cams, keys = load_cam(out / "cam" / "cam" / f"{ids[0]}.npz")
     assert labels.shape == cams.shape[1:]
     assert set(np.unique(labels)) <= {0, 255, *keys.tolist()}
 
-    metrics = propagation.irn.train.run(params)
+    metrics = train_prop.run(params, "irn")
     assert {"loss", "fg_pos", "bg_pos", "neg", "seconds"} <= set(metrics)
-    assert (out / "train_irn" / "cam" / "model.pt").is_file()
+    assert (out / "train_prop" / "irn" / "cam" / "model.pt").is_file()
 
-    assert propagation.irn.walk.run(params) == 4
-    scores, score_keys = load_cam(out / "rw_irn" / "cam" / f"{ids[0]}.npz")
+    assert walk.run(params, "irn") == 4
+    scores, score_keys = load_cam(out / "walk" / "irn" / "cam" / f"{ids[0]}.npz")
     assert score_keys[0] == 0 and scores.shape == (1 + keys.size,) + cams.shape[1:]
     np.testing.assert_allclose(scores[0], params.propagation["irn"].walk.bg_threshold, atol=1e-3)
-    walk_labels = load_mask(out / "rw_irn" / "cam" / f"{ids[0]}.png")
+    walk_labels = load_mask(out / "walk" / "irn" / "cam" / f"{ids[0]}.png")
     assert set(np.unique(walk_labels)) <= {0, *keys.tolist()}
 
-    result = eval_rw_irn.run(params)
+    result = eval_walk.run(params, "irn")
     assert 0.0 <= result["miou"] <= 1.0
-    assert json.loads((out / "eval_rw_irn" / "cam" / "metrics.json").read_text())["miou"] == result["miou"]
+    assert json.loads((out / "eval_walk" / "irn" / "cam" / "metrics.json").read_text())["miou"] == result["miou"]
     assert crf.run(params) == 4
     assert len(list((out / "crf" / "cam").glob("*.png"))) == 4
 
@@ -68,7 +68,7 @@ def test_irn_params_are_validated():
     with pytest.raises(ConfigError, match="propagation.irn.walk.bg_threshold"):
         load_params(REPO / "params.yaml", ["propagation.irn.walk.bg_threshold=2"])
     with pytest.raises(ConfigError, match="crf.source"):
-        load_params(REPO / "params.yaml", ["crf.source=irn"])
+        load_params(REPO / "params.yaml", ["crf.source=rw_irn"])
     params = load_params(REPO / "params.yaml")
     assert (params.propagation["irn"].labels.fg_threshold, params.propagation["irn"].labels.bg_threshold) == ("auto", "auto")
     assert (params.propagation["irn"].walk.beta, params.propagation["irn"].walk.exp_times, params.propagation["irn"].walk.radius) == (10.0, 3, 5)
