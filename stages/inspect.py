@@ -42,14 +42,17 @@ def cam_threshold(params: Params, method: str) -> float | None:
 
 
 def _stage_dirs(params: Params) -> dict[str, Path]:
-    return {"cam": stage_dir(params, "cam", params.method), "rw": stage_dir(params, "rw", params.method),
-            "rw_irn": stage_dir(params, "rw_irn", params.method), "pseudo": stage_dir(params, "crf", params.method),
+    from stages.propagation import prop_dir
+
+    # the report's keys for the two walks are still "rw" / "rw_irn" (pipeline/report, report.js)
+    return {"cam": stage_dir(params, "cam", params.method), "rw": prop_dir(params, "walk", "affinitynet"),
+            "rw_irn": prop_dir(params, "walk", "irn"), "pseudo": stage_dir(params, "crf", params.method),
             "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred",
             "single": stage_dir(params, "eval_single", single_tag(params)) / "pred"}
 
 
 # The command that writes each stage's outputs (for the "skipped" notes).
-HINTS = {"cam": "cam", "rw": "rw", "rw_irn": "rw-irn", "pseudo": "crf", "pred": "eval-seg", "single": "eval-single"}
+HINTS = {"cam": "cam", "rw": "walk affinitynet", "rw_irn": "walk irn", "pseudo": "crf", "pred": "eval-seg", "single": "eval-single"}
 
 
 def _artifact(stage: str, directory: Path, image_id: str) -> str | None:

@@ -78,7 +78,7 @@ def test_cli_recipe_command(tmp_path):
 
     result = CliRunner().invoke(app, ["recipe", str(REPO / "recipes/voc/seam.yaml"), "-p", str(REPO / "params.yaml")])
     assert result.exit_code == 0 and "55.4" in result.output and "VOC12 train (1,464)" in result.output
-    assert "stages: data train_cls cam eval_cam aff_labels train_aff rw eval_rw crf" in result.output
+    assert "stages: data train_cls cam eval_cam prop_labels@affinitynet train_prop@affinitynet walk@affinitynet eval_walk@affinitynet crf" in result.output
     result = CliRunner().invoke(app, ["recipe", str(REPO / "recipes/voc/seam.yaml"), "-p", str(REPO / "params.yaml"),
                                       "--dvc"])
     assert result.output.startswith("dvc exp run -S ") and "-S method=seam" in result.output
