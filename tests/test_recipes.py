@@ -83,7 +83,7 @@ def test_cli_recipe_command(tmp_path):
                                       "--dvc"])
     assert result.output.startswith("dvc exp run -S ") and "-S method=seam" in result.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rw:\n  logt: 99\n")
+    bad.write_text("propagation:\n  affinitynet:\n    walk:\n      logt: 99\n")
     result = CliRunner().invoke(app, ["recipe", str(bad), "-p", str(REPO / "params.yaml")])
     assert result.exit_code == 2 and "propagation.affinitynet.walk.logt" in result.output
 
@@ -125,12 +125,14 @@ def test_recipe_runs_end_to_end_on_two_images_with_the_tiny_backbone(recipe, tmp
     params = load_params(REPO / "params.yaml", overrides, [str(recipe)])
     assert params.backbone.name == "tiny" and params.recipe.name == recipe.stem
     stages = pipeline_stages(params, single=is_single_stage(recipe))
-    for stage in stages:
-        importlib.import_module(f"stages.{stage}").run(params)
+    for stage in stages:  # a propagation stage is named <stage>@<propagation method>, as in dvc.yaml
+        module, _, name = stage.partition("@")
+        importlib.import_module(f"stages.{module}").run(params, *([name] if name else []))
     out = tmp_path / "out"
     evals = [s for s in stages if s.startswith("eval_")]
     for stage in evals:
-        found = list((out / stage).glob("*/details.json"))
+        module, _, name = stage.partition("@")
+        found = list((out / module / name).glob("*/details.json"))
         assert len(found) == 1, stage
         metrics = json.loads(found[0].read_text())
         assert 0.0 <= metrics["miou"] <= 1.0
