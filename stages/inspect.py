@@ -1,7 +1,7 @@
 """Stage ``inspect``: a browsable report of every intermediate artifact of the selected method.
 
 Writes ``outputs/inspect/<method>/`` (open ``index.html`` from disk; no server, no internet): one row per
-image of the train split (CAM at the chosen threshold, AffinityNet's and IRN's random walks, pseudo mask)
+image of the train split (CAM at the chosen threshold, each propagation method's walk, pseudo mask)
 and of the val split (segmentation prediction, single-stage prediction) with its mIoU at every stage present
 and the gain/loss between a stage and the one it refines (the pseudo mask against ``crf.source``); per-class
 IoU per stage; the CAM threshold curve; which classes appear together in the train split (classes never
@@ -26,7 +26,7 @@ from pipeline.io import read_json
 from pipeline.methods import METHODS
 from pipeline.report.assets import inspect_image
 from pipeline.report.page import finish_rows, palette, sort_rows, split_summary, write_page
-from pipeline.report.scores import STAGES, lineage
+from pipeline.report.scores import lineage, stage_names, walk_keys
 from stages.common import load_index, num_workers, parallel_map, shared_output, stage_dir
 from stages.config import Params
 from stages.train_seg import seg_tag
@@ -44,15 +44,20 @@ def cam_threshold(params: Params, method: str) -> float | None:
 def _stage_dirs(params: Params) -> dict[str, Path]:
     from stages.propagation import prop_dir
 
-    # the report's keys for the two walks are still "rw" / "rw_irn" (pipeline/report, report.js)
-    return {"cam": stage_dir(params, "cam", params.method), "rw": prop_dir(params, "walk", "affinitynet"),
-            "rw_irn": prop_dir(params, "walk", "irn"), "pseudo": stage_dir(params, "crf", params.method),
-            "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred",
-            "single": stage_dir(params, "eval_single", single_tag(params)) / "pred"}
+    return ({"cam": stage_dir(params, "cam", params.method)}
+            | {name: prop_dir(params, "walk", name) for name in walk_keys()}
+            | {"pseudo": stage_dir(params, "crf", params.method),
+               "pred": stage_dir(params, "eval_seg", seg_tag(params)) / "pred",
+               "single": stage_dir(params, "eval_single", single_tag(params)) / "pred"})
 
 
-# The command that writes each stage's outputs (for the "skipped" notes).
-HINTS = {"cam": "cam", "rw": "walk affinitynet", "rw_irn": "walk irn", "pseudo": "crf", "pred": "eval-seg", "single": "eval-single"}
+def _hint(stage: str) -> str:
+    """The command that writes a report stage's outputs (for the "skipped" notes)."""
+    from stages.propagation import command
+
+    fixed = {"cam": "wsss-pipe cam", "pseudo": "wsss-pipe crf", "pred": "wsss-pipe eval-seg",
+             "single": "wsss-pipe eval-single"}
+    return fixed.get(stage) or command("walk", stage)
 
 
 def _artifact(stage: str, directory: Path, image_id: str) -> str | None:
@@ -90,7 +95,7 @@ def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str]
     threshold = cam_threshold(params, params.method)
     for stage, directory in dirs.items():
         if not directory.is_dir():
-            notes.append(f"{STAGES[stage]}: {directory} not found (run `wsss-pipe {HINTS[stage]} "
+            notes.append(f"{stage_names()[stage]}: {directory} not found (run `{_hint(stage)} "
                          f"--method {params.method}`); skipped")
     scribbles = stage_dir(params, "scribbles")
     if not scribbles.is_dir():
@@ -163,7 +168,8 @@ def run(params: Params) -> dict:
             counts[row["split"]] = counts.get(row["split"], 0) + 1
         parents = lineage(params.crf.source)
         finish_rows(rows, parents)
-        present = [s for s in STAGES if any(s in r["scores"] for r in rows)
+        names = stage_names()
+        present = [s for s in names if any(s in r["scores"] for r in rows)
                    or any(j["stages"][s] for j in jobs)]
         if not rows:
             notes.append("the train and val splits hold no images: nothing to show")
@@ -173,11 +179,13 @@ def run(params: Params) -> dict:
             "method": params.method,
             "classes": classes,
             "palette": palette(n),
-            "stages": [{"key": s, "name": STAGES[s] + (f" @ {threshold:.2f}" if s == "cam" and threshold is not None
+            "stages": [{"key": s, "name": names[s] + (f" @ {threshold:.2f}" if s == "cam" and threshold is not None
                                                         else "")} for s in present],
             # the gains some image has (a val prediction and a train pseudo mask never meet)
             "gains": [f"{s}-{p}" for s, p in parents.items() if any(f"{s}-{p}" in r["gains"] for r in rows)],
             "lineage": parents,
+            "walks": walk_keys(),  # the propagation methods (report.js lists their maps from here)
+            "stage_names": names,
             "notes": notes,
             "splits": {split: split_summary(totals.get(split, {}), count) for split, count in counts.items()},
             "curve": _curve(params),

@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.errors import DataError
 from pipeline.io import read_json
 from pipeline.report.cooccurrence import cooccurrence_table
-from pipeline.report.summary import ROWS, build_summary, summary_table
+from pipeline.report.summary import build_summary, summary_rows, summary_table
 from stages.common import index_path, load_index, stage_dir
 from stages.config import Params
 
@@ -39,7 +39,7 @@ def _record(path: Path, required: tuple[str, ...]) -> dict | None:
 
 def collect(params: Params) -> dict:
     records, timings = {}, {}
-    for row in ROWS:
+    for row in summary_rows():
         tag = _tag(params, row.tag)
         required = ("miou", "best_threshold") if row.evaluation == "eval_cam" else ("miou",)
         records[row.key] = _record(stage_dir(params, row.evaluation, tag) / "details.json", required)

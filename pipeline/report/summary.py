@@ -5,21 +5,21 @@ Each row: its mIoU, its gain over the artifact it refines (:func:`pipeline.repor
 pairs as the inspection report; the CAM's over the all-background guess that ``eval_cam`` records), what the
 figure was measured with (the CAM's threshold, the split, the segmentation protocol), and the wall time
 its training and evaluation stages recorded (``seconds``; the per-image stages between them, ``cam``,
-``rw``, ``crf``..., write no record and are not counted). When a model trained the same way on ground
+``walk``, ``crf``..., write no record and are not counted). When a model trained the same way on ground
 truth was evaluated too, the weak/full ratio. Rows whose records are missing are listed as absent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.report.scores import STAGES, lineage
+from pipeline.report.scores import lineage, stage_names, walk_keys
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One row: ``key`` (a report stage of :data:`~pipeline.report.scores.STAGES`, or a ground-truth
+    """One row: ``key`` (a report stage of :func:`~pipeline.report.scores.stage_names`, or a ground-truth
     model), the stage that evaluates it and the stages whose wall time it costs, all found in
-    ``outputs/<stage>/<tag>/`` with ``tag`` one of: ``method``, ``seg`` / ``seg_gt`` (``<method>_pseudo``
+    ``outputs/<stage>/<tag>/`` (a propagation stage: ``<stage>/<propagation method>``) with ``tag`` one of: ``method``, ``seg`` / ``seg_gt`` (``<method>_pseudo``
     / ``<method>_gt``), ``single`` / ``single_full`` (``<supervision>_<loss>`` / ``full_<loss>``)."""
 
     key: str
@@ -29,16 +29,23 @@ class SummaryRow:
     tag: str
 
 
-ROWS = (
-    SummaryRow("cam", STAGES["cam"], "eval_cam", ("train_cls", "eval_cam"), "method"),
-    SummaryRow("rw", STAGES["rw"], "eval_rw", ("train_aff", "eval_rw"), "method"),
-    SummaryRow("rw_irn", STAGES["rw_irn"], "eval_rw_irn", ("train_irn", "eval_rw_irn"), "method"),
-    SummaryRow("pseudo", STAGES["pseudo"], "eval_pseudo", ("eval_pseudo",), "method"),
-    SummaryRow("pred", "DeepLab", "eval_seg", ("train_seg", "eval_seg"), "seg"),
-    SummaryRow("gt", "DeepLab on GT", "eval_seg", ("train_seg", "eval_seg"), "seg_gt"),
-    SummaryRow("single", "single stage", "eval_single", ("train_single", "eval_single"), "single"),
-    SummaryRow("single_full", "single stage on GT", "eval_single", ("train_single", "eval_single"), "single_full"),
-)
+def summary_rows() -> tuple[SummaryRow, ...]:
+    """The rows, in pipeline order: the CAM, one walk per registered propagation method, the pseudo mask,
+    the segmentation models."""
+    names = stage_names()
+    walks = tuple(SummaryRow(name, names[name], f"eval_walk/{name}", (f"train_prop/{name}", f"eval_walk/{name}"),
+                             "method") for name in walk_keys())
+    return (
+        SummaryRow("cam", names["cam"], "eval_cam", ("train_cls", "eval_cam"), "method"),
+        *walks,
+        SummaryRow("pseudo", names["pseudo"], "eval_pseudo", ("eval_pseudo",), "method"),
+        SummaryRow("pred", "DeepLab", "eval_seg", ("train_seg", "eval_seg"), "seg"),
+        SummaryRow("gt", "DeepLab on GT", "eval_seg", ("train_seg", "eval_seg"), "seg_gt"),
+        SummaryRow("single", "single stage", "eval_single", ("train_single", "eval_single"), "single"),
+        SummaryRow("single_full", "single stage on GT", "eval_single", ("train_single", "eval_single"), "single_full"),
+    )
+
+
 # weak model -> the same training on ground truth: the rows whose ratio the summary reports
 FULL = {"pred": "gt", "single": "single_full"}
 BACKGROUND = "background"
@@ -61,7 +68,7 @@ def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, 
                   single_supervision: str = "scribble") -> dict:
     """The summary of a run: ``records`` maps a row key to its evaluation record (None when absent),
     ``timings`` a row key to {stage: seconds} of the stages that recorded one. A plain-JSON dict:
-    ``rows`` (every row of :data:`ROWS`, present or not; the all-background guess first) and ``ratios``
+    ``rows`` (every row of :func:`summary_rows`, present or not; the all-background guess first) and ``ratios``
     (weak/full for each pair of :data:`FULL` with both present)."""
     cam = records.get("cam")
     miou = {BACKGROUND: cam.get("all_background_miou")} if cam else {}
@@ -70,7 +77,7 @@ def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, 
     rows = [{"key": BACKGROUND, "stage": "all background", "present": BACKGROUND in miou,
              "miou": miou.get(BACKGROUND), "refines": None, "gain": None, "setting": "train", "seconds": {},
              "total_seconds": None}]
-    for row in ROWS:
+    for row in summary_rows():
         if row.key == "single_full" and single_supervision == "full":
             continue  # the single stage is itself the fully supervised one
         record = records.get(row.key)
