@@ -68,7 +68,7 @@ def test_irn_params_are_validated():
     with pytest.raises(ConfigError, match="propagation.irn.walk.bg_threshold"):
         load_params(REPO / "params.yaml", ["propagation.irn.walk.bg_threshold=2"])
     with pytest.raises(ConfigError, match="crf.source"):
-        load_params(REPO / "params.yaml", ["crf.source=rw_irn"])
+        load_params(REPO / "params.yaml", ["crf.source=rw"])
     params = load_params(REPO / "params.yaml")
     assert (params.propagation["irn"].labels.fg_threshold, params.propagation["irn"].labels.bg_threshold) == ("auto", "auto")
     assert (params.propagation["irn"].walk.beta, params.propagation["irn"].walk.exp_times, params.propagation["irn"].walk.radius) == (10.0, 3, 5)
