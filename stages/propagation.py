@@ -48,7 +48,8 @@ def command(stage: str, name: str) -> str:
 
 def load_network(name: str, path: Path, device: torch.device):
     """Method ``name``'s trained network from ``train_prop``'s ``model.pt``, in eval mode on ``device``."""
-    checkpoint = load_checkpoint(path, f"run `{command('train_prop', name)}` first", ("spec", "state_dict"))
+    checkpoint = load_checkpoint(path, f"run `{command('train_prop', name)} --method {path.parent.name}` first",
+                                 ("spec", "state_dict"))
     with rebuilding(path):
         model = get_propagation(name).build_network(checkpoint["spec"], None)
         model.load_state_dict(checkpoint["state_dict"])
