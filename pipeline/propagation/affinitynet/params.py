@@ -1,6 +1,6 @@
 """``propagation.affinitynet``: PSA's confident labels, AffinityNet training and its random walk.
 
-Renamed from the sections ``aff_labels``, ``train_aff`` and ``rw`` (README.md, "Propagation methods");
+Renamed from the sections ``aff_labels``, ``train_aff`` and ``rw`` (README.md, "Renamed parameters and stages");
 every default is unchanged."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``propagation.irn``: IRN's relation labels, its boundary branch's training and the boundary walk.
 
-Renamed from the sections ``ir_labels``, ``train_irn`` and ``rw_irn`` (README.md, "Propagation methods");
+Renamed from the sections ``ir_labels``, ``train_irn`` and ``rw_irn`` (README.md, "Renamed parameters and stages");
 every default is unchanged."""
 from __future__ import annotations
 
