@@ -193,3 +193,15 @@ def test_unknown_propagation_section_and_source_are_errors():
         load_params(REPO / "params.yaml", ["crf.source=affinitynet"])
     with pytest.raises(ConfigError, match="propagation.irn.walk.bg_threshold"):
         load_params(REPO / "params.yaml", ["propagation.irn.walk.bg_threshold=2"])
+
+
+def test_cli_takes_the_method_by_name_and_refuses_an_unknown_one():
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    result = CliRunner().invoke(app, ["walk", "nope"])
+    assert result.exit_code == 2 and "unknown propagation method 'nope'" in result.output
+    assert "affinitynet, irn" in result.output
+    result = CliRunner().invoke(app, ["walk", "--help"])
+    assert result.exit_code == 0 and "affinitynet, irn" in result.output
