@@ -189,8 +189,8 @@ def test_a_third_method_runs_through_the_generic_stages(identity_method, tmp_pat
 def test_unknown_propagation_section_and_source_are_errors():
     with pytest.raises(ConfigError, match="propagation.nope: unknown propagation method"):
         load_params(REPO / "params.yaml", ["propagation.nope.walk.beta=1"])
-    with pytest.raises(ConfigError, match="crf.source"):
-        load_params(REPO / "params.yaml", ["crf.source=affinitynet"])
+    with pytest.raises(ConfigError, match="crf.source"):  # the old name of AffinityNet's walk
+        load_params(REPO / "params.yaml", ["crf.source=rw"])
     with pytest.raises(ConfigError, match="propagation.irn.walk.bg_threshold"):
         load_params(REPO / "params.yaml", ["propagation.irn.walk.bg_threshold=2"])
 
