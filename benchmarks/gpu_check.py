@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.methods import METHODS  # noqa: E402
 from stages.config import load_params  # noqa: E402
+from stages.propagation import PROP_STAGES, list_propagation  # noqa: E402
 from stages.table import STAGES, resolve  # noqa: E402
 
 # the papers' scale: CAMs at crop 448 / output stride 8 (PSA, SEAM, CPN), DeepLab at crop 321 (SEAM's)
@@ -34,8 +35,9 @@ REAL = {
     "train_cls.crop_size": 448, "train_cls.epochs": 3, "train_cls.batch_size": 16,
     "train_cls.scale_min": 1.0, "train_cls.scale_max": 1.714, "train_cls.loader_workers": 4,
     "cam.loader_workers": 4, "cam.writers": 4,
-    "train_aff.crop_size": 448, "train_aff.epochs": 1, "train_aff.loader_workers": 4,
-    "train_irn.crop_size": 448, "train_irn.epochs": 1, "train_irn.loader_workers": 4,
+    "propagation.affinitynet.train.crop_size": 448, "propagation.affinitynet.train.epochs": 1,
+    "propagation.affinitynet.train.loader_workers": 4,
+    "propagation.irn.train.crop_size": 448, "propagation.irn.train.epochs": 1, "propagation.irn.train.loader_workers": 4,
     "train_seg.crop_size": 321, "train_seg.steps": 300, "train_seg.batch_size": 10, "train_seg.val_every": 300,
     "train_seg.loader_workers": 4,
     "workers": 0, "resume_every_all": 0,
@@ -44,11 +46,12 @@ DRY = {
     "backbone.name": "tiny", "backbone.pretrained": "none", "backbone.output_stride": 8,
     "train_cls.crop_size": 64, "train_cls.epochs": 1, "train_cls.batch_size": 4,
     "cam.scales": [1.0, 0.5], "cam.loader_workers": 0, "cam.writers": 0,
-    "train_aff.crop_size": 96, "train_aff.epochs": 1, "train_irn.crop_size": 96, "train_irn.epochs": 1,
+    "propagation.affinitynet.train.crop_size": 96, "propagation.affinitynet.train.epochs": 1,
+    "propagation.irn.train.crop_size": 96, "propagation.irn.train.epochs": 1,
     "train_seg.crop_size": 64, "train_seg.steps": 2, "train_seg.batch_size": 2, "train_seg.val_every": 2,
     "eval_seg.scales": [1.0, 0.5], "workers": 1, "resume_every_all": 0,
 }
-RESUMABLE = ("train_cls", "train_aff", "train_irn", "train_seg")
+RESUMABLE = ("train_cls", *(f"propagation.{name}.train" for name in list_propagation()), "train_seg")
 
 
 def plan() -> list[tuple[str, str, dict]]:
@@ -58,7 +61,7 @@ def plan() -> list[tuple[str, str, dict]]:
     for method in METHODS:
         for stage in ("train_cls", "cam", "eval_cam"):
             steps.append((f"{stage}/{method}", stage, {"method": method}))
-    walks = ["aff_labels", "train_aff", "rw", "eval_rw", "ir_labels", "train_irn", "rw_irn", "eval_rw_irn"]
+    walks = [f"{stage}@{name}" for name in list_propagation() for stage in PROP_STAGES]  # as dvc.yaml names them
     steps += [(f"{stage}/cam", stage, {"method": "cam"}) for stage in walks]
     steps += [("crf/cam", "crf", {"method": "cam", "crf.source": "cam"}), ("eval_pseudo/cam", "eval_pseudo", {"method": "cam"})]
     for labels in ("pseudo", "gt"):
@@ -73,11 +76,11 @@ def plan() -> list[tuple[str, str, dict]]:
 #   the GPU -> 0.018 s. DeepLab at crop 321: (321/448)^2 of it + the ASPP head (x1.3) -> 0.012 s.
 #   Read-outs: the cam stage did 3.4 images/s on 2 threads at stride 16 (4 scales + flip); stride 8 ~3x the
 #   work; x100 on the GPU (single images, decode-bound) -> 0.01 s, 0.05 s with decoding and writing.
-#   CRFs (host): 25.7 s for 351 images on one worker = 0.073 s per image; 16 cores -> 0.005 s (aff_labels and
-#   ir_labels run two CRFs per image). eval_seg: 5 scales + flip + a CRF per val image -> 0.1 s.
+#   CRFs (host): 25.7 s for 351 images on one worker = 0.073 s per image; 16 cores -> 0.005 s (prop_labels
+#   runs two CRFs per image). eval_seg: 5 scales + flip + a CRF per val image -> 0.1 s.
 SECONDS_PER_IMAGE = {
-    "data": 0.002, "train_cls": 0.018, "cam": 0.05, "eval_cam": 0.005, "aff_labels": 0.01, "train_aff": 0.018,
-    "rw": 0.03, "eval_rw": 0.002, "ir_labels": 0.01, "train_irn": 0.012, "rw_irn": 0.03, "eval_rw_irn": 0.002,
+    "data": 0.002, "train_cls": 0.018, "cam": 0.05, "eval_cam": 0.005, "prop_labels": 0.01, "train_prop": 0.018,
+    "train_prop@irn": 0.012, "walk": 0.03, "eval_walk": 0.002,
     "crf": 0.005, "eval_pseudo": 0.002, "train_seg": 0.012, "eval_seg": 0.1,
 }
 METHOD_FACTOR = {"cam": 1.0, "ppl": 1.5, "seam": 2.5, "cpn": 3.0}
@@ -92,8 +95,8 @@ def images_of(stage: str, params, n_train: int, n_val: int) -> int:
     if stage == "train_cls":  # the last incomplete batch is dropped when there is more than one
         batch = params.train_cls.batch_size
         return params.train_cls.epochs * (n_train if n_train <= batch else n_train // batch * batch)
-    if stage in ("train_aff", "train_irn"):
-        return getattr(params, stage).epochs * n_train
+    if stage.startswith("train_prop@"):
+        return params.propagation[stage.partition("@")[2]].train.epochs * n_train
     if stage == "train_seg":
         return params.train_seg.steps * params.train_seg.batch_size
     return n_val if stage == "eval_seg" else n_train
@@ -105,7 +108,8 @@ def estimate_seconds(settings: dict, n_train: int = 351, n_val: int = 90) -> dic
     for name, stage, extra in plan():
         params = load_params(REPO / "params.yaml", _overrides(settings, extra))
         factor = METHOD_FACTOR[params.method] if stage == "train_cls" else 1.0
-        out[name] = round(images_of(stage, params, n_train, n_val) * SECONDS_PER_IMAGE[stage] * factor, 1)
+        rate = SECONDS_PER_IMAGE.get(stage) or SECONDS_PER_IMAGE[stage.partition("@")[0]]
+        out[name] = round(images_of(stage, params, n_train, n_val) * rate * factor, 1)
     out["total"] = round(sum(out.values()), 1)
     return out
 
@@ -118,7 +122,7 @@ def _overrides(settings: dict, extra: dict) -> list[str]:
 
 
 def metrics_file(stage: str, params) -> Path | None:
-    if stage in ("eval_cam", "eval_rw", "eval_rw_irn", "eval_pseudo", "eval_seg"):
+    if stage in STAGES and STAGES[stage].module in ("eval_cam", "eval_walk", "eval_pseudo", "eval_seg"):
         return resolve(STAGES[stage].metrics[0], params)
     return None
 
@@ -159,7 +163,8 @@ def main() -> None:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         tick = time.perf_counter()
-        importlib.import_module(f"stages.{stage}").run(params)
+        module, _, prop_method = stage.partition("@")
+        importlib.import_module(f"stages.{module}").run(params, *([prop_method] if prop_method else []))
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - tick

@@ -7,7 +7,8 @@
 #                                          # schedule of `methods`, to compare with its cam row)
 #   bash benchmarks/msrc.sh pipeline       # after cam-baseline: CRF pseudo masks -> DeepLab on them and on GT
 #   bash benchmarks/msrc.sh rw             # after cam-baseline: AffinityNet -> random walk -> CRF ladder, with
-#                                          # rw.bg_mode psa and irn, at beta 16 / logt 5 and the published
+#                                          # propagation.affinitynet.walk.bg_mode psa and irn, at beta 16 /
+#                                          # logt 5 and the published
 #                                          # walks (PSA beta 8 logt 8; IRN beta 10, 2^8 steps)
 #   bash benchmarks/msrc.sh irn            # after cam-baseline: IRN relation labels -> boundary branch ->
 #                                          # boundary random walk -> eval -> CRF -> eval (2^8, 2^3, 2^5 steps)
@@ -50,9 +51,10 @@ OUT=${BENCH_OUT:-bench_outputs}
 mkdir -p benchmarks/results
 COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
-        --set train_aff.crop_size=224 --set train_aff.epochs=3 --set rw.beta=16 --set rw.logt=5
+        --set propagation.affinitynet.train.crop_size=224 --set propagation.affinitynet.train.epochs=3
+        --set propagation.affinitynet.walk.beta=16 --set propagation.affinitynet.walk.logt=5
         --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300
-        --set rw_irn.exp_times=8)  # IRN's 2^8-step walk, as every MSRC row so far (params.yaml: 2^3)
+        --set propagation.irn.walk.exp_times=8)  # IRN's 2^8-step walk, as every MSRC row so far (params.yaml: 2^3)
 run() { python benchmarks/run_stages.py "${COMMON[@]}" "$@"; }
 
 case "${1:-}" in
@@ -69,43 +71,43 @@ case "${1:-}" in
         --stages train_seg eval_seg
     ;;
   rw)
-    # rw.bg_mode psa (default) trains AffinityNet; the variants reuse it (ONLY="name ..." runs a subset
+    # propagation.affinitynet.walk.bg_mode psa (default) trains AffinityNet; the variants reuse it (ONLY="name ..." runs a subset
     # of the variants; the first must have run once)
     walk() {
       name=$1; shift
       [[ -z "${ONLY:-}" || " $ONLY " == *" $name "* ]] || return 0
-      run --out "$OUT/msrc" --set crf.source=rw --summary benchmarks/results/rw.jsonl "$@"
+      run --out "$OUT/msrc" --set crf.source=affinitynet --summary benchmarks/results/rw.jsonl "$@"
     }
-    walk psa --stages aff_labels train_aff rw eval_rw crf eval_pseudo
-    walk irn --set rw.bg_mode=irn --stages rw eval_rw crf eval_pseudo
-    walk psa_alpha16 --set rw.bg_alpha=16 --stages rw eval_rw crf eval_pseudo
-    walk irn_bg025 --set rw.bg_mode=irn --set rw.bg_threshold=0.25 --stages rw eval_rw crf eval_pseudo
-    walk psa_published --set rw.beta=8 --set rw.logt=8 --set rw.bg_alpha=16 --stages rw eval_rw crf eval_pseudo
-    walk irn_published --set rw.bg_mode=irn --set rw.beta=10 --set rw.logt=8 --set rw.bg_threshold=0.25 \
-        --stages rw eval_rw crf eval_pseudo
+    walk psa --stages prop_labels@affinitynet train_prop@affinitynet walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    walk irn --set propagation.affinitynet.walk.bg_mode=irn --stages walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    walk psa_alpha16 --set propagation.affinitynet.walk.bg_alpha=16 --stages walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    walk irn_bg025 --set propagation.affinitynet.walk.bg_mode=irn --set propagation.affinitynet.walk.bg_threshold=0.25 --stages walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    walk psa_published --set propagation.affinitynet.walk.beta=8 --set propagation.affinitynet.walk.logt=8 --set propagation.affinitynet.walk.bg_alpha=16 --stages walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    walk irn_published --set propagation.affinitynet.walk.bg_mode=irn --set propagation.affinitynet.walk.beta=10 --set propagation.affinitynet.walk.logt=8 --set propagation.affinitynet.walk.bg_threshold=0.25 \
+        --stages walk@affinitynet eval_walk@affinitynet crf eval_pseudo
     ;;
   irn)
-    run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
-        --summary benchmarks/results/irn.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
+    run --out "$OUT/msrc" --set crf.source=irn --set propagation.irn.train.crop_size=224 \
+        --summary benchmarks/results/irn.jsonl --stages prop_labels@irn train_prop@irn walk@irn eval_walk@irn crf eval_pseudo
     for steps in 3 5; do  # shorter walks on the same boundary branch
-      run --out "$OUT/msrc" --set crf.source=rw_irn --set rw_irn.exp_times=$steps \
-          --summary benchmarks/results/irn.jsonl --stages rw_irn eval_rw_irn crf eval_pseudo
+      run --out "$OUT/msrc" --set crf.source=irn --set propagation.irn.walk.exp_times=$steps \
+          --summary benchmarks/results/irn.jsonl --stages walk@irn eval_walk@irn crf eval_pseudo
     done
     ;;
   propagation-long)
     # after cam-baseline and `irn`/`rw` (their labels): AffinityNet and IRN's boundary branch trained longer
     # than the ladder's 3 epochs (AFF_EPOCHS 8, PSA's; IRN_EPOCHS 20, ~440 SGD steps of 16), each walk then
     # CRF'd; the IRN walk also at 2^3 and 2^5 steps. Overwrites crf/cam (the pseudo masks) as rw and irn do.
-    run --out "$OUT/msrc" --set crf.source=rw_irn --set train_irn.crop_size=224 \
-        --set train_irn.epochs="${IRN_EPOCHS:-20}" --summary benchmarks/results/propagation_long.jsonl \
-        --stages train_irn rw_irn eval_rw_irn crf eval_pseudo
+    run --out "$OUT/msrc" --set crf.source=irn --set propagation.irn.train.crop_size=224 \
+        --set propagation.irn.train.epochs="${IRN_EPOCHS:-20}" --summary benchmarks/results/propagation_long.jsonl \
+        --stages train_prop@irn walk@irn eval_walk@irn crf eval_pseudo
     for steps in 3 5; do
-      run --out "$OUT/msrc" --set crf.source=rw_irn --set rw_irn.exp_times=$steps \
-          --summary benchmarks/results/propagation_long.jsonl --stages rw_irn eval_rw_irn crf eval_pseudo
+      run --out "$OUT/msrc" --set crf.source=irn --set propagation.irn.walk.exp_times=$steps \
+          --summary benchmarks/results/propagation_long.jsonl --stages walk@irn eval_walk@irn crf eval_pseudo
     done
     if [[ "${AFF_EPOCHS:-8}" != 0 ]]; then  # AFF_EPOCHS=0: the IRN part only
-      run --out "$OUT/msrc" --set crf.source=rw --set train_aff.epochs="${AFF_EPOCHS:-8}" \
-          --summary benchmarks/results/propagation_long.jsonl --stages train_aff rw eval_rw crf eval_pseudo
+      run --out "$OUT/msrc" --set crf.source=affinitynet --set propagation.affinitynet.train.epochs="${AFF_EPOCHS:-8}" \
+          --summary benchmarks/results/propagation_long.jsonl --stages train_prop@affinitynet walk@affinitynet eval_walk@affinitynet crf eval_pseudo
     fi
     ;;
   propagation-crop)
@@ -116,10 +118,10 @@ case "${1:-}" in
     dir="$OUT/msrc_crop$crop"
     mkdir -p "$dir"
     for stage in data train_cls cam eval_cam; do ln -sfn "../msrc/$stage" "$dir/$stage"; done
-    run --out "$dir" --set crf.source=rw --set train_aff.crop_size="$crop" \
-        --summary benchmarks/results/propagation_crop.jsonl --stages aff_labels train_aff rw eval_rw crf eval_pseudo
-    run --out "$dir" --set crf.source=rw_irn --set train_irn.crop_size="$crop" \
-        --summary benchmarks/results/propagation_crop.jsonl --stages ir_labels train_irn rw_irn eval_rw_irn crf eval_pseudo
+    run --out "$dir" --set crf.source=affinitynet --set propagation.affinitynet.train.crop_size="$crop" \
+        --summary benchmarks/results/propagation_crop.jsonl --stages prop_labels@affinitynet train_prop@affinitynet walk@affinitynet eval_walk@affinitynet crf eval_pseudo
+    run --out "$dir" --set crf.source=irn --set propagation.irn.train.crop_size="$crop" \
+        --summary benchmarks/results/propagation_crop.jsonl --stages prop_labels@irn train_prop@irn walk@irn eval_walk@irn crf eval_pseudo
     ;;
   recam)
     # plain CAM's pseudo masks in msrc/ (made if missing); ReCAM in msrc_<RECAM_NAME>/, which links msrc/'s

@@ -1,12 +1,12 @@
 """Run wsss-pipe stages in order with parameter overrides, timing each, and print a JSON summary.
 
     python benchmarks/run_stages.py --out bench/msrc_cam --set data.root=../shared/data/msrc_objects \
-        --stages data train_cls cam eval_cam
+        --stages data train_cls cam eval_cam walk@irn eval_walk@irn
 
-Each stage runs exactly as `wsss-pipe <stage>` would (same params validation, same outputs); the summary
-gives the wall time and the CPU seconds (user + sys, finished child processes included) of every stage
-and the metrics files each wrote. Peak RSS of the process is reported too (ru_maxrss, includes children
-that finished).
+A propagation stage is named as in dvc.yaml, ``<stage>@<propagation method>``. Each stage runs exactly as
+`wsss-pipe <stage>` would (same params validation, same outputs); the summary gives the wall time and the
+CPU seconds (user + sys, finished child processes included) of every stage and the metrics files each
+wrote. Peak RSS of the process is reported too (ru_maxrss, includes children that finished).
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def main() -> None:
     summary = {"overrides": overrides, "stages": {}}
     for stage in args.stages:
         start, cpu_start = time.perf_counter(), cpu_seconds()
-        importlib.import_module(f"stages.{stage}").run(params)
+        module, _, name = stage.partition("@")
+        importlib.import_module(f"stages.{module}").run(params, *([name] if name else []))
         seconds = time.perf_counter() - start
         entry = {"seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds() - cpu_start, 1)}
         if stage in METRIC_FILES and METRIC_FILES[stage](params).is_file():

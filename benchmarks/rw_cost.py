@@ -20,10 +20,10 @@ def measure(height: int, width: int, grid_stride: int, logt: int, threads: int, 
     import numpy as np
     import torch
 
-    from pipeline.affinity import AffinityNet
+    from pipeline.propagation.affinitynet.network import AffinityNet
     from pipeline.data.transforms import to_image_tensor
     from pipeline.models.backbones import build_backbone
-    from pipeline.random_walk import propagate_cam
+    from pipeline.propagation.affinitynet.walk import propagate_cam
 
     torch.set_num_threads(threads)
     model = AffinityNet(build_backbone("efficientnet_lite0", 16, None), grid_stride=grid_stride).eval()

@@ -5,7 +5,7 @@ references run, on the same transition matrix (issue 10: ours must be >= 10x fas
 
 For a 500x375 image at grid stride 4 (125x94 = 11,750 nodes) and 8 (63x47):
 - ours: the sparse CSR transition (radius 5, D^-1 A^beta with self-loops), 2^t sparse products with the
-  (N, C) scores (C = 3: background + 2 classes), as `rw` / `rw_irn` run it;
+  (N, C) scores (C = 3: background + 2 classes), as the `walk` stage runs it;
 - dense mat-vec: the same T as a dense (N, N) float32 matrix, 2^t dense products with the scores;
 - dense squaring: PSA's and IRN's code, `T = T @ T` t times (O(N^3) each), then one product. At stride 4
   one squaring is timed and multiplied by t (every squaring costs the same).
@@ -36,8 +36,8 @@ _SQUARING: dict[int, float] = {}
 
 
 def measure(h: int, w: int, logt: int, radius: int = 5, channels: int = 3) -> dict:
-    from pipeline.affinity import pair_indices
-    from pipeline.random_walk import random_walk, transition_matrix
+    from pipeline.propagation.pairs import pair_indices
+    from pipeline.propagation.sparse_walk import random_walk, transition_matrix
 
     torch.manual_seed(0)
     src, _ = pair_indices(h, w, radius)

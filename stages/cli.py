@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 import typer
 
 from pipeline.errors import ArgumentError, WsssError
-from stages.table import STAGES, Stage, argument_key
+from stages.table import PROPAGATION, STAGES, Stage, argument_key
 
 app = typer.Typer(
     help=(
@@ -48,7 +48,7 @@ def _raise_terminated(signum, frame) -> None:
 
 
 # stages that run under torchrun (DDP training, sharded per-image work); the others run once
-DISTRIBUTED = {stage.name for stage in STAGES.values() if stage.distributed}
+DISTRIBUTED = {stage.module for stage in STAGES.values() if stage.distributed}
 
 
 def _torchrun(module: str) -> None:
@@ -68,7 +68,7 @@ def _torchrun(module: str) -> None:
 
 # per-image stages whose work is a network forward: on one machine with several visible GPUs they shard
 # across all of them by default (one torchrun process per GPU), unless WSSS_TORCHRUN says otherwise
-GPU_PER_IMAGE = {stage.name for stage in STAGES.values() if stage.gpu_per_image}
+GPU_PER_IMAGE = {stage.module for stage in STAGES.values() if stage.gpu_per_image}
 
 
 def _all_local_gpus(module: str, device: str) -> None:
@@ -102,10 +102,11 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
     try:
         params = load_params(params_path, overrides, recipes or ())
         _all_local_gpus(module, params.device)
-        with _locked(params, module, entry):
+        with _locked(params, module, entry, (kwargs or {}).get("name")):
             result = getattr(importlib.import_module(f"stages.{module}"), entry)(params, **(kwargs or {}))
     except ArgumentError as exc:  # a library argument out of range: name the params key it came from
-        key = argument_key(module, exc.argument, params) if params is not None else exc.argument
+        stage = f"{module}@{kwargs['name']}" if kwargs and "name" in kwargs else module
+        key = argument_key(stage, exc.argument, params) if params is not None else exc.argument
         typer.echo(f"error: {key}: {exc.detail}", err=True)
         raise typer.Exit(2) from None
     except WsssError as exc:
@@ -127,10 +128,10 @@ def _run(module: str, params_path: str, overrides: Optional[List[str]], method: 
 
 
 # stages whose outputs are per method: their lock is per method too (stages.locking)
-PER_METHOD = {stage.name for stage in STAGES.values() if stage.per_method}
+PER_METHOD = {stage.module for stage in STAGES.values() if stage.per_method}
 
 
-def _locked(params, module: str, entry: str):
+def _locked(params, module: str, entry: str, prop_method: Optional[str] = None):
     """The stage's exclusive lock on the outputs tree (:mod:`stages.locking`); rank 0 alone takes it, and
     only for a stage run (``inspect --id`` writes one file elsewhere)."""
     import contextlib
@@ -139,7 +140,8 @@ def _locked(params, module: str, entry: str):
 
     if entry != "run" or os.environ.get("RANK", "0") != "0":
         return contextlib.nullcontext()
-    return stage_lock(params.paths.outputs, module, params.method if module in PER_METHOD else None)
+    stage = f"{module}.{prop_method}" if prop_method else module  # one lock per propagation method
+    return stage_lock(params.paths.outputs, stage, params.method if module in PER_METHOD else None)
 
 
 def _os_error(exc: OSError, params) -> str:
@@ -165,8 +167,32 @@ def _stage(stage: Stage) -> Callable:
 
 
 for _each in STAGES.values():
-    if _each.name != "inspect":  # its own command below (--id)
+    if _each.name != "inspect" and not _each.item:  # inspect: its own command below (--id)
         _stage(_each)
+
+
+def _propagation_stage(module: str) -> Callable:
+    """A generic propagation stage: ``wsss-pipe <stage> <propagation method> [--method <CAM method>]``
+    (the table's ``<stage>@<method>`` entries)."""
+    stage = next(each for each in STAGES.values() if each.module == module)
+
+    def command(prop_method: str = typer.Argument(..., metavar="PROPAGATION",
+                                                  help="Propagation method: " + ", ".join(PROPAGATION)),
+                params: str = ParamsOption, set_: Optional[List[str]] = SetOption,
+                method: Optional[str] = MethodOption, recipe: Optional[List[str]] = RecipeOption) -> None:
+        from pipeline.propagation import list_propagation
+
+        if prop_method not in list_propagation():
+            typer.echo(f"error: unknown propagation method {prop_method!r}; choose one of "
+                       f"{', '.join(list_propagation())}", err=True)
+            raise typer.Exit(2)
+        _run(module, params, set_, method, kwargs={"name": prop_method}, recipes=recipe)
+    command.__doc__ = stage.summary
+    return app.command(module.replace("_", "-"))(command)
+
+
+for _module in dict.fromkeys(each.module for each in STAGES.values() if each.item):
+    _propagation_stage(_module)
 
 
 @app.command("inspect", help=STAGES["inspect"].summary)

@@ -1,8 +1,7 @@
 """Stage ``crf``: dense-CRF pseudo masks for every train image, in parallel over images.
 
-Reads the CAMs (``crf.source: cam``) or the random-walk scores (``crf.source: rw``: AffinityNet's walk;
-``rw_irn``: IRN's walk) of the selected method;
-only the image's labelled classes + background take part. Writes ``outputs/crf/<method>/<id>.png``
+Reads the CAMs (``crf.source: cam``) or the walk scores of a propagation method (``crf.source:
+affinitynet``, ``irn``, any registered one: :mod:`pipeline.propagation`) of the selected CAM method; only the image's labelled classes + background take part. Writes ``outputs/crf/<method>/<id>.png``
 (VOC palette; 255 = ignore for pixels whose posterior is below ``crf.confidence``). A killed run keeps
 its finished masks; under torchrun each rank takes ``ids[rank::world]`` (:func:`stages.common.todo`).
 """
@@ -31,7 +30,7 @@ from stages.config import Params
 def _pseudo_mask(job: tuple[str, str, str], source: str, bg: dict, crf: dict, num_classes: int) -> None:
     image_path, scores_path, out_path = job
     image, scores, keys = load_image_and_cam(image_path, scores_path, num_classes)
-    if source in ("rw", "rw_irn"):  # background is channel 0 (key 0) of the random-walk scores
+    if source != "cam":  # a walk's scores: background is channel 0 (key 0)
         mask = scores_to_pseudo_mask(image, scores, keys[1:], **crf)
     else:
         mask = cam_to_pseudo_mask(image, scores, keys, **bg, **crf)
@@ -47,7 +46,10 @@ def best_cam_threshold(params: Params) -> float:
 
 def run(params: Params) -> int:
     cfg = params.crf
-    source_dir = require(stage_dir(params, cfg.source, params.method), f"run `wsss-pipe {cfg.source}` first")
+    from stages.propagation import command, source_dir as source_path
+
+    source_dir = require(source_path(params, cfg.source),
+                         "run `wsss-pipe cam` first" if cfg.source == "cam" else f"run `{command('walk', cfg.source)}` first")
     dataset, index = open_split(params, params.data.train_split)
     bg = {"bg_mode": cfg.bg_mode, "bg_alpha": cfg.bg_alpha}
     if cfg.source == "cam" and cfg.bg_mode == "threshold":

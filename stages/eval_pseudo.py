@@ -8,6 +8,7 @@ the metrics so that `dvc metrics show` stays narrow).
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from pipeline import distributed
 from pipeline.io import atomic_dir
@@ -21,18 +22,26 @@ from stages.common import (
     write_eval,
 )
 from stages.config import Params
-from stages.protocol import split_fields, walk_protocol
+from stages.protocol import pseudo_protocol, split_fields
 
 
 def evaluate(params: Params, stage: str) -> dict:
+    """Score the label maps of ``outputs/<stage>/<method>/`` (``crf``)."""
+    return evaluate_dir(params, stage_dir(params, stage, params.method), f"wsss-pipe {stage.replace('_', '-')}", stage,
+                        pseudo_protocol(params))
+
+
+def evaluate_dir(params: Params, mask_dir: Path, command: str, label: str, protocol: dict) -> dict:
+    """Score the label maps in ``mask_dir`` (written by ``command``) on the measured split; ``protocol``: how
+    they were made (:mod:`stages.protocol`)."""
     start = time.perf_counter()
-    mask_dir = require(stage_dir(params, stage, params.method), f"run `wsss-pipe {stage.replace('_', '-')}` first")
+    mask_dir = require(mask_dir, f"run `{command}` first")
     split = params.data.measured_split()
     dataset, index = open_split(params, split)
     conf, ignored = evaluate_mask_dir(dataset, mask_dir, len(index["classes"]), num_workers(params),
-                                      f"eval [{stage}/{params.method}]")
+                                      f"eval [{label}/{params.method}]")
     return ({"method": params.method} | iou_report(conf, index["classes"]) | {"ignored_fraction": round(ignored, 6)}
-            | split_fields(split, len(dataset.ids)) | walk_protocol(params, stage)
+            | split_fields(split, len(dataset.ids)) | protocol
             | {"seconds": round(time.perf_counter() - start, 2)})
 
 

@@ -1,7 +1,7 @@
 """Stage ``inspect``: a browsable report of every intermediate artifact of the selected method.
 
 Writes ``outputs/inspect/<method>/`` (open ``index.html`` from disk; no server, no internet): one row per
-image of the train split (CAM at the chosen threshold, AffinityNet's and IRN's random walks, pseudo mask)
+image of the train split (CAM at the chosen threshold, each propagation method's walk, pseudo mask)
 and of the val split (segmentation prediction, single-stage prediction) with its mIoU at every stage present
 and the gain/loss between a stage and the one it refines (the pseudo mask against ``crf.source``); per-class
 IoU per stage; the CAM threshold curve; which classes appear together in the train split (classes never
@@ -26,7 +26,7 @@ from pipeline.io import read_json
 from pipeline.methods import METHODS
 from pipeline.report.assets import inspect_image
 from pipeline.report.page import finish_rows, palette, sort_rows, split_summary, write_page
-from pipeline.report.scores import STAGES, lineage
+from pipeline.report.scores import lineage, stage_names, walk_keys
 from stages.common import load_index, num_workers, parallel_map, shared_output, stage_dir
 from stages.config import Params
 from stages.artifacts import ARTIFACTS, artifact_dir
@@ -84,7 +84,7 @@ def _jobs(params: Params, out: Path, index: dict) -> tuple[list[dict], list[str]
     threshold = cam_threshold(params, params.method)
     for stage, directory in dirs.items():
         if not directory.is_dir():
-            notes.append(f"{STAGES[stage]}: {directory} not found (run `wsss-pipe {HINTS[stage]} "
+            notes.append(f"{stage_names()[stage]}: {directory} not found (run `wsss-pipe {HINTS[stage]} "
                          f"--method {params.method}`); skipped")
     scribbles = stage_dir(params, "scribbles")
     if not scribbles.is_dir():
@@ -157,7 +157,8 @@ def run(params: Params) -> dict:
             counts[row["split"]] = counts.get(row["split"], 0) + 1
         parents = lineage(params.crf.source)
         finish_rows(rows, parents)
-        present = [s for s in STAGES if any(s in r["scores"] for r in rows)
+        names = stage_names()
+        present = [s for s in names if any(s in r["scores"] for r in rows)
                    or any(j["stages"][s] for j in jobs)]
         if not rows:
             notes.append("the train and val splits hold no images: nothing to show")
@@ -167,11 +168,13 @@ def run(params: Params) -> dict:
             "method": params.method,
             "classes": classes,
             "palette": palette(n),
-            "stages": [{"key": s, "name": STAGES[s] + (f" @ {threshold:.2f}" if s == "cam" and threshold is not None
+            "stages": [{"key": s, "name": names[s] + (f" @ {threshold:.2f}" if s == "cam" and threshold is not None
                                                         else "")} for s in present],
             # the gains some image has (a val prediction and a train pseudo mask never meet)
             "gains": [f"{s}-{p}" for s, p in parents.items() if any(f"{s}-{p}" in r["gains"] for r in rows)],
             "lineage": parents,
+            "walks": walk_keys(),  # the propagation methods (report.js lists their maps from here)
+            "stage_names": names,
             "notes": notes,
             "splits": {split: split_summary(totals.get(split, {}), count) for split, count in counts.items()},
             "curve": _curve(params),

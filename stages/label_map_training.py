@@ -1,4 +1,4 @@
-"""What ``train_aff`` (AffinityNet) and ``train_irn`` (IRN's boundary branch) share: a network trained on
+"""What the ``train_prop`` stage's networks (AffinityNet, IRN's boundary branch, ...) share: a network trained on
 the per-pixel label maps of an earlier stage, with the shared trainer, resume checkpoints and torchrun."""
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ from stages.records import write_history, write_metrics
 
 
 def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: dict,
-                        build: Callable[[dict, object], nn.Module]) -> dict:
+                        build: Callable[[dict, object], nn.Module], section: str | None = None) -> dict:
     """Train ``build(spec, params.backbone.pretrained)`` on the train split with the label maps in
-    ``label_dir`` (``<id>.png``) and the training section ``cfg``; write ``outputs/<stage>/<method>/``
+    ``label_dir`` (``<id>.png``) and the training section ``cfg`` (params key ``section``, default ``stage``);
+    write ``outputs/<stage>/<method>/``
     (``model.pt`` with ``spec`` and the weights, ``metrics.json`` and ``details.json``, ``history.csv``,
     ``loss_terms.csv``). Returns the metrics."""
     device = resolve_device(params.device)
@@ -40,7 +41,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
     samples = SegmentationSamples(dataset, dataset.ids, lambda i: load_mask(label_dir / f"{i}.png"),
                                   train_transform(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.color_jitter))
     loader = training_loader(samples, cfg, generator, device)
-    key = run_key(params, ["seed", "backbone", stage, "data"], [index_path(params), label_dir])
+    key = run_key(params, ["seed", "backbone", section or stage, "data"], [index_path(params), label_dir])
     resume = resume_path(params, stage, params.method, key)
     clear_resume(resume, keep=True)  # a run with other params or inputs never resumes
     start = time.perf_counter()
@@ -50,7 +51,7 @@ def train_on_label_maps(params: Params, stage: str, cfg, label_dir: Path, spec: 
                                momentum=cfg.momentum, head_lr_mult=cfg.head_lr_mult, device=device, amp=cfg.amp,
                                on_step=lambda step, total: bar.update(task, completed=step),
                                resume_path=resume, resume_every=cfg.resume_every, resume_key=key,
-                               name=stage, lr_param=f"{stage}.lr")
+                               name=stage, lr_param=f"{section or stage}.lr")
     metrics = {k: round(v, 6) for k, v in history[-1].items() if k != "epoch"}
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     if not distributed.is_main():

@@ -31,20 +31,24 @@ def cam_protocol(params: Params) -> dict:
                                     f"threshold swept {sweep.threshold_min:g}..{sweep.threshold_max:g} (best)"}
 
 
-def walk_protocol(params: Params, stage: str) -> dict:
-    """``protocol`` and ``protocol_description`` of the label maps of ``stage`` (rw, rw_irn, crf)."""
-    if stage == "rw":
-        rw = params.rw
-        return {"protocol": "rw", "protocol_description": f"AffinityNet random walk of the {params.method} CAMs "
-                                                          f"(beta {rw.beta:g}, 2^{rw.logt} steps), no CRF"}
-    if stage == "rw_irn":
-        rw = params.rw_irn
-        return {"protocol": "rw_irn", "protocol_description": f"IRN boundary random walk of the {params.method} "
-                                                              f"CAMs (beta {rw.beta:g}, 2^{rw.exp_times} steps), no CRF"}
+def walk_protocol(params: Params, source: str) -> dict:
+    """``protocol`` and ``protocol_description`` of the label maps of propagation method ``source``'s walk."""
+    from pipeline.propagation import get_propagation
+
+    method = get_propagation(source)
+    how = method.describe_walk(params.propagation[source])
+    return {"protocol": source, "protocol_description": f"{method.title} of the {params.method} CAMs"
+                                                        + (f" ({how})" if how else "") + ", no CRF"}
+
+
+def pseudo_protocol(params: Params) -> dict:
+    """``protocol`` and ``protocol_description`` of the pseudo masks of ``crf``."""
+    from pipeline.propagation import get_propagation
+
     crf = params.crf
-    source = {"cam": f"{params.method} CAM", "rw": "AffinityNet walk", "rw_irn": "IRN walk"}[crf.source]
+    origin = f"{params.method} CAM" if crf.source == "cam" else get_propagation(crf.source).title
     return {"protocol": f"{crf.source}_crf" if crf.use_crf else crf.source,
-            "protocol_description": f"pseudo masks from the {source}" + (" + dense CRF" if crf.use_crf else ", no CRF")}
+            "protocol_description": f"pseudo masks from the {origin}" + (" + dense CRF" if crf.use_crf else ", no CRF")}
 
 
 def split_fields(split: str, num_images: int) -> dict:

@@ -101,8 +101,10 @@ def pipeline_stages(params, single: bool = False) -> list[str]:
     names."""
     if single:
         return ["data", "scribbles", "train_single", "eval_single"]
-    walk = {"cam": [], "rw": ["aff_labels", "train_aff", "rw", "eval_rw"],
-            "rw_irn": ["ir_labels", "train_irn", "rw_irn", "eval_rw_irn"]}[params.crf.source]
+    from stages.propagation import PROP_STAGES
+
+    source = params.crf.source
+    walk = [] if source == "cam" else [f"{stage}@{source}" for stage in PROP_STAGES]
     return ["data", "train_cls", "cam", "eval_cam", *walk, "crf", "eval_pseudo", "train_seg", "eval_seg"]
 
 

@@ -17,7 +17,7 @@ METHOD = "${method}"
 SEG = "${method}_${train_seg.labels}"
 SINGLE = "${single.supervision}_${single.loss}"
 # the keys of a dense CRF's kernels (pipeline.crf.dense_crf's keyword arguments) in the sections crf and
-# aff_labels (CrfParams.crf_kwargs); those of crf are read by every stage that runs the pseudo-mask CRF
+# propagation.affinitynet.labels (crf_kwargs); those of crf are read by every stage that runs the pseudo-mask CRF
 CRF_KERNEL_KEYS = ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
 CRF_KERNELS = tuple(f"crf.{key}" for key in CRF_KERNEL_KEYS)
 
@@ -48,8 +48,19 @@ class Stage:
     dvc: bool = True
 
     @property
+    def module(self) -> str:
+        """The stage's module in stages/ (``walk@irn``: stages/walk.py, run for the method irn)."""
+        return self.name.split("@")[0]
+
+    @property
+    def item(self) -> str | None:
+        """The propagation method of a generic propagation stage (``walk@irn``: irn), else None."""
+        return self.name.split("@")[1] if "@" in self.name else None
+
+    @property
     def command(self) -> str:
-        return self.name.replace("_", "-")
+        """The CLI command (``walk@irn``: ``walk irn``)."""
+        return self.module.replace("_", "-") + (f" {self.item}" if self.item else "")
 
     @property
     def per_method(self) -> bool:
@@ -105,66 +116,51 @@ def _per_image(name: str, summary: str, params: tuple[str, ...], code: tuple[str
 
 
 CAM_DIR, EVAL_CAM = _dir("cam"), f"{_dir('eval_cam')}/metrics.json"
+WALKS = f"{OUT}/walk"  # every propagation method's walk (crf.source picks one: DVC cannot name it)
 TRAINING = ("pipeline/models", "pipeline/train.py", "pipeline/engine")
 METHOD_OPTIONS = f"methods.{METHOD}."
 KERNELS_FROM_CRF = tuple((key.split(".")[1], key) for key in CRF_KERNELS)
 DEEPLAB_STRIDE = (("output_stride", "backbone.output_stride"),)
 
-@dataclass(frozen=True)
-class Propagation:
-    """A propagation family's four stages (labels from the CAMs -> a trained network -> a random walk of
-    the CAMs -> its evaluation) and what differs between families: the stage names (each also its params
-    section), one-line summaries, the library modules of each step, the labels' extra params keys,
-    inputs and argument names, and the walk's keys that the evaluation's protocol describes."""
-
-    labels: str
-    train: str
-    walk: str
-    evaluation: str
-    summaries: tuple[str, str, str, str]
-    labels_code: tuple[str, ...]
-    train_code: tuple[str, ...]
-    walk_code: tuple[str, ...]
-    labels_params: tuple[str, ...] = ()
-    labels_inputs: tuple[str, ...] = ()
-    labels_renamed: tuple[tuple[str, str], ...] = ()
-    walk_protocol: tuple[str, ...] = ()
+# the registered propagation methods (pipeline.propagation; the table imports no library code, so it names
+# them: tests/test_propagation_registry.py checks this list against the registry and dvc.yaml's foreach)
+PROPAGATION = ("affinitynet", "irn")
+# the library arguments of each method's label step that come from another section than its own
+LABEL_ARGUMENTS = {"affinitynet": (("grid_stride", "propagation.affinitynet.train.grid_stride"),),
+                   "irn": KERNELS_FROM_CRF}
+PROP_CODE = ("pipeline/propagation", "stages/propagation.py")
 
 
-AFFINITYNET = Propagation(
-    "aff_labels", "train_aff", "rw", "eval_rw",
-    ("Confident labels for AffinityNet: CRF at two background alphas.", "Train AffinityNet on the confident labels.",
-     "Random-walk propagation of the CAMs with AffinityNet's sparse affinities.",
-     "Random-walk mask mIoU on train against ground truth."),
-    ("pipeline/affinity_labels.py", "pipeline/crf.py"), ("pipeline/affinity.py",),
-    ("pipeline/affinity.py", "pipeline/random_walk.py"),
-    labels_params=("train_aff.grid_stride",), labels_renamed=(("grid_stride", "train_aff.grid_stride"),),
-    walk_protocol=("rw.beta", "rw.logt"))
-IRN = Propagation(
-    "ir_labels", "train_irn", "rw_irn", "eval_rw_irn",
-    ("IRN's relation labels: CAM vs two constant backgrounds, label CRF.",
-     "Train IRN's class-boundary branch on the relation labels.",
-     "IRN's random walk of the CAMs with affinities from the boundary map.",
-     "IRN random-walk mask mIoU on train against ground truth."),
-    ("pipeline/irn_labels.py", "pipeline/crf.py"), ("pipeline/affinity.py", "pipeline/boundary.py"),
-    ("pipeline/affinity.py", "pipeline/boundary.py", "pipeline/irn_walk.py", "pipeline/random_walk.py"),
-    labels_params=CRF_KERNELS, labels_inputs=(EVAL_CAM,), labels_renamed=KERNELS_FROM_CRF,
-    walk_protocol=("rw_irn.beta", "rw_irn.exp_times"))
+def prop_dir(stage: str, name: str) -> str:
+    """A generic propagation stage's directory: ``<outputs>/<stage>/<propagation method>/<CAM method>``."""
+    return f"{OUT}/{stage}/{name}/{METHOD}"
 
 
-def _propagation(family: Propagation) -> tuple[Stage, ...]:
-    f = family
+def _propagation(name: str) -> tuple[Stage, ...]:
+    """The four generic stages (stages/prop_labels.py, train_prop.py, walk.py, eval_walk.py) for the
+    propagation method ``name``: dvc.yaml's ``<stage>@<name>`` (a ``foreach`` over the methods)."""
+    section = f"propagation.{name}"
+    labels, model, walk = prop_dir("prop_labels", name), f"{prop_dir('train_prop', name)}/model.pt", prop_dir("walk", name)
+    train, evaluation = prop_dir("train_prop", name), prop_dir("eval_walk", name)
     return (
-        _per_image(f.labels, f.summaries[0], ("method", f.labels, "data.train_split", *f.labels_params),
-                   (*f.labels_code, f"stages/{f.labels}.py"), (CAM_DIR, *f.labels_inputs),
-                   arguments=f"{f.labels}.", renamed=f.labels_renamed),
-        _trained(f.train, f.summaries[1], ("seed", "method", "backbone", f.train, "data.train_split"),
-                 (*f.train_code, *TRAINING, f"stages/{f.train}.py"), (_dir(f.labels),), arguments=f"{f.train}."),
-        _per_image(f.walk, f.summaries[2], ("method", f.walk, "data.train_split"),
-                   (*f.walk_code, f"stages/{f.walk}.py"), (CAM_DIR, f"{_dir(f.train)}/model.pt", EVAL_CAM),
-                   gpu=True, arguments=f"{f.walk}."),
-        _evaluation(f.evaluation, f.summaries[3], _dir(f.walk), f.walk_protocol,
-                    ("pipeline/metrics.py", f"stages/{f.evaluation}.py")),
+        Stage(f"prop_labels@{name}", "A propagation method's relation labels from the CAMs.", labels,
+              ("method", f"{section}.labels", f"{section}.train", *CRF_KERNELS, "data.train_split"),
+              (*PROP_CODE, "pipeline/crf.py", "stages/prop_labels.py"), (CAM_DIR, EVAL_CAM), outs=(labels,),
+              arguments=f"{section}.labels.", renamed=LABEL_ARGUMENTS.get(name, ())),
+        Stage(f"train_prop@{name}", "Train a propagation method's network (AffinityNet, IRN's boundary branch) "
+              "on its relation labels.", train, ("seed", "method", "backbone", f"{section}.train", "data.train_split"),
+              ("pipeline/propagation", "pipeline/models", "pipeline/train.py", "pipeline/engine",
+               "stages/train_prop.py", "stages/label_map_training.py"), (labels,),
+              outs=(model, f"{train}/history.csv", f"{train}/details.json"), metrics=(f"{train}/metrics.json",),
+              plots=(f"{train}/loss_terms.csv",), record=f"{train}/details.json", arguments=f"{section}.train."),
+        Stage(f"walk@{name}", "A propagation method's random walk of the CAMs over its network's affinities.", walk,
+              ("method", f"{section}.walk", "data.train_split"), (*PROP_CODE, "stages/walk.py"),
+              (CAM_DIR, model, EVAL_CAM), outs=(walk,), gpu_per_image=True, arguments=f"{section}.walk."),
+        Stage(f"eval_walk@{name}", "A propagation method's walk mask mIoU against ground truth.", evaluation,
+              ("method", "data.eval_split", "data.train_split", f"{section}.walk"),
+              ("pipeline/metrics.py", "stages/eval_walk.py"), (walk,), outs=(f"{evaluation}/details.json",),
+              metrics=(f"{evaluation}/metrics.json",), plots=(f"{evaluation}/per_class.csv",),
+              record=f"{evaluation}/details.json"),
     )
 
 
@@ -192,12 +188,12 @@ STAGES_LIST = (
     _evaluation("eval_cam", "CAM mIoU on train with the background threshold swept.", CAM_DIR,
                 ("eval_cam", "cam.scales", "cam.flip"), ("pipeline/metrics.py", "stages/eval_cam.py"),
                 extra_plots=(f"{_dir('eval_cam')}/curve.csv",)),
-    # propagation: AffinityNet (PSA) and IRN, each labels -> training -> walk -> evaluation
-    *_propagation(AFFINITYNET),
-    *_propagation(IRN),
+    # propagation: each registered method's labels -> training -> walk -> evaluation
+    *(stage for name in PROPAGATION for stage in _propagation(name)),
     _per_image("crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.",
                ("method", "crf", "data.train_split"),
-               ("pipeline/crf.py", "stages/crf.py"), (f"{OUT}/${{crf.source}}/{METHOD}", EVAL_CAM), arguments="crf."),
+               ("pipeline/crf.py", "stages/crf.py", "stages/propagation.py"), (CAM_DIR, WALKS, EVAL_CAM),
+               arguments="crf."),
     _evaluation("eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", _dir("crf"),
                 ("crf.source", "crf.use_crf"),
                 ("pipeline/metrics.py", "stages/eval_pseudo.py")),
@@ -230,7 +226,7 @@ STAGES_LIST = (
     Stage("overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.", _dir("overlays"),
           ("method", "overlays", "crf.source", "data.train_split", "single.supervision", "single.loss"),
           ("pipeline/overlay.py", "stages/overlays.py"),
-          (CAM_DIR, _dir("rw"), _dir("crf"), f"{_dir('train_seg', SEG)}/model.pt",
+          (CAM_DIR, WALKS, _dir("crf"), f"{_dir('train_seg', SEG)}/model.pt",
            f"{_dir('train_single', SINGLE)}/model.pt"), plots=(_dir("overlays"),),
           distributed=False),
     Stage("inspect", "HTML report of every intermediate artifact, image by image (outputs/inspect/<method>/"
@@ -238,7 +234,7 @@ STAGES_LIST = (
           ("method", "inspect", "crf.source", "train_seg.labels", "single.supervision", "single.loss", "data.root",
            "data.train_split", "data.val_split"),
           ("pipeline/report", "stages/inspect.py"),
-          (_dir("data", None), CAM_DIR, EVAL_CAM, _dir("rw"), _dir("rw_irn"), _dir("crf"),
+          (_dir("data", None), CAM_DIR, EVAL_CAM, WALKS, _dir("crf"),
            f"{_dir('eval_seg', SEG)}/pred", _dir("scribbles", None), f"{_dir('eval_single', SINGLE)}/pred"),
           outs=(_dir("inspect"),)),
     Stage("compare", "Table of CAM mIoU of every method evaluated so far (outputs/compare/).", _dir("compare", None),

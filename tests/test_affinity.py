@@ -5,15 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.affinity import AffinityNet, affinity_loss, pair_affinities, pair_indices, radius_offsets
-from pipeline.affinity_labels import (
-    IGNORE,
-    cell_average,
-    combine_confident,
-    confident_labels,
-    downsample_labels,
-    pair_labels,
-)
+from pipeline.propagation.affinitynet.network import AffinityNet
+
+from pipeline.propagation.pairs import affinity_loss, pair_affinities, pair_indices, radius_offsets
+from pipeline.propagation.affinitynet.labels import IGNORE, cell_average, combine_confident, confident_labels
+from pipeline.propagation.pairs import downsample_labels, pair_labels
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
 
@@ -335,7 +331,7 @@ def test_training_step_under_autocast_keeps_float32_loss():
 def test_training_on_a_grid_without_pairs_is_a_config_error():
     net = make_net(grid_stride=4)  # radius 5: PSA's pairs need a grid of at least 5 x 9 cells
     labels = torch.zeros(1, 32, 32, dtype=torch.uint8)
-    with pytest.raises(ConfigError, match="train_aff.crop_size"):
+    with pytest.raises(ConfigError, match="propagation.affinitynet.train.crop_size"):
         net.training_step(torch.rand(1, 3, 32, 32), labels)
     assert make_net(grid_stride=4, pair_set="full").training_step(torch.rand(1, 3, 32, 32), labels)["loss"] >= 0
     with pytest.raises(ConfigError, match="pair_set"):

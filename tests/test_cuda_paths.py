@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from conftest import coloured_squares
-from pipeline.affinity import pair_indices
+from pipeline.propagation.pairs import pair_indices
 from pipeline.cam import multiscale_cam
 from pipeline.engine.trainer import Hook
-from pipeline.irn_walk import propagate_boundary
+from pipeline.propagation.irn.walk import propagate_boundary
 from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
-from pipeline.random_walk import propagate_cam
+from pipeline.propagation.affinitynet.walk import propagate_cam
 from pipeline.segmentation import predict, train_segmentation
 from pipeline.train import train_method
 

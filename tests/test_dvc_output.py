@@ -11,10 +11,23 @@ BUILT_IN = {"linear", "simple", "scatter", "scatter_jitter", "smooth", "confusio
             "bar_horizontal", "bar_horizontal_sorted"}
 
 
+def _stages() -> dict[str, dict]:
+    """dvc.yaml's stages, a ``foreach`` stage expanded into one ``<name>@<item>`` per item (as DVC does)."""
+    stages = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(text)
+    return stages
+
+
 def _plots():
     """(stage, path, properties) of every plot entry of dvc.yaml (stage-level and top-level)."""
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    for name, stage in dvc["stages"].items():
+    for name, stage in _stages().items():
         for entry in stage.get("plots", []):
             path, props = next(iter(entry.items())) if isinstance(entry, dict) else (entry, {})
             yield name, path, props or {}
@@ -76,9 +89,8 @@ def _metrics_paths() -> list[str]:
 
     values = {"paths.outputs": "outputs", "method": max(METHODS, key=len), "train_seg.labels": "pseudo",
               "single.supervision": "scribble", "single.loss": "dfr"}
-    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     paths = []
-    for stage in dvc["stages"].values():
+    for stage in _stages().values():
         for entry in stage.get("metrics", []):
             path = next(iter(entry)) if isinstance(entry, dict) else entry
             for key, value in values.items():

@@ -21,8 +21,8 @@ SMALL = {
     "train_cls.crop_size": 128,
     "cam.scales": [1.0, 0.5],
     "eval_cam.threshold_max": 0.95,
-    "train_aff.epochs": 3,
-    "train_aff.crop_size": 96,
+    "propagation.affinitynet.train.epochs": 3,
+    "propagation.affinitynet.train.crop_size": 96,
     "train_seg.steps": 30,
     "train_seg.batch_size": 8,
     "train_seg.crop_size": 96,
@@ -53,7 +53,8 @@ def first_repro(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("e2e"), SMALL)
     result = run_dvc(project, "repro")
     out = project / "outputs"
-    miou = {stage: _metrics(out, stage)["miou"] for stage in ("eval_cam", "eval_rw", "eval_rw_irn", "eval_pseudo")}
+    miou = {stage: _metrics(out, stage)["miou"] for stage in ("eval_cam", "eval_pseudo")}
+    miou |= {f"eval_walk/{name}": _metrics(out, f"eval_walk/{name}")["miou"] for name in ("affinitynet", "irn")}
     miou["all_background"] = _metrics(out, "eval_cam")["all_background_miou"]
     miou["eval_seg"] = _metrics(out, "eval_seg", "cam_pseudo")["miou"]
     miou["eval_single"] = _metrics(out, "eval_single", "scribble_dfr")["miou"]
@@ -70,14 +71,15 @@ def test_the_cam_and_the_crf_climb_the_ladder(first_repro):
                                        "the CAM (benchmarks/README.md, the demo's ladder)")
 def test_the_walks_and_deeplab_climb_the_ladder(first_repro):
     miou = first_repro[2]
-    assert miou["eval_rw"] > miou["eval_cam"] and miou["eval_rw_irn"] > miou["eval_cam"], miou
+    assert miou["eval_walk/affinitynet"] > miou["eval_cam"] and miou["eval_walk/irn"] > miou["eval_cam"], miou
     assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.9 * miou["eval_pseudo"], miou
 
 
 def test_dvc_repro_whole_pipeline(first_repro):
     project, first, _ = first_repro
-    assert {"synthetic", "data", "train_cls", "cam", "eval_cam", "aff_labels", "train_aff", "rw", "eval_rw",
-            "ir_labels", "train_irn", "rw_irn", "eval_rw_irn", "crf", "eval_pseudo", "train_seg", "eval_seg",
+    walks = {f"{stage}@{name}" for stage in ("prop_labels", "train_prop", "walk", "eval_walk")
+             for name in ("affinitynet", "irn")}
+    assert walks | {"synthetic", "data", "train_cls", "cam", "eval_cam", "crf", "eval_pseudo", "train_seg", "eval_seg",
             "overlays", "inspect", "scribbles", "train_single", "eval_single"} <= _ran(first)
     out = project / "outputs"
 
@@ -88,7 +90,7 @@ def test_dvc_repro_whole_pipeline(first_repro):
     curve = (out / "eval_cam" / "cam" / "curve.csv").read_text().splitlines()
     assert curve[0] == "threshold,miou" and len(curve) == 1 + 96
 
-    for stage in ("eval_rw", "eval_pseudo"):
+    for stage in ("eval_walk/affinitynet", "eval_pseudo"):
         metrics = json.loads((out / stage / "cam" / "metrics.json").read_text())
         assert 0.0 <= metrics["miou"] <= 1.0 and "per_class_iou" not in metrics  # per-class: per_class.csv
         assert (out / stage / "cam" / "per_class.csv").read_text().splitlines()[:2][1].startswith("background,")

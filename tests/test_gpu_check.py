@@ -40,7 +40,7 @@ def test_dry_run_writes_one_record_with_every_stage(tmp_path):
     assert record["dry"] is True and list(record["stages"]) == [name for name, _, _ in plan()]
     for name, entry in record["stages"].items():
         assert entry["seconds"] >= 0 and entry["images_per_s"] > 0, name
-    for name in ("eval_cam/seam", "eval_rw/cam", "eval_rw_irn/cam", "eval_pseudo/cam", "eval_seg/pseudo", "eval_seg/gt"):
+    for name in ("eval_cam/seam", "eval_walk@affinitynet/cam", "eval_walk@irn/cam", "eval_pseudo/cam", "eval_seg/pseudo", "eval_seg/gt"):
         entry = record["stages"][name]
         assert 0.0 <= entry["miou"] <= 1.0 and entry["split"] and entry["protocol"], name
     assert record["stages"]["eval_seg/gt"]["split"] == "val"

@@ -130,7 +130,7 @@ def test_missing_stages_are_notes_and_empty_splits_say_so(tmp_path):
     out = Path(params.paths.outputs) / "inspect" / "cam"
     report = json.loads((out / "data" / "index.json").read_text())
     notes = " ".join(report["notes"])
-    for hint in ("wsss-pipe cam --method cam", "wsss-pipe crf", "wsss-pipe rw", "wsss-pipe eval-seg"):
+    for hint in ("wsss-pipe cam --method cam", "wsss-pipe crf", "wsss-pipe walk affinitynet", "wsss-pipe eval-seg"):
         assert hint in notes
     assert report["stages"] == [] and len(report["rows"]) == 8
     _fake_cams(params)  # CAMs without eval_cam: shown unscored, with a note
@@ -190,10 +190,10 @@ def test_bad_inspect_params_are_one_line_errors(tmp_path):
         _params(tmp_path, "inspect.thumb_size=0")
 
 
-def _fake_walk(params, dataset, stage="rw_irn", method="cam", seed=2):
+def _fake_walk(params, dataset, name="irn", method="cam", seed=2):
     """Walked label maps: the ground truth with a random block of each image set to background."""
     rng = np.random.default_rng(seed)
-    out = Path(params.paths.outputs) / stage / method
+    out = Path(params.paths.outputs) / "walk" / name / method
     for image_id in dataset.ids:
         label = dataset.load_mask(image_id).copy()
         y, x = rng.integers(0, label.shape[0] // 2, size=2)
@@ -206,39 +206,39 @@ def _payload(out, image_id):
     return json.loads(text[len("inspectImage("):-len(");\n")])
 
 
-def test_irn_walk_row_equals_eval_rw_irn_and_the_pseudo_gain_follows_crf_source(built, tmp_path):
-    from stages import eval_rw_irn
+def test_irn_walk_row_equals_eval_walk_and_the_pseudo_gain_follows_crf_source(built, tmp_path):
+    from stages import eval_walk
 
     params, dataset, bad, *_, report, out = built
-    assert "rw_irn" not in [s["key"] for s in report["stages"]]
-    assert any("IRN walk" in n and "wsss-pipe rw-irn --method cam" in n for n in report["notes"])
+    assert "irn" not in [s["key"] for s in report["stages"]]
+    assert any("IRN walk" in n and "wsss-pipe walk irn --method cam" in n for n in report["notes"])
     _fake_walk(params, dataset)
-    irn = _params(tmp_path, "crf.source=rw_irn")
-    metrics = eval_rw_irn.run(irn)
+    irn = _params(tmp_path, "crf.source=irn")
+    metrics = eval_walk.run(irn, "irn")
     inspect.run(irn)
     report = json.loads((out / "data" / "index.json").read_text())
-    assert [s["key"] for s in report["stages"]] == ["cam", "rw_irn", "pseudo"]
-    assert report["splits"]["train"]["miou"]["rw_irn"] == pytest.approx(metrics["miou"], abs=1e-6)
-    assert report["lineage"]["pseudo"] == "rw_irn" and report["gains"] == ["rw_irn-cam", "pseudo-rw_irn"]
+    assert [s["key"] for s in report["stages"]] == ["cam", "irn", "pseudo"]
+    assert report["splits"]["train"]["miou"]["irn"] == pytest.approx(metrics["miou"], abs=1e-6)
+    assert report["lineage"]["pseudo"] == "irn" and report["gains"] == ["irn-cam", "pseudo-irn"]
     rows = {r["id"]: r for r in report["rows"]}
     for image_id in dataset.ids:
         scores = rows[image_id]["scores"]
-        assert rows[image_id]["gains"] == {"rw_irn-cam": pytest.approx(scores["rw_irn"] - scores["cam"], abs=2e-6),
-                                           "pseudo-rw_irn": pytest.approx(scores["pseudo"] - scores["rw_irn"], abs=2e-6)}
-    assert "rw_irn" in _payload(out, dataset.ids[0])["masks"]
+        assert rows[image_id]["gains"] == {"irn-cam": pytest.approx(scores["irn"] - scores["cam"], abs=2e-6),
+                                           "pseudo-irn": pytest.approx(scores["pseudo"] - scores["irn"], abs=2e-6)}
+    assert "irn" in _payload(out, dataset.ids[0])["masks"]
     # with AffinityNet's walk selected instead, the pseudo mask's gain is against that walk
-    _fake_walk(params, dataset, stage="rw", seed=3)
-    inspect.run(_params(tmp_path, "crf.source=rw"))
+    _fake_walk(params, dataset, name="affinitynet", seed=3)
+    inspect.run(_params(tmp_path, "crf.source=affinitynet"))
     report = json.loads((out / "data" / "index.json").read_text())
-    assert [s["key"] for s in report["stages"]] == ["cam", "rw", "rw_irn", "pseudo"]
-    assert report["gains"] == ["rw-cam", "rw_irn-cam", "pseudo-rw"]
-    # the known answer: a row's IRN-walk mIoU is eval_rw_irn's on a split of that image alone
+    assert [s["key"] for s in report["stages"]] == ["cam", "affinitynet", "irn", "pseudo"]
+    assert report["gains"] == ["affinitynet-cam", "irn-cam", "pseudo-affinitynet"]
+    # the known answer: a row's IRN-walk mIoU is eval_walk's on a split of that image alone
     root = Path(params.data.root)
     for image_id in (dataset.ids[0], bad):
         (root / "ImageSets" / "Segmentation" / "single.txt").write_text(image_id + "\n")
         single = _params(tmp_path, "data.train_split=single", "data.val_split=single")
         data.run(single)
-        assert rows[image_id]["scores"]["rw_irn"] == pytest.approx(eval_rw_irn.run(single)["miou"], abs=1e-6)
+        assert rows[image_id]["scores"]["irn"] == pytest.approx(eval_walk.run(single, "irn")["miou"], abs=1e-6)
 
 
 def test_scribbles_and_single_stage_prediction_panels(built, tmp_path):

@@ -3,13 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.affinity import pair_indices, radius_offsets
-from pipeline.boundary import BoundaryNet, boundary_affinities, path_cells
+from pipeline.propagation.pairs import pair_indices, radius_offsets
+from pipeline.propagation.irn.network import BoundaryNet, boundary_affinities, path_cells
 from pipeline.errors import ConfigError, DataError
-from pipeline.irn_labels import relation_labels
-from pipeline.irn_walk import boundary_transition, propagate_boundary
+from pipeline.propagation.irn.labels import relation_labels
+from pipeline.propagation.irn.walk import boundary_transition, propagate_boundary
 from pipeline.models.backbones import build_backbone
-from pipeline.random_walk import random_walk
+from pipeline.propagation.sparse_walk import random_walk
 
 
 def _no_crf(image, labels, num_labels):
@@ -200,7 +200,7 @@ def test_walk_rejects_bad_parameters():
 
 
 def test_relation_thresholds_are_irns_at_irns_cam_threshold_and_move_with_ours():
-    from pipeline.irn_labels import calibrated_thresholds
+    from pipeline.propagation.irn.labels import calibrated_thresholds
 
     assert calibrated_thresholds(0.15) == pytest.approx((0.30, 0.05))
     fg, bg = calibrated_thresholds(0.47)
@@ -208,7 +208,7 @@ def test_relation_thresholds_are_irns_at_irns_cam_threshold_and_move_with_ours()
     assert bg < 0.47 < fg  # confident background below the best cut, confident foreground above it
     lower, higher = calibrated_thresholds(0.3), calibrated_thresholds(0.6)
     assert lower[0] < higher[0] and lower[1] < higher[1]
-    with pytest.raises(ConfigError, match="ir_labels"):
+    with pytest.raises(ConfigError, match="propagation.irn.labels"):
         calibrated_thresholds(1.0)
 
 
@@ -218,10 +218,10 @@ def test_relation_thresholds_are_both_auto_or_both_numbers():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    with pytest.raises(ConfigError, match="ir_labels"):
-        load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4"])
-    params = load_params(repo / "params.yaml", ["ir_labels.fg_threshold=0.4", "ir_labels.bg_threshold=0.1"])
-    assert (params.ir_labels.fg_threshold, params.ir_labels.bg_threshold) == (0.4, 0.1)
+    with pytest.raises(ConfigError, match="propagation.irn.labels"):
+        load_params(repo / "params.yaml", ["propagation.irn.labels.fg_threshold=0.4"])
+    params = load_params(repo / "params.yaml", ["propagation.irn.labels.fg_threshold=0.4", "propagation.irn.labels.bg_threshold=0.1"])
+    assert (params.propagation["irn"].labels.fg_threshold, params.propagation["irn"].labels.bg_threshold) == (0.4, 0.1)
 
 
 @pytest.mark.parametrize("height,width", [(30, 45), (92, 124), (17, 21)])

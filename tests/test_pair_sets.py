@@ -1,4 +1,4 @@
-"""The pair sets of pipeline.affinity against direct implementations of the authors' rules, at many sizes
+"""The pair sets of pipeline.propagation.pairs against direct implementations of the authors' rules, at many sizes
 and radii (PSA tool/pyutils.py get_indices_of_pairs; IRN misc/indexing.py PathIndex and propagate_to_edge,
 as ../shared/conformance/README.md describes them)."""
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.affinity import PAIR_SETS, pair_affinities, pair_indices, radius_offsets
-from pipeline.boundary import boundary_affinities
+from pipeline.propagation.pairs import PAIR_SETS, pair_affinities, pair_indices, radius_offsets
+from pipeline.propagation.irn.network import boundary_affinities
 from pipeline.errors import ConfigError
-from pipeline.irn_walk import boundary_transition
-from pipeline.random_walk import transition_matrix
+from pipeline.propagation.irn.walk import boundary_transition
+from pipeline.propagation.sparse_walk import transition_matrix
 
 SIZES = [(2, 3, 3), (2, 1, 5), (3, 4, 4), (3, 3, 5), (4, 6, 9), (5, 12, 16), (5, 24, 24), (5, 5, 9), (5, 4, 9),
          (5, 5, 8), (5, 13, 10), (6, 11, 20), (7, 9, 14), (10, 23, 31), (10, 32, 32)]
@@ -117,7 +117,8 @@ def test_irn_walk_links_every_in_image_pair_as_its_padding_does(radius, h, w):
 
 
 def test_bad_pair_set_is_a_config_error_and_params_offer_the_registry():
-    from stages.config import TrainAffParams, TrainIrnParams
+    from pipeline.propagation.affinitynet.params import AffinityTrainParams as TrainAffParams
+    from pipeline.propagation.irn.params import IrnTrainParams as TrainIrnParams
 
     with pytest.raises(ConfigError, match="pair_set"):
         pair_indices(4, 4, 2, pair_set="dense")

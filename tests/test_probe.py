@@ -35,7 +35,7 @@ def _deadline():
 
 def _cli(stage: str, root: Path, out: Path, *sets: str, params: Path = REPO / "params.yaml"):
     items = [f"paths.outputs={out}", f"data.root={root}", f"synthetic.root={root}", *TINY, *sets]
-    return runner.invoke(app, [stage, "-p", str(params), *[a for i in items for a in ("--set", i)]])
+    return runner.invoke(app, [*stage.split(), "-p", str(params), *[a for i in items for a in ("--set", i)]])
 
 
 def _image(root: Path, image_id: str, array: np.ndarray, fmt: str) -> None:
@@ -77,7 +77,7 @@ def _seg_checkpoint_with_foreign_weights(out: Path) -> None:
 
 
 def _garbage_affinity_model(out: Path) -> None:
-    path = out / "train_aff" / "cam" / "model.pt"
+    path = out / "train_prop" / "affinitynet" / "cam" / "model.pt"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a checkpoint")
 
@@ -124,9 +124,9 @@ CASES = [
      lambda r, o, t: _unknown_method(o) or [], None),
     ("segmentation weights of another model", "eval-seg", "eval_seg", "model.pt: checkpoint weights do not fit",
      lambda r, o, t: _seg_checkpoint_with_foreign_weights(o) or [], None),
-    ("failed rw leaves no work directory", "rw", "rw", "model.pt",
-     lambda r, o, t: _garbage_affinity_model(o) or ["rw.bg_threshold=0.3", "rw.bg_alpha=8"],
-     lambda r, o, t: not (o / "rw").exists() or not list((o / "rw").glob(".*"))),
+    ("failed walk leaves no work directory", "walk affinitynet", "walk/affinitynet", "model.pt",
+     lambda r, o, t: _garbage_affinity_model(o) or ["propagation.affinitynet.walk.bg_threshold=0.3", "propagation.affinitynet.walk.bg_alpha=8"],
+     lambda r, o, t: not (o / "walk" / "affinitynet").exists() or not list((o / "walk" / "affinitynet").glob(".*"))),
 ]
 
 

@@ -6,19 +6,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from pipeline.affinity import pair_affinities, pair_indices, radius_offsets
+from pipeline.propagation.pairs import pair_affinities, pair_indices, radius_offsets
 from pipeline.errors import ConfigError, DataError, WsssError
-from pipeline.random_walk import (
-    background_channel,
-    grid_to_image,
-    input_fill,
-    irn_background,
-    pad_to_stride,
-    pool_to_grid,
-    propagate_cam,
-    random_walk,
-    transition_matrix,
-)
+from pipeline.propagation.affinitynet.walk import background_channel, irn_background, propagate_cam
+from pipeline.propagation.sparse_walk import grid_to_image, input_fill, pad_to_stride, pool_to_grid, random_walk, transition_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -200,7 +191,7 @@ def test_background_channel_and_parameter_errors():
     torch.testing.assert_close(background_channel(cams, bg_alpha=2), torch.tensor([[[0.25, 0.0]]]))
     with pytest.raises(ConfigError, match="bg_alpha"):
         background_channel(cams, bg_alpha=0)
-    with pytest.raises(ConfigError, match="logt"):
+    with pytest.raises(ConfigError, match="^logt"):
         random_walk(torch.zeros(1, 2, 2), transition_matrix(torch.ones(6), 2, 2, 2, pair_set="full"), logt=-1)
     with pytest.raises(DataError, match="cams"):
         propagate_cam(np.zeros((2, 8, 8)), [1], torch.zeros(2, 2, 2), radius=2)
@@ -261,7 +252,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("threshold", [0.13, 0.3, 0.47, 0.8])
 def test_auto_alpha_puts_the_psa_background_on_the_cam_threshold(threshold):
-    from pipeline.random_walk import alpha_for_threshold
+    from pipeline.propagation.affinitynet.walk import alpha_for_threshold
 
     alpha = alpha_for_threshold(threshold)
     assert (1 - threshold) ** alpha == pytest.approx(threshold)
@@ -275,15 +266,20 @@ def test_auto_alpha_puts_the_psa_background_on_the_cam_threshold(threshold):
 def test_auto_background_is_calibrated_from_eval_cam(tmp_path):
     from pipeline.io import write_json
     from stages.config import load_params
-    from stages.rw import walk_background
+    from pipeline.propagation import get_propagation
+    from stages.propagation import context
+
+    def walk_background(p):
+        settings, _ = get_propagation("affinitynet").walk_settings(p.propagation["affinitynet"], context(p, "walk"))
+        return {k: v for k, v in settings.items() if k.startswith("bg_")}
 
     def params(*overrides):
         return load_params(REPO / "params.yaml", [f"paths.outputs={tmp_path}", *overrides])
 
     write_json(tmp_path / "eval_cam" / "cam" / "metrics.json", {"miou": 0.5, "best_threshold": 0.47})
-    psa = walk_background(params("rw.bg_mode=psa", "rw.bg_alpha=auto"))
+    psa = walk_background(params("propagation.affinitynet.walk.bg_mode=psa", "propagation.affinitynet.walk.bg_alpha=auto"))
     assert psa["bg_mode"] == "psa" and 0.53 ** psa["bg_alpha"] == pytest.approx(0.47)
-    assert walk_background(params("rw.bg_mode=irn", "rw.bg_threshold=auto")) == {"bg_mode": "irn", "bg_threshold": 0.47}
-    assert walk_background(params("rw.bg_mode=psa", "rw.bg_alpha=16")) == {"bg_mode": "psa", "bg_alpha": 16.0}
+    assert walk_background(params("propagation.affinitynet.walk.bg_mode=irn", "propagation.affinitynet.walk.bg_threshold=auto")) == {"bg_mode": "irn", "bg_threshold": 0.47}
+    assert walk_background(params("propagation.affinitynet.walk.bg_mode=psa", "propagation.affinitynet.walk.bg_alpha=16")) == {"bg_mode": "psa", "bg_alpha": 16.0}
     with pytest.raises(WsssError, match="eval-cam"):
-        walk_background(params("rw.bg_mode=psa", "method=seam"))
+        walk_background(params("propagation.affinitynet.walk.bg_mode=psa", "method=seam"))

@@ -5,7 +5,7 @@ The end-to-end run substitutes exactly: backbone.name=tiny, backbone.pretrained=
 here; the recipe's output stride is kept), data.root = a generated 2-image VOC-layout tree whose train_aug,
 train and val lists all hold the two images, every training crop = 64 (the images are 80x64) except
 AffinityNet's and IRN's, 96 (the smallest whose grid holds PSA's pair set at radius 5 / 10), epochs = 1
-(train_cls, train_aff, train_irn), steps = 2 (train_seg, single, with val_every 2), and, for speed in one
+(train_cls, train_prop), steps = 2 (train_seg, single, with val_every 2), and, for speed in one
 process, workers=1, cam.loader_workers=0, cam.writers=0 and paths.outputs in tmp. Everything else
 (batch sizes, learning rates, scales, CRF, walks, heads, thresholds, protocols) is the recipe's.
 """
@@ -78,14 +78,14 @@ def test_cli_recipe_command(tmp_path):
 
     result = CliRunner().invoke(app, ["recipe", str(REPO / "recipes/voc/seam.yaml"), "-p", str(REPO / "params.yaml")])
     assert result.exit_code == 0 and "55.4" in result.output and "VOC12 train (1,464)" in result.output
-    assert "stages: data train_cls cam eval_cam aff_labels train_aff rw eval_rw crf" in result.output
+    assert "stages: data train_cls cam eval_cam prop_labels@affinitynet train_prop@affinitynet walk@affinitynet eval_walk@affinitynet crf" in result.output
     result = CliRunner().invoke(app, ["recipe", str(REPO / "recipes/voc/seam.yaml"), "-p", str(REPO / "params.yaml"),
                                       "--dvc"])
     assert result.output.startswith("dvc exp run -S ") and "-S method=seam" in result.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text("rw:\n  logt: 99\n")
+    bad.write_text("propagation:\n  affinitynet:\n    walk:\n      logt: 99\n")
     result = CliRunner().invoke(app, ["recipe", str(bad), "-p", str(REPO / "params.yaml")])
-    assert result.exit_code == 2 and "rw.logt" in result.output
+    assert result.exit_code == 2 and "propagation.affinitynet.walk.logt" in result.output
 
 
 def _two_image_voc(root: Path) -> Path:
@@ -113,7 +113,7 @@ def _two_image_voc(root: Path) -> Path:
 
 
 TINY = ["backbone.name=tiny", "backbone.pretrained=none", "train_cls.crop_size=64", "train_cls.epochs=1",
-        "train_aff.crop_size=96", "train_aff.epochs=1", "train_irn.crop_size=96", "train_irn.epochs=1",
+        "propagation.affinitynet.train.crop_size=96", "propagation.affinitynet.train.epochs=1", "propagation.irn.train.crop_size=96", "propagation.irn.train.epochs=1",
         "train_seg.crop_size=64", "train_seg.steps=2", "train_seg.val_every=2", "single.crop_size=64",
         "single.steps=2", "single.val_every=2", "workers=1", "cam.loader_workers=0", "cam.writers=0"]
 
@@ -125,12 +125,14 @@ def test_recipe_runs_end_to_end_on_two_images_with_the_tiny_backbone(recipe, tmp
     params = load_params(REPO / "params.yaml", overrides, [str(recipe)])
     assert params.backbone.name == "tiny" and params.recipe.name == recipe.stem
     stages = pipeline_stages(params, single=is_single_stage(recipe))
-    for stage in stages:
-        importlib.import_module(f"stages.{stage}").run(params)
+    for stage in stages:  # a propagation stage is named <stage>@<propagation method>, as in dvc.yaml
+        module, _, name = stage.partition("@")
+        importlib.import_module(f"stages.{module}").run(params, *([name] if name else []))
     out = tmp_path / "out"
     evals = [s for s in stages if s.startswith("eval_")]
     for stage in evals:
-        found = list((out / stage).glob("*/details.json"))
+        module, _, name = stage.partition("@")
+        found = list((out / module / name).glob("*/details.json"))
         assert len(found) == 1, stage
         metrics = json.loads(found[0].read_text())
         assert 0.0 <= metrics["miou"] <= 1.0

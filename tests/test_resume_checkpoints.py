@@ -1,5 +1,6 @@
 """One guarded loader for every trained stage's checkpoint: missing, truncated, bit-flipped or foreign
 files are one-line errors naming the path."""
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -7,8 +8,10 @@ import torch
 
 from pipeline.errors import WsssError
 from stages.checkpoints import load_checkpoint, load_method
-from stages.train_aff import load_affinity_net
-from stages.train_irn import load_boundary_net
+from stages.propagation import load_network
+
+load_affinity_net = partial(load_network, "affinitynet")
+load_boundary_net = partial(load_network, "irn")
 from stages.train_seg import load_model
 
 
@@ -31,8 +34,8 @@ def test_truncated_checkpoint_is_one_line_error_naming_the_path(tmp_path, loader
 
 
 @pytest.mark.parametrize("loader, hint", [(load_method, "train-cls --method cam"),
-                                          (load_affinity_net, "train-aff --method cam"),
-                                          (load_boundary_net, "train-irn --method cam"),
+                                          (load_affinity_net, "train-prop affinitynet --method cam"),
+                                          (load_boundary_net, "train-prop irn --method cam"),
                                           (load_model, "train-seg")])
 def test_missing_checkpoint_names_the_stage_to_run(tmp_path, loader, hint):
     with pytest.raises(WsssError, match=f"checkpoint not found; run `wsss-pipe {hint}"):

@@ -14,7 +14,21 @@ from stages.artifacts import ARTIFACTS
 from stages.table import CRF_KERNELS, STAGES, variables
 
 ROOT = Path(__file__).resolve().parents[1]
-DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _expanded(stages: dict) -> dict:
+    """dvc.yaml's stages, a ``foreach`` stage expanded into one ``<name>@<item>`` per item (as DVC does)."""
+    out = {}
+    for name, stage in stages.items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for item in stage["foreach"]:
+            out[f"{name}@{item}"] = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", str(item)))
+    return out
+
+
+DVC = _expanded(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 DVC_STAGES = [stage for stage in STAGES.values() if stage.dvc]
 # settings that change how fast a stage runs, never what it writes; and the outputs root, in every path
 EXEMPT = {"device", "workers", "paths.outputs"}
@@ -40,7 +54,7 @@ def test_dvc_yaml_has_exactly_the_tables_stages():
 @pytest.mark.parametrize("stage", DVC_STAGES, ids=lambda s: s.name)
 def test_dvc_yaml_declares_what_the_table_says(stage):
     declared = DVC[stage.name]
-    assert declared["cmd"] == f"wsss-pipe {stage.command}"
+    assert declared["cmd"] == f"wsss-pipe {stage.command}"  # walk@irn: wsss-pipe walk irn
     assert set(declared.get("params", ())) == set(stage.params), "params"
     assert _paths(declared.get("deps")) == set(stage.deps), "deps"
     assert _paths(declared.get("outs")) == set(stage.outs), "outs"
@@ -66,11 +80,19 @@ def _functions(module: str) -> dict[str, tuple[str, ast.FunctionDef]]:
     return found
 
 
-def _chain(node: ast.AST, aliases: dict[str, list[str]]) -> list[str] | None:
-    """``params.a.b`` as [a, b]; ``cfg.b`` with ``cfg = params.a`` too."""
+def _chain(node: ast.AST, aliases: dict[str, list[str]], constants: dict | None = None) -> list[str] | None:
+    """``params.a.b`` as [a, b]; ``cfg.b`` with ``cfg = params.a`` too; ``params.a[name].b`` as [a, x, b]
+    when ``name`` is a known constant argument x (a propagation method's section)."""
     parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        if isinstance(node, ast.Subscript):
+            key = node.slice
+            value = key.value if isinstance(key, ast.Constant) else (constants or {}).get(getattr(key, "id", ""))
+            if not isinstance(value, str):
+                return None
+            parts.append(value)
+        else:
+            parts.append(node.attr)
         node = node.value
     if not isinstance(node, ast.Name) or node.id not in aliases:
         return None
@@ -89,7 +111,7 @@ def _taken(test: ast.AST, constants: dict[str, str]) -> bool | None:
 def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | None = None) -> set[str]:
     """``params.a.b`` read in ``function`` (as ``a.b``; a method of Params or a section: the keys it
     reads), and in the stages functions it passes ``params`` to (with their string arguments, so that
-    ``if stage == "rw":`` follows the branch taken)."""
+    ``if step == "labels":`` follows the branch taken)."""
     constants = constants or {}
     key = (module, function.name, tuple(sorted(constants.items())))
     if key in seen:
@@ -118,7 +140,7 @@ def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | 
             pairs = (zip(target.elts, value.elts) if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple)
                      else [(target, value)])
             for name, expr in pairs:
-                chain = _chain(expr, aliases) if isinstance(name, ast.Name) else None
+                chain = _chain(expr, aliases, constants) if isinstance(name, ast.Name) else None
                 if chain and len(chain) == 1:
                     aliases[name.id] = chain
                     visit_children_of(expr)
@@ -126,8 +148,8 @@ def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | 
             else:
                 visit_children_of(node)
             return False
-        if isinstance(node, ast.Attribute):
-            chain = _chain(node, aliases)
+        if isinstance(node, (ast.Attribute, ast.Subscript)):
+            chain = _chain(node, aliases, constants)
             if chain is not None:
                 record(chain)
                 return False
@@ -162,16 +184,26 @@ def _reads(module: str, function: ast.FunctionDef, seen: set, constants: dict | 
 
 
 def _covered(key: str, declared: set[str]) -> bool:
+    """``key`` declared, or within a declared section; a propagation method's section handed whole to the
+    method (``params.propagation[name]``) is covered by its declared subsections: the method reads those
+    its step needs (pipeline.propagation.base)."""
+    if key.startswith("propagation.") and key.count(".") == 1:
+        return any(d.startswith(key + ".") for d in declared)
     return key in EXEMPT or any(key == d or key.startswith(d + ".") for d in declared)
+
+
+def _run_reads(stage) -> set[str]:
+    """What the stage's ``run`` reads; a generic propagation stage's ``run(params, name)`` for its method."""
+    run = next(n for n in _module(stage.module).body if isinstance(n, ast.FunctionDef) and n.name == "run")
+    return _reads(stage.module, run, set(), {"name": stage.item} if stage.item else None)
 
 
 @pytest.mark.parametrize("stage", [s for s in DVC_STAGES], ids=lambda s: s.name)
 def test_the_table_declares_every_params_key_the_stage_reads(stage):
-    run = next(n for n in _module(stage.name).body if isinstance(n, ast.FunctionDef) and n.name == "run")
     declared = set(stage.params)
     for template in (stage.directory, *stage.deps, *stage.outs, *stage.metrics, *stage.plots):
         declared |= variables(template)  # a key in a path: a new value is a new path
-    undeclared = sorted(k for k in _reads(stage.name, run, set()) if not k.startswith("dir:")
+    undeclared = sorted(k for k in _run_reads(stage) if not k.startswith("dir:")
                         and not _covered(k, declared))
     assert not undeclared, f"{stage.name} reads {undeclared} without declaring them"
 
@@ -180,10 +212,10 @@ def test_the_table_declares_every_params_key_the_stage_reads(stage):
 def test_the_table_declares_every_stage_output_the_stage_reads(stage):
     """A directory of another stage that the code opens (stage_dir / output_dir / artifact_dir) is a dep:
     the directory itself or a file in it."""
-    run = next(n for n in _module(stage.name).body if isinstance(n, ast.FunctionDef) and n.name == "run")
-    opened = {k.removeprefix("dir:") for k in _reads(stage.name, run, set()) if k.startswith("dir:")}
+    opened = {k.removeprefix("dir:") for k in _run_reads(stage) if k.startswith("dir:")}
     undeclared = sorted(other for other in opened - {stage.name} if not any(
-        dep == STAGES[other].directory or dep.startswith(STAGES[other].directory + "/") for dep in stage.inputs))
+        dep == STAGES[other].directory or dep.startswith(STAGES[other].directory + "/")
+        or STAGES[other].directory.startswith(dep + "/") for dep in stage.inputs))
     assert not undeclared, f"{stage.name} reads the outputs of {undeclared} without declaring them"
 
 
@@ -203,7 +235,9 @@ def test_the_summary_rows_read_records_the_table_declares():
         assert row.tag in TAG_VALUES
         assert all(STAGES[stage].record for stage in (row.evaluation, *row.timed))
     assert rows["cam"].timed == ("train_cls", "eval_cam") and rows["pseudo"].timed == ("eval_pseudo",)
-    assert rows["gt"].evaluation == "eval_seg" and rows["gt"].split == "val" and rows["rw"].split == "train"
+    assert rows["gt"].evaluation == "eval_seg" and rows["gt"].split == "val"
+    assert rows["irn"].evaluation == "eval_walk@irn" and rows["irn"].timed == ("train_prop@irn", "eval_walk@irn")
+    assert rows["affinitynet"].split == "train"
 
 
 def test_a_library_argument_is_named_by_the_params_key_the_stage_passed():
@@ -211,11 +245,13 @@ def test_a_library_argument_is_named_by_the_params_key_the_stage_passed():
     from stages.table import argument_key
 
     params = load_params(ROOT / "params.yaml", ["method=seam"])
-    assert argument_key("ir_labels", "gt_prob", params) == "ir_labels.gt_prob"
-    assert argument_key("ir_labels", "iterations", params) == "crf.iterations"
-    assert argument_key("aff_labels", "iterations", params) == "aff_labels.iterations"
-    assert argument_key("rw", "beta", params) == "rw.beta"
-    assert argument_key("rw_irn", "beta", params) == "rw_irn.beta"
+    assert argument_key("prop_labels@irn", "gt_prob", params) == "propagation.irn.labels.gt_prob"
+    assert argument_key("prop_labels@irn", "iterations", params) == "crf.iterations"
+    assert argument_key("prop_labels@affinitynet", "iterations", params) == "propagation.affinitynet.labels.iterations"
+    assert argument_key("prop_labels@affinitynet", "grid_stride", params) == "propagation.affinitynet.train.grid_stride"
+    assert argument_key("walk@affinitynet", "beta", params) == "propagation.affinitynet.walk.beta"
+    assert argument_key("walk@irn", "beta", params) == "propagation.irn.walk.beta"
+    assert argument_key("train_prop@irn", "radius", params) == "propagation.irn.train.radius"
     assert argument_key("train_cls", "scale", params) == "methods.seam.scale"
     assert argument_key("eval_single", "scales", params) == "eval_single.scales"
     assert argument_key("train_single", "output_stride", params) == "backbone.output_stride"

@@ -13,8 +13,8 @@ RECORDS = {  # (stage, tag): record, as the stages write them
     ("train_cls", "cam"): {"loss": 0.4, "cls": 0.4, "seconds": 30.0},
     ("eval_cam", "cam"): {"method": "cam", "miou": 0.40, "best_threshold": 0.3, "all_background_miou": 0.15,
                           "num_images": 64, "seconds": 2.0},
-    ("train_aff", "cam"): {"loss": 0.2, "seconds": 10.0},
-    ("eval_rw", "cam"): {"method": "cam", "miou": 0.45, "pixel_accuracy": 0.8, "num_images": 64, "seconds": 1.5},
+    ("train_prop/affinitynet", "cam"): {"loss": 0.2, "seconds": 10.0},
+    ("eval_walk/affinitynet", "cam"): {"method": "cam", "miou": 0.45, "pixel_accuracy": 0.8, "num_images": 64, "seconds": 1.5},
     ("eval_pseudo", "cam"): {"method": "cam", "miou": 0.48, "seconds": 1.0},
     ("train_seg", "cam_pseudo"): {"labels": "pseudo", "loss": 0.3, "seconds": 100.0},
     ("eval_seg", "cam_pseudo"): {"labels": "pseudo", "miou": 0.44, "protocol": "multi_scale_crf",
@@ -36,7 +36,7 @@ def run_tree(tmp_path):
 
 
 def _summary(out, *args):
-    result = runner.invoke(app, ["summary", "--set", f"paths.outputs={out}", "--set", "crf.source=rw", *args],
+    result = runner.invoke(app, ["summary", "--set", f"paths.outputs={out}", "--set", "crf.source=affinitynet", *args],
                            env={"COLUMNS": "120"})
     return result
 
@@ -48,7 +48,7 @@ def test_json_rows_gains_ratio_and_absent_stages(run_tree):
     assert set(summary) == {"method", "outputs", "rows", "ratios", "never_alone"} and summary["method"] == "cam"
     assert summary["never_alone"] == []  # no data stage in this tree
     rows = {row["key"]: row for row in summary["rows"]}
-    assert [row["key"] for row in summary["rows"]][:6] == ["background", "cam", "rw", "rw_irn", "pseudo", "pred"]
+    assert [row["key"] for row in summary["rows"]][:6] == ["background", "cam", "affinitynet", "irn", "pseudo", "pred"]
     for row in summary["rows"]:
         assert set(row) == {"key", "stage", "present", "miou", "refines", "gain", "setting", "seconds",
                             "total_seconds"}
@@ -56,12 +56,12 @@ def test_json_rows_gains_ratio_and_absent_stages(run_tree):
     assert rows["cam"]["gain"] == pytest.approx(0.25) and rows["cam"]["refines"] == "background"
     assert rows["cam"]["setting"] == "threshold 0.3"
     assert rows["cam"]["seconds"] == {"train_cls": 30.0, "eval_cam": 2.0} and rows["cam"]["total_seconds"] == 32.0
-    assert rows["rw"]["gain"] == pytest.approx(0.05) and rows["rw"]["refines"] == "cam"
-    assert rows["pseudo"]["refines"] == "rw" and rows["pseudo"]["gain"] == pytest.approx(0.03)  # crf.source=rw
+    assert rows["affinitynet"]["gain"] == pytest.approx(0.05) and rows["affinitynet"]["refines"] == "cam"
+    assert rows["pseudo"]["refines"] == "affinitynet" and rows["pseudo"]["gain"] == pytest.approx(0.03)  # crf.source=affinitynet
     assert rows["pred"]["gain"] == pytest.approx(-0.04) and rows["pred"]["refines"] == "pseudo"
     assert rows["pred"]["setting"] == "val (8 images), multi-scale 1,0.5 + CRF"
     assert rows["gt"]["present"] and rows["gt"]["gain"] is None
-    for absent in ("rw_irn", "single", "single_full"):
+    for absent in ("irn", "single", "single_full"):
         assert not rows[absent]["present"] and rows[absent]["miou"] is None and rows[absent]["gain"] is None
     assert summary["ratios"] == {"pred": {"full": "gt", "ratio": pytest.approx(0.44 / 0.55, abs=1e-4)}}
 
@@ -72,7 +72,7 @@ def test_table_shows_figures_absent_stages_and_ratio(run_tree):
     lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 2}
     assert "40.0" in lines["CAM"] and "+25.0" in lines["CAM"] and "threshold 0.3" in lines["CAM"]
     assert "32" in lines["CAM"] and "all background" in lines["CAM"]
-    assert "45.0" in lines["random walk"] and "+5.0" in lines["random walk"]
+    assert "45.0" in lines["AffinityNet walk"] and "+5.0" in lines["AffinityNet walk"]
     assert "-4.0" in lines["DeepLab"] and "multi-scale 1,0.5 + CRF" in lines["DeepLab"]
     assert "absent" in lines["IRN walk"] and "absent" in lines["single stage"]
     assert "0.80" in lines["DeepLab: weak/full"] and "DeepLab on GT" in lines["DeepLab: weak/full"]

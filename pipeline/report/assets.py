@@ -63,7 +63,7 @@ def inspect_image(job: dict) -> tuple[dict, dict[str, np.ndarray]]:
     """Write one image's files and score its stages.
 
     ``job``: id, split, out (report directory), image, gt (path or None), num_classes, threshold (CAM),
-    thumb_size, view_size, stages ({stage: path or None}: cam .npz, rw/rw_irn/pseudo/pred/single .png),
+    thumb_size, view_size, stages ({stage: path or None}: cam .npz, each walk/pseudo/pred/single .png),
     scribbles (path or None) and methods
     ({method: {"cam": path, "threshold": t, "pseudo": path or None}}) for the side-by-side view.
     Returns (the row for the index: id, split, classes, scores, size; {stage: confusion}).

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import voc_palette
-from pipeline.report.scores import PIPELINE, STAGES, dataset_miou, gains, per_class_iou
+from pipeline.report.scores import dataset_miou, gains, per_class_iou, pipeline_keys, stage_names
 
 STATIC = Path(__file__).parent / "static"
 
 
 def sort_rows(rows: list[dict], key: str = "final", descending: bool = False) -> list[dict]:
-    """Rows ordered by a column (a stage, a gain "rw-cam", "final" or "id"); rows without it last, ties
+    """Rows ordered by a column (a stage, a gain "irn-cam", "final" or "id"); rows without it last, ties
     by id. The page's default (worst first) is ``sort_rows(rows)``; report.js sorts the same way."""
     def value(row):
         if key == "id":
@@ -50,8 +50,8 @@ def finish_rows(rows: list[dict], parents: dict[str, str]) -> None:
     for row in rows:
         row["gains"] = gains(row["scores"], parents)
         row["worse"] = any(v < 0 for v in row["gains"].values())
-        last = [row["scores"][s] for s in PIPELINE if row["scores"].get(s) is not None] \
-            or [row["scores"][s] for s in STAGES if row["scores"].get(s) is not None]
+        last = [row["scores"][s] for s in pipeline_keys() if row["scores"].get(s) is not None] \
+            or [row["scores"][s] for s in stage_names() if row["scores"].get(s) is not None]
         row["final"] = last[-1] if last else None
 
 

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.io import load_cam, load_mask, voc_palette
 from pipeline.overlay import make_overlay
-from pipeline.report.scores import STAGES, cam_label_map, score
+from pipeline.report.scores import cam_label_map, score, stage_names, walk_keys
 
 LEGEND_ROW = 16
 SWATCH = 12
@@ -39,7 +39,7 @@ def legend(class_indices: list[int], class_names: list[str], width: int) -> np.n
 
 def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold: float | None,
                class_names: list[str], scribbles: str | None = None) -> np.ndarray:
-    """The panel of ``image_id``; ``stages`` maps cam/rw/rw_irn/pseudo/pred/single to their files (or None);
+    """The panel of ``image_id``; ``stages`` maps cam, each walk (:func:`~pipeline.report.scores.walk_keys`), pseudo, pred and single to their files (or None);
     ``scribbles``: the image's scribble PNG (unlabelled 255 in the palette's grey entry 255), or None."""
     image = dataset.load_image(image_id)
     gt = dataset.load_mask(image_id) if dataset.has_masks else None
@@ -60,10 +60,11 @@ def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold:
             label = cam_label_map(cams, keys, threshold)
             panels.append((titled(f"CAM>{threshold:.2f}", label), label))
             shown |= set(np.unique(label).tolist())
-    for stage in ("rw", "rw_irn", "pseudo"):
+    names = stage_names()
+    for stage in (*walk_keys(), "pseudo"):
         if stages.get(stage):
             label = load_mask(stages[stage])
-            panels.append((titled(STAGES[stage], label), label))
+            panels.append((titled(names[stage], label), label))
             shown |= set(np.unique(label).tolist())
     if scribbles:
         label = load_mask(scribbles)
@@ -75,7 +76,7 @@ def make_panel(dataset, image_id: str, stages: dict[str, str | None], threshold:
     for stage in ("pred", "single"):
         if stages.get(stage):
             label = load_mask(stages[stage])
-            panels.append((titled(STAGES[stage], label), label))
+            panels.append((titled(names[stage], label), label))
             shown |= set(np.unique(label).tolist())
     strip = make_overlay(image, panels, image_title=image_id)
     key = legend(sorted(shown), class_names, strip.shape[1])

@@ -2,7 +2,7 @@
 
 A stage's label map for one image is scored with :func:`pipeline.metrics.confusion_matrix` against the
 ground truth and :func:`pipeline.metrics.mean_iou` of that one confusion, so a report row equals what
-``eval_cam`` / ``eval_rw`` / ``eval_rw_irn`` / ``eval_pseudo`` / ``eval_seg`` / ``eval_single`` give for a split holding that image alone; the
+``eval_cam`` / ``eval_walk`` / ``eval_pseudo`` / ``eval_seg`` / ``eval_single`` give for a split holding that image alone; the
 sum of the rows' confusions gives their dataset figures.
 """
 from __future__ import annotations
@@ -13,13 +13,27 @@ import numpy as np
 
 from pipeline.metrics import confusion_matrix, iou_per_class, mean_iou, scores_to_label
 
-# The stages a report row can hold, in pipeline order, with their display names: AffinityNet's walk (rw)
-# and IRN's (rw_irn) both refine the CAMs; "single" is the single-stage branch's prediction (eval_single),
-# beside the multi-stage one (pred), not a refinement of it.
-STAGES = {"cam": "CAM", "rw": "random walk", "rw_irn": "IRN walk", "pseudo": "pseudo mask", "pred": "prediction",
-          "single": "single-stage prediction"}
-# The multi-stage pipeline's stages, whose last scored one is a row's "final" mIoU.
-PIPELINE = ("cam", "rw", "rw_irn", "pseudo", "pred")
+# The stages a report row can hold, in pipeline order, with their display names: each registered
+# propagation method's walk (key: the method's name, :mod:`pipeline.propagation`) refines the CAMs; "single"
+# is the single-stage branch's prediction (eval_single), beside the multi-stage one (pred), not a refinement.
+def walk_keys() -> list[str]:
+    """The report keys of the walks: the registered propagation methods, in registration order."""
+    from pipeline.propagation import list_propagation
+
+    return list_propagation()
+
+
+def stage_names() -> dict[str, str]:
+    """Every report stage key -> its display name, in pipeline order."""
+    from pipeline.propagation import get_propagation
+
+    return ({"cam": "CAM"} | {name: get_propagation(name).title for name in walk_keys()}
+            | {"pseudo": "pseudo mask", "pred": "prediction", "single": "single-stage prediction"})
+
+
+def pipeline_keys() -> tuple[str, ...]:
+    """The multi-stage pipeline's stages, whose last scored one is a row's "final" mIoU."""
+    return ("cam", *walk_keys(), "pseudo", "pred")
 
 
 def cam_label_map(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
@@ -35,14 +49,15 @@ def score(label: np.ndarray, gt: np.ndarray, num_classes: int) -> tuple[np.ndarr
 
 
 def lineage(crf_source: str) -> dict[str, str]:
-    """Which stage each stage refines: the pairs whose gain/loss a row reports (the pseudo mask refines
-    what ``crf.source`` names: the CAM, AffinityNet's walk or IRN's walk)."""
-    return {"rw": "cam", "rw_irn": "cam", "pseudo": crf_source if crf_source in ("rw", "rw_irn") else "cam",
-            "pred": "pseudo"}
+    """Which stage each stage refines: the pairs whose gain/loss a row reports (every walk refines the CAM;
+    the pseudo mask refines what ``crf.source`` names: the CAM or a propagation method's walk)."""
+    walks = walk_keys()
+    return ({name: "cam" for name in walks} | {"pseudo": crf_source if crf_source in walks else "cam"}
+            | {"pred": "pseudo"})
 
 
 def gains(scores: dict[str, float | None], parents: dict[str, str]) -> dict[str, float]:
-    """mIoU(stage) - mIoU(the stage it refines), for every pair scored on this image ("rw-cam": ...)."""
+    """mIoU(stage) - mIoU(the stage it refines), for every pair scored on this image ("irn-cam": ...)."""
     out = {}
     for stage, parent in parents.items():
         if scores.get(stage) is not None and scores.get(parent) is not None:

@@ -5,19 +5,19 @@ Each row: its mIoU, its gain over the artifact it refines (:func:`pipeline.repor
 pairs as the inspection report; the CAM's over the all-background guess that ``eval_cam`` records), what the
 figure was measured with (the CAM's threshold, the split, the segmentation protocol), and the wall time
 its training and evaluation stages recorded (``seconds``; the per-image stages between them, ``cam``,
-``rw``, ``crf``..., write no record and are not counted). When a model trained the same way on ground
+``walk``, ``crf``..., write no record and are not counted). When a model trained the same way on ground
 truth was evaluated too, the weak/full ratio. Rows whose records are missing are listed as absent.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.report.scores import STAGES, lineage
+from pipeline.report.scores import lineage, stage_names, walk_keys
 
 
 @dataclass(frozen=True)
 class SummaryRow:
-    """One row: ``key`` (a report stage of :data:`~pipeline.report.scores.STAGES`, or a ground-truth
+    """One row: ``key`` (a report stage of :func:`~pipeline.report.scores.stage_names`, or a ground-truth
     model), the ``artifact`` it scores, and the ``tag`` of its outputs: ``method``, ``seg`` / ``seg_gt``
     (``<method>_pseudo`` / ``<method>_gt``), ``single`` / ``single_full`` (``<supervision>_<loss>`` /
     ``full_<loss>``). The stages that evaluate it and whose wall time it costs, and the split it is
@@ -32,16 +32,21 @@ class SummaryRow:
     split: str = "train"
 
 
-ROWS = (
-    SummaryRow("cam", STAGES["cam"], "cam", "method"),
-    SummaryRow("rw", STAGES["rw"], "rw", "method"),
-    SummaryRow("rw_irn", STAGES["rw_irn"], "rw_irn", "method"),
-    SummaryRow("pseudo", STAGES["pseudo"], "pseudo", "method"),
-    SummaryRow("pred", "DeepLab", "pred", "seg"),
-    SummaryRow("gt", "DeepLab on GT", "pred", "seg_gt"),
-    SummaryRow("single", "single stage", "single", "single"),
-    SummaryRow("single_full", "single stage on GT", "single", "single_full"),
-)
+def report_rows() -> tuple[SummaryRow, ...]:
+    """The rows, in pipeline order: the CAM, one walk per registered propagation method (its key and
+    artifact: the method's name), the pseudo mask, the segmentation models."""
+    names = stage_names()
+    return (
+        SummaryRow("cam", names["cam"], "cam", "method"),
+        *(SummaryRow(name, names[name], name, "method") for name in walk_keys()),
+        SummaryRow("pseudo", names["pseudo"], "pseudo", "method"),
+        SummaryRow("pred", "DeepLab", "pred", "seg"),
+        SummaryRow("gt", "DeepLab on GT", "pred", "seg_gt"),
+        SummaryRow("single", "single stage", "single", "single"),
+        SummaryRow("single_full", "single stage on GT", "single", "single_full"),
+    )
+
+
 # weak model -> the same training on ground truth: the rows whose ratio the summary reports
 FULL = {"pred": "gt", "single": "single_full"}
 BACKGROUND = "background"
@@ -61,10 +66,11 @@ def _setting(row: SummaryRow, record: dict) -> str:
 
 
 def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, float]], crf_source: str,
-                  single_supervision: str = "scribble", rows: tuple[SummaryRow, ...] = ROWS) -> dict:
+                  single_supervision: str = "scribble", rows: tuple[SummaryRow, ...] | None = None) -> dict:
     """The summary of a run: ``records`` maps a row key to its evaluation record (None when absent),
     ``timings`` a row key to {stage: seconds} of the stages that recorded one. A plain-JSON dict:
-    ``rows`` (every row of ``rows``, present or not; the all-background guess first) and ``ratios``
+    ``rows`` (every row of ``rows``, default :func:`report_rows`, present or not; the all-background guess
+    first) and ``ratios``
     (weak/full for each pair of :data:`FULL` with both present)."""
     cam = records.get("cam")
     miou = {BACKGROUND: cam.get("all_background_miou")} if cam else {}
@@ -73,7 +79,7 @@ def build_summary(records: dict[str, dict | None], timings: dict[str, dict[str, 
     table = [{"key": BACKGROUND, "stage": "all background", "present": BACKGROUND in miou,
               "miou": miou.get(BACKGROUND), "refines": None, "gain": None, "setting": "train", "seconds": {},
               "total_seconds": None}]
-    for row in rows:
+    for row in rows or report_rows():
         if row.key == "single_full" and single_supervision == "full":
             continue  # the single stage is itself the fully supervised one
         record = records.get(row.key)

@@ -9,24 +9,15 @@ from stages.config.data import BackboneParams, DataParams, PathsParams, Syntheti
 from stages.config.loading import _set_dotted, load_params, merge_tree, parse_override, read_tree
 from stages.config.methods import validate_method_options
 from stages.config.params import Params, RecipeInfo
-from stages.config.propagation import (
-    AffLabelsParams,
-    IrLabelsParams,
-    RwIrnParams,
-    RwParams,
-    TrainAffParams,
-    TrainIrnParams,
-)
 from stages.config.readout import CamParams, CrfParams, EvalCamParams, EvalSegParams, InspectParams, OverlaysParams
 from stages.config.single import RLOSS_CROP, RLOSS_SIGMA_XY, EvalSingleParams, ScribblesParams, SingleParams
 from stages.config.training import (RecamParams, ResumableParams, SegTrainingParams, TrainClsParams, TrainingParams,
                                     TrainSegParams)
 
 __all__ = [
-    "AffLabelsParams", "BackboneParams", "CamParams", "CrfParams", "DataParams", "EvalCamParams", "EvalSegParams",
-    "EvalSingleParams", "InspectParams", "IrLabelsParams", "OverlaysParams", "Params", "PathsParams",
-    "RLOSS_CROP", "RLOSS_SIGMA_XY", "RecamParams", "RecipeInfo", "ResumableParams", "RwIrnParams", "RwParams",
-    "ScribblesParams", "SegTrainingParams", "Section", "SingleParams", "SyntheticParams", "TrainAffParams", "TrainClsParams",
-    "TrainIrnParams", "TrainSegParams", "TrainingParams", "_set_dotted", "load_params", "merge_tree",
+    "BackboneParams", "CamParams", "CrfParams", "DataParams", "EvalCamParams", "EvalSegParams",
+    "EvalSingleParams", "InspectParams", "OverlaysParams", "Params", "PathsParams",
+    "RLOSS_CROP", "RLOSS_SIGMA_XY", "RecamParams", "RecipeInfo", "ResumableParams", "ScribblesParams", "SegTrainingParams", "Section", "SingleParams", "SyntheticParams", "TrainClsParams",
+    "TrainSegParams", "TrainingParams", "_set_dotted", "load_params", "merge_tree",
     "parse_override", "read_tree", "validate_method_options",
 ]

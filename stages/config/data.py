@@ -26,7 +26,7 @@ class DataParams(Section):
     root: str = "data/synthetic"
     train_split: str = "train"
     val_split: str = "val"
-    eval_split: str | None = None  # where eval_cam / eval_rw / eval_rw_irn / eval_pseudo measure (null: train_split)
+    eval_split: str | None = None  # where eval_cam / eval_walk / eval_pseudo measure (null: train_split)
 
     def measured_split(self) -> str:
         """The split the train-side figures are measured on: ``eval_split``, else ``train_split`` (VOC:

@@ -106,6 +106,9 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         detail = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             detail = "unknown key"
+        if error["loc"] == ("propagation",) and ": " in detail:  # a method's own section names its key
+            sub, detail = detail.split(": ", 1)
+            key, got = f"propagation.{sub}", {}  # the method's message carries its own "(got ...)"
         suffix = ("" if error["type"] == "extra_forbidden" or isinstance(got, dict) or repr(got) in detail
                   else f" (got {got!r})")
         raise ConfigError(f"{path}: {key}: {detail}{suffix}") from None

@@ -9,14 +9,7 @@ from pydantic import Field, field_validator
 from stages.config.base import Section
 from stages.config.data import BackboneParams, DataParams, PathsParams, SyntheticParams
 from stages.config.methods import validate_method_options
-from stages.config.propagation import (
-    AffLabelsParams,
-    IrLabelsParams,
-    RwIrnParams,
-    RwParams,
-    TrainAffParams,
-    TrainIrnParams,
-)
+from stages.config.propagation import validate_propagation
 from stages.config.readout import CamParams, CrfParams, EvalCamParams, EvalSegParams, InspectParams, OverlaysParams
 from stages.config.single import EvalSingleParams, ScribblesParams, SingleParams
 from stages.config.training import RecamParams, TrainClsParams, TrainSegParams
@@ -51,15 +44,16 @@ class Params(Section):
     eval_seg: EvalSegParams = EvalSegParams()
     overlays: OverlaysParams = OverlaysParams()
     inspect: InspectParams = InspectParams()
-    aff_labels: AffLabelsParams = AffLabelsParams()
-    train_aff: TrainAffParams = TrainAffParams()
-    rw: RwParams = RwParams()
-    ir_labels: IrLabelsParams = IrLabelsParams()
-    train_irn: TrainIrnParams = TrainIrnParams()
-    rw_irn: RwIrnParams = RwIrnParams()
+    # one section per registered propagation method, each validated by the method's own model
+    propagation: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     scribbles: ScribblesParams = ScribblesParams()
     single: SingleParams = SingleParams()
     eval_single: EvalSingleParams = EvalSingleParams()
+
+    @field_validator("propagation", mode="before")
+    @classmethod
+    def _propagation(cls, tree: Any) -> dict:
+        return validate_propagation(tree)
 
     @field_validator("method")
     @classmethod

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from stages.config.base import Section
+from stages.config.propagation import validate_source
 from stages.table import CRF_KERNEL_KEYS
 
 
@@ -44,7 +45,7 @@ class EvalCamParams(Section):
 class CrfParams(Section):
     """Dense-CRF pseudo masks: PSA's Gaussian kernel, IRN's bilateral kernel by default."""
 
-    source: Literal["cam", "rw", "rw_irn"] = "cam"
+    source: str = "cam"  # cam, or a registered propagation method (pipeline.propagation): its walk
     bg_mode: Literal["threshold", "power"] = "threshold"
     bg_threshold: float | Literal["auto"] = "auto"
     bg_alpha: float = Field(16.0, gt=0)
@@ -56,6 +57,8 @@ class CrfParams(Section):
     bilateral_srgb: float = Field(5.0, gt=0)
     bilateral_compat: float = Field(10.0, ge=0)
     confidence: float = Field(0.0, ge=0, le=1)
+
+    _known_source = field_validator("source")(lambda source: validate_source(source))
 
     @field_validator("bg_threshold")
     @classmethod

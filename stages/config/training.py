@@ -1,39 +1,12 @@
-"""What trained stages share, and the classifier (train_cls, recam) and segmentation (train_seg) sections."""
+"""The classifier (train_cls, recam) and segmentation (train_seg) sections; what trained stages share
+(TrainingParams, ResumableParams) lives in :mod:`pipeline.settings`."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from stages.config.base import Section
-
-
-class TrainingParams(Section):
-    """What every trained stage shares: SGD with poly decay, augmentation, loading, mixed precision."""
-
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(0.01, gt=0)
-    head_lr_mult: float = Field(10.0, gt=0)
-    weight_decay: float = Field(5e-4, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    crop_size: int = Field(128, ge=16)
-    scale_min: float = Field(0.7, gt=0)
-    scale_max: float = Field(1.3, gt=0)
-    color_jitter: float = Field(0.3, ge=0, le=1)
-    amp: bool = True
-    loader_workers: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _scale_order(self):
-        if self.scale_min > self.scale_max:
-            raise ValueError("scale_min must not exceed scale_max")
-        return self
-
-
-class ResumableParams(Section):
-    """Resumable training stages: every trained stage (the one loop, :func:`pipeline.engine.trainer.train`)."""
-
-    resume_every: int = Field(200, ge=0, description="steps between resume checkpoints; 0 = none")
+from pipeline.settings import ResumableParams, TrainingParams
 
 
 class TrainClsParams(TrainingParams, ResumableParams):

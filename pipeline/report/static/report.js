@@ -5,10 +5,20 @@
 "use strict";
 
 var R = { data: null, shown: 0, rows: [], image: null };
-var STAGE_COLOURS = { cam: "#e6a100", rw: "#2a9d8f", rw_irn: "#80b918", pseudo: "#3d5a80", pred: "#9b2226", single: "#7b2cbf" };
+var STAGE_COLOURS = { cam: "#e6a100", pseudo: "#3d5a80", pred: "#9b2226", single: "#7b2cbf" };
+// The walks (R.data.walks: the registered propagation methods, written by stages/inspect.py) take these in turn.
+var WALK_COLOURS = ["#2a9d8f", "#80b918", "#f4a261", "#8d99ae", "#e76f51", "#43aa8b"];
+function walks() { return (R.data && R.data.walks) || []; }
+function stageColour(key) {
+  var i = walks().indexOf(key);
+  return i >= 0 ? WALK_COLOURS[i % WALK_COLOURS.length] : STAGE_COLOURS[key] || "#888888";
+}
 // The label maps of the image view, in pipeline order (scribbles and ground truth are not scored).
-var MASK_PANELS = [["rw", "random walk"], ["rw_irn", "IRN walk"], ["pseudo", "pseudo mask"], ["scribbles", "scribbles"],
-  ["gt", "ground truth"], ["pred", "prediction"], ["single", "single-stage prediction"]];
+function maskPanels() {
+  var names = R.data.stage_names || {};
+  return walks().map(function (k) { return [k, names[k] || k]; }).concat([["pseudo", "pseudo mask"],
+    ["scribbles", "scribbles"], ["gt", "ground truth"], ["pred", "prediction"], ["single", "single-stage prediction"]]);
+}
 
 // ------------------------------------------------------------------ helpers
 function el(tag, attrs, children) {
@@ -38,7 +48,7 @@ function stageName(key) {
   return s ? s.name : key;
 }
 function gainName(key) { var p = key.split("-"); return stageShort(p[0]) + " − " + stageShort(p[1]); }
-function stageShort(key) { return { cam: "CAM", rw: "RW", rw_irn: "IRN", pseudo: "pseudo", pred: "pred", single: "single" }[key] || key; }
+function stageShort(key) { return { cam: "CAM", pseudo: "pseudo", pred: "pred", single: "single" }[key] || key; }
 
 function readHash() {
   var state = { sort: "final", desc: false, cls: null, worse: false, split: null, id: null };
@@ -161,7 +171,7 @@ function barChart(summary, stages) {
     stages.forEach(function (s, i) {
       var v = summary.per_class[s.key][c];
       if (v == null) return;
-      var rect = svgEl("rect", { x: left, y: y + i * bar, width: Math.max(1, v * width), height: bar - 1, fill: STAGE_COLOURS[s.key] });
+      var rect = svgEl("rect", { x: left, y: y + i * bar, width: Math.max(1, v * width), height: bar - 1, fill: stageColour(s.key) });
       rect.appendChild(svgEl("title", {}, s.name + " " + name + ": " + pct(v)));
       svg.appendChild(rect);
     });
@@ -171,7 +181,7 @@ function barChart(summary, stages) {
     svg.appendChild(svgEl("text", { x: left + t * width, y: height - 6, "text-anchor": "middle" }, String(100 * t)));
   });
   stages.forEach(function (s, i) {
-    svg.appendChild(svgEl("rect", { x: left + i * 70, y: 2, width: 10, height: 10, fill: STAGE_COLOURS[s.key] }));
+    svg.appendChild(svgEl("rect", { x: left + i * 70, y: 2, width: 10, height: 10, fill: stageColour(s.key) }));
     svg.appendChild(svgEl("text", { x: left + i * 70 + 14, y: 11 }, stageShort(s.key)));
   });
   return svg;
@@ -186,7 +196,7 @@ function curveChart() {
   function y(m) { return h - b - m / Math.max(m1, 1e-9) * (h - b - 40); }
   var svg = svgEl("svg", { width: w, height: h, role: "img", "aria-label": "CAM mIoU vs threshold" });
   svg.appendChild(svgEl("text", { x: l, y: 12 }, "CAM mIoU vs background threshold"));
-  svg.appendChild(svgEl("polyline", { fill: "none", stroke: STAGE_COLOURS.cam, "stroke-width": 2,
+  svg.appendChild(svgEl("polyline", { fill: "none", stroke: stageColour("cam"), "stroke-width": 2,
     points: curve.threshold.map(function (t, i) { return x(t) + "," + y(curve.miou[i]); }).join(" ") }));
   svg.appendChild(svgEl("line", { x1: l, x2: w - 10, y1: h - b, y2: h - b, stroke: "#666" }));
   svg.appendChild(svgEl("line", { x1: l, x2: l, y1: 16, y2: h - b, stroke: "#666" }));
@@ -449,7 +459,7 @@ function miou(label, gt) {
 function labelMaps(t) {
   var maps = {}, img = R.image;
   if (img.meta.cam) maps.cam = camLabel(img.cams, img.meta.cam.keys, t);
-  ["rw", "rw_irn", "pseudo", "pred", "single"].forEach(function (k) { if (img.masks[k]) maps[k] = img.masks[k]; });
+  walks().concat(["pseudo", "pred", "single"]).forEach(function (k) { if (img.masks[k]) maps[k] = img.masks[k]; });
   return maps;
 }
 
@@ -489,7 +499,7 @@ function renderDetail() {
   var panels = el("div", { cls: "panels" });
   panels.appendChild(panel("image", photo(w, h)));
   if (d.cam) d.cam.keys.forEach(function (k, i) { panels.appendChild(panel("CAM: " + className(k), heatStack(img.cams[i], w, h))); });
-  MASK_PANELS.forEach(function (p) {
+  maskPanels().forEach(function (p) {
     var mask = img.masks[p[0]];
     if (!mask) return;
     var caption = p[1] + (row && row.scores[p[0]] != null ? " (" + pct(row.scores[p[0]]) + ")" : "");
@@ -519,7 +529,7 @@ function renderDetail() {
   // changed pixels between two stages
   var maps = labelMaps(d.cam && d.cam.threshold != null ? d.cam.threshold : 0.5), keys = Object.keys(maps);
   if (img.masks.gt && keys.length >= 2) {
-    var parents = R.data.lineage || { rw: "cam", rw_irn: "cam", pseudo: "cam", pred: "pseudo" };
+    var parents = R.data.lineage;
     var first = keys[0], second = keys[1];
     for (var i = keys.length - 1; i > 0; i--) if (keys.indexOf(parents[keys[i]]) >= 0) { first = parents[keys[i]]; second = keys[i]; break; }
     var selA = el("select", { id: "changed-a" }, keys.map(function (k) { return el("option", { value: k, text: stageShort(k) }); }));

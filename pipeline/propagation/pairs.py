@@ -1,13 +1,13 @@
-"""AffinityNet (Ahn & Kwak, "Learning Pixel-level Semantic Affinity with Image-level Supervision", CVPR 2018).
+"""Cell pairs, pair labels and the affinity loss every propagation method shares (Ahn & Kwak, "Learning
+Pixel-level Semantic Affinity with Image-level Supervision", CVPR 2018; IRN reuses them).
 
-AffinityNet maps an image to a feature grid f (stride ``grid_stride``) whose L1 distances encode semantic
-affinity between nearby cells: a_ij = exp(-||f_i - f_j||_1) (eq. 3; the norm is taken as the *mean* of
+Affinities of a feature grid f: a_ij = exp(-||f_i - f_j||_1) (eq. 3; the norm is taken as the *mean* of
 absolute channel differences, as in the authors' implementation). Only pairs closer than ``radius`` on the
-grid are used, in training (eq. 4-7) and in the random walk (:mod:`pipeline.random_walk`).
+grid are used, in training (eq. 4-7) and in the random walk (:mod:`pipeline.propagation.sparse_walk`).
 
 Pair indexing: each unordered pair is enumerated once through a half-disc of offsets (dy > 0, or dy == 0
 and dx > 0) with dy^2 + dx^2 < radius^2 (strict, as PSA: radius 5 -> 34 offsets), offset-major, the sources
-of each offset row-major. The pair set (``pair_set``, ``train_aff.pair_set``: the training pairs and the
+of each offset row-major. The pair set (``pair_set``, ``propagation.<method>.train.pair_set``: the training pairs and the
 walk's, through the checkpoint):
 
 * ``psa`` (default; PSA ``tool/pyutils.py`` get_indices_of_pairs, the pairs of its training and of its walk
@@ -23,17 +23,13 @@ The loss's denominators add 1e-5 to the pair counts, as PSA's ``train_aff.py``.
 from __future__ import annotations
 
 import functools
-import math
-from typing import Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from pipeline.errors import ArgumentError, ConfigError, DataError
-from pipeline.methods.base import backbone_head_groups
-from pipeline.models.backbones.base import Backbone
 
+IGNORE = 255  # label of a pixel in no pair's supervision
 _LOG_EPS = 1e-5  # added to a and 1 - a inside the logs of the loss and to its pair counts (PSA's constant)
 
 
@@ -153,7 +149,7 @@ def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor,
     """PSA's affinity loss (eq. 5-8): L = L_fg+ / 4 + L_bg+ / 4 + L_neg / 2.
 
     ``aff`` (..., P) affinities in [0, 1]; ``fg_pos``/``bg_pos``/``neg`` boolean masks of the same shape
-    (see :func:`pipeline.affinity_labels.pair_labels`). L_fg+ and L_bg+ average -log(a) over their pairs,
+    (see :func:`pair_labels`). L_fg+ and L_bg+ average -log(a) over their pairs,
     L_neg averages -log(1 - a). An empty set contributes 0; 1e-5 is added inside both logs and to each
     pair count (as PSA).
     Returns {"loss", "fg_pos", "bg_pos", "neg"} (the three terms unweighted).
@@ -176,88 +172,36 @@ def affinity_loss(aff: torch.Tensor, fg_pos: torch.Tensor, bg_pos: torch.Tensor,
     return {"loss": fg / 4 + bg / 4 + ng / 2, "fg_pos": fg, "bg_pos": bg, "neg": ng}
 
 
-def _reduction(in_ch: int, out_ch: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 1, bias=False),
-        nn.GroupNorm(math.gcd(32, out_ch), out_ch),
-        nn.ReLU(inplace=True),
-    )
+def downsample_labels(labels: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest resampling of label maps (..., H, W) to (..., h, w) at the cell centres.
 
-
-class AffinityNet(nn.Module):
-    """AffinityNet head on a shared :class:`Backbone` (PSA sec. 3.2).
-
-    The backbone stages ``stages`` (default: the last three) each go through a 1x1 conv + GroupNorm + ReLU
-    reduction (PSA: 64 / 128 / 256 channels), are bilinearly resized to the grid at ``grid_stride``
-    (default 8, PSA; IRN uses 4) of size ceil(H / grid_stride) x ceil(W / grid_stride), concatenated, and
-    mapped by a final 1x1 conv to the ``embed_dim``-channel affinity embedding (PSA: 448). Training and the
-    walk use the pairs of ``pair_set`` (module docstring; PSA's by default).
-    The backbone is fine-tuned at the base learning rate, the new layers at 10x (:meth:`param_groups`).
+    Grid cell (i, j) takes the pixel at ((i + 0.5) H / h, (j + 0.5) W / w), the same cell geometry that
+    bilinear up/down-sampling with ``align_corners=False`` uses. Returns an int64 tensor.
     """
+    labels = torch.as_tensor(labels)
+    height, width = labels.shape[-2:]
+    h, w = size
+    if h < 1 or w < 1:
+        raise DataError(f"downsample_labels: target size must be positive, got {size}")
+    device = labels.device
+    rows = ((torch.arange(h, device=device) + 0.5) * (height / h)).long().clamp_max(height - 1)
+    cols = ((torch.arange(w, device=device) + 0.5) * (width / w)).long().clamp_max(width - 1)
+    return labels.long()[..., rows[:, None], cols[None, :]]
 
-    def __init__(self, backbone: Backbone, stages: Sequence[int] = (-3, -2, -1),
-                 reduce_channels: Sequence[int] = (64, 128, 256), embed_dim: int = 448,
-                 grid_stride: int = 8, radius: int = 5, pair_set: str = "psa"):
-        super().__init__()
-        num_stages = len(backbone.stage_channels)
-        if len(stages) == 0 or len(stages) != len(reduce_channels):
-            raise ConfigError(f"affinity.stages and affinity.reduce_channels must be non-empty and of equal "
-                              f"length, got {list(stages)} and {list(reduce_channels)}")
-        if any(not -num_stages <= s < num_stages for s in stages):
-            raise ConfigError(f"affinity.stages: indices must address the backbone's {num_stages} stages, "
-                              f"got {list(stages)}")
-        if grid_stride < 1 or embed_dim < 1 or any(c < 1 for c in reduce_channels):
-            raise ConfigError("affinity.grid_stride, affinity.embed_dim and affinity.reduce_channels must be >= 1")
-        self.backbone = backbone
-        self.stages = tuple(s % num_stages for s in stages)
-        self.grid_stride = grid_stride
-        self.radius = _check_radius(radius)
-        source_windows(1, 1, radius, pair_set)  # validates pair_set
-        self.pair_set = pair_set
-        self.reductions = nn.ModuleList(
-            _reduction(backbone.stage_channels[s], c) for s, c in zip(self.stages, reduce_channels)
-        )
-        self.embed = nn.Conv2d(sum(reduce_channels), embed_dim, 1, bias=False)
 
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        return -(-height // self.grid_stride), -(-width // self.grid_stride)
+def pair_labels(label_map: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean masks (fg_pos, bg_pos, neg), each (..., P), for pairs (src, dst) of a grid label map
+    (..., h, w) holding 0 background, a positive class index, or 255 ignore.
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> affinity features (B, embed_dim, h, w) at ``grid_stride``."""
-        size = self.grid_size(images.shape[-2], images.shape[-1])
-        stage_features = self.backbone(images)
-        reduced = []
-        for stage, reduction in zip(self.stages, self.reductions):
-            x = reduction(stage_features[stage])
-            if x.shape[-2:] != size:
-                x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            reduced.append(x)
-        return self.embed(torch.cat(reduced, dim=1))
-
-    def affinities(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, D, h, w) features -> (B, P) affinities exp(-mean_c |f_i - f_j|) in float32, for the pairs
-        ``pair_indices(h, w, self.radius, pair_set=self.pair_set)`` in that order."""
-        return pair_affinities(features, self.radius, self.pair_set)
-
-    def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Loss terms for images (B, 3, H, W) and confident label maps (B, H, W) at image resolution
-        (class index, 0 background, 255 ignore: :func:`pipeline.affinity_labels.confident_labels`)."""
-        from pipeline.affinity_labels import downsample_labels, pair_labels
-
-        if labels.dim() != 3 or labels.shape[0] != images.shape[0] or labels.shape[-2:] != images.shape[-2:]:
-            raise DataError(f"affinity labels must be (B, H, W) matching images {tuple(images.shape)}, "
-                            f"got {tuple(labels.shape)}")
-        features = self(images)
-        h, w = features.shape[-2:]
-        src, dst = training_pairs(h, w, self.radius, self.pair_set, features.device, "train_aff")
-        grid_labels = downsample_labels(labels.to(features.device), (h, w))
-        fg_pos, bg_pos, neg = pair_labels(grid_labels, src, dst)
-        terms = affinity_loss(self.affinities(features), fg_pos, bg_pos, neg)
-        return {"loss": terms["loss"], **{k: v.detach() for k, v in terms.items() if k != "loss"}}
-
-    def head_modules(self) -> list[nn.Module]:
-        return [self.reductions, self.embed]
-
-    def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
-        """Backbone at ``lr``, the new reduction and embedding layers at ``lr * head_lr_mult`` (PSA: 10x)."""
-        return backbone_head_groups(self.backbone, self.head_modules(), lr, head_lr_mult)
+    fg_pos: both confident and the same foreground class; bg_pos: both background; neg: both confident and
+    different classes.
+    """
+    flat = torch.as_tensor(label_map).long().flatten(-2)
+    a, b = flat[..., src], flat[..., dst]
+    confident = (a != IGNORE) & (b != IGNORE)
+    same = a == b
+    fg_pos = confident & same & (a != 0)
+    bg_pos = confident & same & (a == 0)
+    neg = confident & ~same
+    return fg_pos, bg_pos, neg

@@ -2,14 +2,14 @@
 CVPR 2019; jiwoon-ahn/irn ``misc/indexing.py: propagate_to_edge``, ``step/make_sem_seg_labels.py``).
 
 On the stride-4 grid of ceil(H / 4) x ceil(W / 4) cells: affinities a_ij = 1 - max boundary on the path
-i -> j for every pair within ``radius`` (IRN 5, :func:`pipeline.boundary.boundary_affinities`); transition
+i -> j for every pair within ``radius`` (IRN 5, :func:`pipeline.propagation.irn.network.boundary_affinities`); transition
 T = D^-1 A^beta (beta 10) with self-affinity 1; the start is the boundary-gated CAM v = cam * (1 - B)
 (foreground classes only, each normalised by its maximum); t = 2^exp_times steps (exp_times 8: 256). The
 walked maps are bilinearly upsampled x4 and cropped to the image (IRN's ``make_sem_seg_labels.py``), divided
 by their overall maximum, and a constant background channel (``bg_threshold``, IRN's ``sem_seg_bg_thres``
 0.25) joins them before the argmax.
 
-T is the sparse CSR matrix of :func:`pipeline.random_walk.transition_matrix` (memory linear in cells);
+T is the sparse CSR matrix of :func:`pipeline.propagation.sparse_walk.transition_matrix` (memory linear in cells);
 IRN builds it densely and squares it ``exp_times`` times. IRN normalises the columns of A^beta and
 multiplies the CAM row vector from the left, which for a symmetric A is the same walk as v <- D^-1 A v.
 
@@ -19,10 +19,10 @@ Departures from the reference:
   renormalised per class by its maximum (IRN interpolates each scale's network CAM to stride 4 and
   normalises by the maximum the same way).
 - A walk that is zero everywhere stays zero (IRN divides by its maximum: NaN).
-- The constant background is a parameter of this function; the ``rw_irn`` stage defaults it to eval_cam's
-  best threshold for the method (``rw_irn.bg_threshold: auto``) instead of IRN's 0.25, which was tuned on
+- The constant background is a parameter of this function; the ``walk`` stage defaults it to eval_cam's
+  best threshold for the method (``propagation.irn.walk.bg_threshold: auto``) instead of IRN's 0.25, which was tuned on
   IRN's CAMs. Measured on MSRC (2^8 steps): 0.25 gives 39.3 mIoU, 0.47 (auto) 42.9.
-- The ``rw_irn`` stage walks 2^3 steps by default (``rw_irn.exp_times: 3``; IRN 2^8): shorter walks keep
+- The ``walk`` stage walks 2^3 steps by default (``propagation.irn.walk.exp_times: 3``; IRN 2^8): shorter walks keep
   more of the CAM's shape on MSRC and on the demo dataset, whose grids are small (benchmarks/README.md).
 """
 from __future__ import annotations
@@ -31,16 +31,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.boundary import GRID_STRIDE, boundary_affinities
 from pipeline.errors import ArgumentError, DataError
-from pipeline.random_walk import grid_to_image, random_walk, transition_matrix
+from pipeline.propagation.irn.network import GRID_STRIDE, boundary_affinities
+from pipeline.propagation.sparse_walk import grid_to_image, random_walk, transition_matrix
 
 _EPS = 1e-5
 
 
 def boundary_transition(boundary: torch.Tensor, radius: int = 5, beta: float = 10.0) -> torch.Tensor:
     """Sparse CSR (N, N) transition D^-1 A^beta of an (h, w) boundary map, N = h * w, a_ij from the path
-    maximum (:func:`pipeline.boundary.boundary_affinities`) over every in-image pair (IRN's
+    maximum (:func:`pipeline.propagation.irn.network.boundary_affinities`) over every in-image pair (IRN's
     ``propagate_to_edge`` pads the map with radius cells of boundary 1 left, right and below, so that all
     of them exist)."""
     if boundary.dim() != 2:
@@ -55,7 +55,7 @@ def propagate_boundary(cams: np.ndarray | torch.Tensor, keys: np.ndarray, bounda
     """IRN semantic-segmentation labels from an image's CAMs and its boundary map.
 
     ``cams`` (K, H, W) in [0, 1] for the labelled classes ``keys`` (1-based); ``boundary`` (h, w) in
-    [0, 1] on the stride-4 grid, (ceil(H / 4), ceil(W / 4)) (:meth:`pipeline.boundary.BoundaryNet.boundary`;
+    [0, 1] on the stride-4 grid, (ceil(H / 4), ceil(W / 4)) (:meth:`pipeline.propagation.irn.network.BoundaryNet.boundary`;
     computation runs on its device).
     Returns (label map (H', W') uint8 with 0 / keys, scores (1 + K, H', W') float32 with the constant
     background as channel 0), (H', W') = ``image_size`` (default (H, W)).

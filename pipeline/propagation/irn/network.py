@@ -14,11 +14,11 @@ Departures from jiwoon-ahn/irn (``net/resnet50_irn.py``, ``misc/indexing.py``, `
   4/4/8/16/16, 64..2048 channels), each resized to the stride-4 grid of ceil(H/4) x ceil(W/4) cells by
   bilinear interpolation (IRN upsamples by a fixed factor and crops top-left; a stage finer than stride 4,
   as the ``tiny`` backbone's first, is resized down the same way).
-- Pairs are those of :func:`pipeline.affinity.pair_indices` (the same half-disc of offsets as IRN's
+- Pairs are those of :func:`pipeline.propagation.pairs.pair_indices` (the same half-disc of offsets as IRN's
   ``search_dirs``). By default training starts, as IRN's ``PathIndex``, no pair within radius - 1 cells of
-  the left, right or bottom border (``train_irn.pair_set: psa``, PSA's pair set); the departure is the
+  the left, right or bottom border (``propagation.irn.train.pair_set: psa``, PSA's pair set); the departure is the
   option ``full`` (not measured), every in-bounds pair. IRN's walk pads the boundary map so that every in-image pair
-  exists: :func:`pipeline.irn_walk.boundary_transition` uses ``full``.
+  exists: :func:`pipeline.propagation.irn.walk.boundary_transition` uses ``full``.
 - The path maximum is taken over shifted views of the boundary map, one per path cell of each offset, in
   the pair order of ``pair_indices`` (offset-major); IRN orders the offsets by path length and gathers a flat
   index per length. Same pairs, same values.
@@ -34,9 +34,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.affinity import affinity_loss, radius_offsets, source_windows, training_pairs
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.base import Backbone
+from pipeline.propagation.pairs import (
+    affinity_loss,
+    downsample_labels,
+    pair_labels,
+    radius_offsets,
+    source_windows,
+    training_pairs,
+)
 
 GRID_STRIDE = 4  # IRN predicts the boundary, and walks, at stride 4
 
@@ -57,7 +64,7 @@ def _paths(radius: int) -> tuple[tuple[tuple[int, int], ...], ...]:
 
 
 def path_cells(radius: int) -> list[list[tuple[int, int]]]:
-    """For each offset of :func:`pipeline.affinity.radius_offsets` (same order), the cells (y, x) relative
+    """For each offset of :func:`pipeline.propagation.pairs.radius_offsets` (same order), the cells (y, x) relative
     to the source on the path to the destination: both ends and every cell of the box they span whose
     distance to the line between them is below 1 (IRN's ``PathIndex.get_search_paths_dst``)."""
     radius_offsets(radius)  # validates the radius
@@ -99,7 +106,7 @@ class BoundaryNet(nn.Module):
     def __init__(self, backbone: Backbone, branch_channels: int = 32, radius: int = 10, pair_set: str = "psa"):
         super().__init__()
         if branch_channels < 1:
-            raise ConfigError(f"train_irn.branch_channels: must be >= 1, got {branch_channels}")
+            raise ConfigError(f"propagation.irn.train.branch_channels: must be >= 1, got {branch_channels}")
         self.backbone = backbone.requires_grad_(False)
         source_windows(1, 1, radius, pair_set)  # validates the radius and the pair set
         self.radius = radius
@@ -140,16 +147,15 @@ class BoundaryNet(nn.Module):
 
     def training_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Loss terms for images (B, 3, H, W) and relation label maps (B, H, W) at image resolution (class
-        index, 0 background, 255 ignore: :func:`pipeline.irn_labels.relation_labels`). The loss is
+        index, 0 background, 255 ignore: :func:`pipeline.propagation.irn.labels.relation_labels`). The loss is
         fg_pos / 4 + bg_pos / 4 + neg / 2, IRN's (bg_pos / 2 + fg_pos / 2 + neg) / 2."""
-        from pipeline.affinity_labels import downsample_labels, pair_labels
 
         if labels.dim() != 3 or labels.shape[0] != images.shape[0] or labels.shape[-2:] != images.shape[-2:]:
             raise DataError(f"relation labels must be (B, H, W) matching images {tuple(images.shape)}, "
                             f"got {tuple(labels.shape)}")
         boundary = torch.sigmoid(self(images).float())[:, 0]
         h, w = boundary.shape[-2:]
-        src, dst = training_pairs(h, w, self.radius, self.pair_set, boundary.device, "train_irn")
+        src, dst = training_pairs(h, w, self.radius, self.pair_set, boundary.device, "propagation.irn.train")
         fg_pos, bg_pos, neg = pair_labels(downsample_labels(labels.to(boundary.device), (h, w)), src, dst)
         terms = affinity_loss(boundary_affinities(boundary, self.radius, self.pair_set), fg_pos, bg_pos, neg)
         return {"loss": terms["loss"], **{k: v.detach() for k, v in terms.items() if k != "loss"}}

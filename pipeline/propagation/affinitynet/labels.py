@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-import torch
 
 from pipeline.errors import ArgumentError, ConfigError, DataError
 
@@ -92,7 +91,7 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_a
     if keys.size and (keys.min() < 1 or keys.max() >= IGNORE):
         raise DataError(f"confident_labels: keys must lie in [1, {IGNORE - 1}], got {keys.tolist()}")
     if not 0 < fg_alpha < bg_alpha:
-        raise ConfigError(f"aff_labels.fg_alpha/bg_alpha: need 0 < fg_alpha < bg_alpha, got {fg_alpha}, {bg_alpha}")
+        raise ConfigError(f"propagation.affinitynet.labels.fg_alpha/bg_alpha: need 0 < fg_alpha < bg_alpha, got {fg_alpha}, {bg_alpha}")
     height, width = cams.shape[1:]
     if keys.size == 0:
         cell_average(np.zeros((1, 1, 1), np.float32), grid_stride)  # validates grid_stride
@@ -112,38 +111,3 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_a
     grid_labels = combine_confident(cells[0], cells[1], keys)
     blocks = np.repeat(np.repeat(grid_labels, grid_stride, axis=0), grid_stride, axis=1)
     return np.ascontiguousarray(blocks[:height, :width])
-
-
-def downsample_labels(labels: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest resampling of label maps (..., H, W) to (..., h, w) at the cell centres.
-
-    Grid cell (i, j) takes the pixel at ((i + 0.5) H / h, (j + 0.5) W / w), the same cell geometry that
-    bilinear up/down-sampling with ``align_corners=False`` uses. Returns an int64 tensor.
-    """
-    labels = torch.as_tensor(labels)
-    height, width = labels.shape[-2:]
-    h, w = size
-    if h < 1 or w < 1:
-        raise DataError(f"downsample_labels: target size must be positive, got {size}")
-    device = labels.device
-    rows = ((torch.arange(h, device=device) + 0.5) * (height / h)).long().clamp_max(height - 1)
-    cols = ((torch.arange(w, device=device) + 0.5) * (width / w)).long().clamp_max(width - 1)
-    return labels.long()[..., rows[:, None], cols[None, :]]
-
-
-def pair_labels(label_map: torch.Tensor, src: torch.Tensor, dst: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Boolean masks (fg_pos, bg_pos, neg), each (..., P), for pairs (src, dst) of a grid label map
-    (..., h, w) holding 0 background, a positive class index, or 255 ignore.
-
-    fg_pos: both confident and the same foreground class; bg_pos: both background; neg: both confident and
-    different classes.
-    """
-    flat = torch.as_tensor(label_map).long().flatten(-2)
-    a, b = flat[..., src], flat[..., dst]
-    confident = (a != IGNORE) & (b != IGNORE)
-    same = a == b
-    fg_pos = confident & same & (a != 0)
-    bg_pos = confident & same & (a == 0)
-    neg = confident & ~same
-    return fg_pos, bg_pos, neg

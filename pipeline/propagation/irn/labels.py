@@ -38,7 +38,7 @@ def calibrated_thresholds(cam_threshold: float) -> tuple[float, float]:
     """(fg, bg) thresholds for CAMs whose best background threshold is ``cam_threshold``: IRN's 0.30 / 0.05
     moved as the power that carries IRN's 0.15 to ``cam_threshold`` (IRN's own values at 0.15)."""
     if not 0.0 < cam_threshold < 1.0:
-        raise ConfigError(f"ir_labels: the CAM threshold to calibrate from must lie in (0, 1), got {cam_threshold}")
+        raise ConfigError(f"propagation.irn.labels: the CAM threshold to calibrate from must lie in (0, 1), got {cam_threshold}")
     return (cam_threshold ** (np.log(IRN_FG) / np.log(IRN_CAM_THRESHOLD)),
             cam_threshold ** (np.log(IRN_BG) / np.log(IRN_CAM_THRESHOLD)))
 
@@ -70,7 +70,7 @@ def relation_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_th
     if keys.size and (keys.min() < 1 or keys.max() >= IGNORE):
         raise DataError(f"relation_labels: keys must lie in [1, {IGNORE - 1}], got {keys.tolist()}")
     if not 0.0 <= bg_threshold < fg_threshold <= 1.0:
-        raise ConfigError(f"ir_labels.fg_threshold/bg_threshold: need 0 <= bg_threshold < fg_threshold <= 1, "
+        raise ConfigError(f"propagation.irn.labels.fg_threshold/bg_threshold: need 0 <= bg_threshold < fg_threshold <= 1, "
                           f"got {fg_threshold}, {bg_threshold}")
     if keys.size == 0:
         return np.zeros(cams.shape[1:], dtype=np.uint8)

@@ -1,15 +1,10 @@
 """Random-walk propagation of CAMs with AffinityNet affinities (Ahn & Kwak, CVPR 2018, sec. 3.4).
 
-The affinity matrix A holds a_ij^beta for every pair of the pair set (both directions; PSA's by default,
-:mod:`pipeline.affinity`, where a cell in no pair only keeps its own score, as in PSA's walk) and 1 on the
-diagonal; the transition matrix is T = D^-1 A with D the row sums (eq. 9-10), so every row of
-T sums to 1. Scores v (N, C) are propagated as v <- T v for t = 2^logt steps (eq. 11). T is a sparse CSR
-matrix with at most N (2M + 1) non-zeros (M = half-disc offsets), and the walk is t sparse products with an
-(N, C) matrix, so memory stays linear in the number of cells; neither A nor T^t is ever formed densely.
-
-Grid geometry, as PSA's ``infer_aff.py``: the full-resolution CAMs are zero-padded at the bottom and right to
-a multiple of the grid stride, average-pooled over stride x stride cells, walked, bilinearly upsampled to the
-padded size and cropped back. The AffinityNet input is padded the same way (:func:`pad_to_stride`).
+The walk itself is the shared sparse core (:mod:`pipeline.propagation.sparse_walk`): T = D^-1 A^beta over
+the pairs of the pair set the AffinityNet was trained on (PSA's by default), 2^logt steps (eq. 9-11). The
+full-resolution CAMs are zero-padded at the bottom and right to a multiple of the grid stride, average-pooled
+over stride x stride cells, walked, bilinearly upsampled to the padded size and cropped back, as PSA's
+``infer_aff.py``. The AffinityNet input is padded the same way (:func:`pad_to_stride`).
 
 The background, two reference behaviours (``bg_mode``):
 
@@ -29,8 +24,8 @@ Departures from the references:
   (PSA's way), and the boundary factor belongs to IRN's own boundary-affinity module, not to this walk.
 * The label map is restricted to background + the image's labelled classes (PSA walks all 21 channels, the
   unlabelled ones being zero, which gives the same argmax except on exact ties).
-* The background strength is calibrated to the CAMs at hand (``rw.bg_alpha`` / ``rw.bg_threshold``:
-  ``auto``, the stage's default). PSA's alpha 16 and IRN's 0.25 were tuned on their ResNet-38 / ResNet-50
+* The background strength is calibrated to the CAMs at hand (``propagation.affinitynet.walk.bg_alpha``
+  / ``bg_threshold``: ``auto``, the stage's default). PSA's alpha 16 and IRN's 0.25 were tuned on their ResNet-38 / ResNet-50
   VOC CAMs: before the walk, (1 - m)^16 falls below the foreground at m ~ 0.13, while our Lite0 MSRC CAMs
   are best thresholded at 0.47. ``auto`` takes eval_cam's best threshold t for the CAM method and, for
   ``psa``, the power at which the background crosses the foreground exactly there
@@ -39,58 +34,19 @@ Departures from the references:
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.affinity import pair_affinities, pair_indices
 from pipeline.errors import ArgumentError, DataError
-
-
-def transition_matrix(affinities: torch.Tensor, h: int, w: int, radius: int, beta: float = 8.0,
-                      pair_set: str = "psa") -> torch.Tensor:
-    """Sparse CSR (N, N) transition matrix T = D^-1 A^beta, N = h * w, float32.
-
-    ``affinities`` (P,) are the pair affinities in the order of ``pair_indices(h, w, radius,
-    pair_set=pair_set)`` (e.g. :func:`pipeline.affinity.pair_affinities`); self-affinities are 1. With PSA's
-    pair set a cell in no pair keeps its scores (its row is the unit vector), as in PSA's walk.
-    """
-    if beta <= 0:
-        raise ArgumentError("beta", f"must be > 0, got {beta}")
-    device = affinities.device
-    src, dst = pair_indices(h, w, radius, device=device, pair_set=pair_set)
-    if affinities.shape != src.shape:
-        raise DataError(f"transition_matrix: expected {src.numel()} affinities for a {h}x{w} grid with radius "
-                        f"{radius}, got shape {tuple(affinities.shape)}")
-    n = h * w
-    with torch.autocast(device_type=device.type, enabled=False):
-        weights = affinities.detach().float().clamp(0.0, 1.0).pow(beta)
-        diag = torch.arange(n, device=device)
-        rows = torch.cat([src, dst, diag])
-        cols = torch.cat([dst, src, diag])
-        values = torch.cat([weights, weights, torch.ones(n, device=device)])
-        degree = torch.zeros(n, device=device).index_add_(0, rows, values)
-        values = values / degree[rows]
-        coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False).coalesce()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            return coo.to_sparse_csr()
-
-
-def random_walk(cams_with_bg: torch.Tensor, transition: torch.Tensor, logt: int = 8) -> torch.Tensor:
-    """Propagate (C, h, w) scores by t = 2^logt steps v <- T v; returns (C, h, w) float32."""
-    if isinstance(logt, bool) or not isinstance(logt, int) or logt < 0:
-        raise ArgumentError("logt", f"must be an integer >= 0, got {logt!r}")
-    channels, h, w = cams_with_bg.shape
-    if transition.shape != (h * w, h * w):
-        raise DataError(f"random_walk: transition matrix {tuple(transition.shape)} does not fit a {h}x{w} grid")
-    with torch.autocast(device_type=cams_with_bg.device.type, enabled=False):
-        v = cams_with_bg.float().reshape(channels, h * w).t().contiguous()
-        for _ in range(2 ** logt):
-            v = torch.sparse.mm(transition, v)
-        return v.t().reshape(channels, h, w)
+from pipeline.propagation.pairs import pair_affinities
+from pipeline.propagation.sparse_walk import (
+    grid_to_image,
+    infer_grid_stride,
+    pool_to_grid,
+    random_walk,
+    transition_matrix,
+)
 
 
 BG_MODES = ("psa", "irn")
@@ -126,52 +82,6 @@ def irn_background(walked_fg: torch.Tensor, bg_threshold: float = 0.25) -> torch
     return torch.cat([background, scaled], dim=0)
 
 
-def infer_grid_stride(height: int, width: int, h: int, w: int, grid_stride: int | None = None) -> int:
-    """The stride s with ceil(H / s) == h and ceil(W / s) == w (the AffinityNet grid of a padded image);
-    ``grid_stride`` is checked when given, else s = ceil(H / h)."""
-    stride = -(-height // h) if grid_stride is None else int(grid_stride)
-    if stride < 1 or -(-height // stride) != h or -(-width // stride) != w:
-        raise DataError(f"random walk: a {h}x{w} feature grid does not fit a {height}x{width} image at grid "
-                        f"stride {stride} (expected ceil(size / stride) cells)")
-    return stride
-
-
-def pad_to_stride(images: torch.Tensor, stride: int, value: float | torch.Tensor = 0.0) -> torch.Tensor:
-    """Pad (..., C, H, W) at the bottom and right to multiples of ``stride`` with ``value`` (a scalar or a
-    (C,) per-channel fill), as PSA pads its network input and CAMs before the walk."""
-    height, width = images.shape[-2:]
-    pad_h, pad_w = -height % stride, -width % stride
-    if not pad_h and not pad_w:
-        return images
-    value = torch.as_tensor(value, dtype=images.dtype, device=images.device)
-    padded = value.reshape(-1, 1, 1).expand(*images.shape[:-2], height + pad_h, width + pad_w).clone()
-    padded[..., :height, :width] = images
-    return padded
-
-
-def input_fill(normalize, device: torch.device | str | None = None) -> torch.Tensor:
-    """(3,) CPU colour in [0, 1] that an affine per-channel input ``normalize`` (run on ``device``) maps
-    to 0: PSA pads the *normalised* image with zeros, i.e. the raw image with this colour."""
-    with torch.no_grad():
-        at0 = normalize(torch.zeros(1, 3, 1, 1, device=device)).flatten().cpu()
-        at1 = normalize(torch.ones(1, 3, 1, 1, device=device)).flatten().cpu()
-    return -at0 / (at1 - at0)
-
-
-def pool_to_grid(scores: torch.Tensor, stride: int) -> torch.Tensor:
-    """(C, H, W) -> (C, ceil(H / s), ceil(W / s)): zero-pad to multiples of the stride, then average over
-    each s x s cell (PSA ``infer_aff.py``)."""
-    padded = pad_to_stride(scores, stride, 0.0)
-    return F.avg_pool2d(padded[None], stride, stride)[0]
-
-
-def grid_to_image(grid_scores: torch.Tensor, stride: int, size: tuple[int, int]) -> torch.Tensor:
-    """(C, h, w) -> (C, H, W): bilinear upsampling to the padded size (h s, w s), cropped to ``size``."""
-    h, w = grid_scores.shape[-2:]
-    up = F.interpolate(grid_scores[None], size=(h * stride, w * stride), mode="bilinear", align_corners=False)[0]
-    return up[:, : size[0], : size[1]]
-
-
 def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: torch.Tensor,
                   bg_alpha: float = 16.0, bg_threshold: float = 0.25, beta: float = 8.0, logt: int = 8,
                   radius: int = 5, image_size: tuple[int, int] | None = None, bg_mode: str = "psa",
@@ -179,9 +89,9 @@ def propagate_cam(cams: np.ndarray | torch.Tensor, keys: np.ndarray, features: t
     """Random-walk pseudo mask from an image's CAMs and its AffinityNet features.
 
     ``cams`` (K, H, W) in [0, 1] for the labelled classes ``keys`` (1-based); ``features`` (D, h, w) from
-    :class:`pipeline.affinity.AffinityNet` on the image padded to a multiple of the grid stride (computation
+    :class:`pipeline.propagation.affinitynet.network.AffinityNet` on the image padded to a multiple of the grid stride (computation
     runs on their device); h = ceil(H / stride), w = ceil(W / stride); pairs of ``pair_set``
-    (:mod:`pipeline.affinity`, PSA's by default: the set the AffinityNet was trained on). ``bg_mode`` ``psa`` walks
+    (:mod:`pipeline.propagation.pairs`, PSA's by default: the set the AffinityNet was trained on). ``bg_mode`` ``psa`` walks
     (1 - max cam)^bg_alpha with the classes; ``irn`` walks the classes alone and reads them out with
     :func:`irn_background` (``bg_threshold``). The result is resized to ``image_size`` when that differs
     from (H, W); the argmax runs over background + the labelled classes only.
