@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import ArgumentError, ConfigError, DataError
+from pipeline.propagation.label_inputs import IGNORE, checked_label_inputs
 
-IGNORE = 255
 _NO_SCORE = 1e-5  # PSA: cells whose every score is below this (padding) are ignored
 
 CrfFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -80,16 +80,7 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_a
     ``bg_alpha``; both posteriors are cell-averaged (:func:`cell_average`) and combined by
     :func:`combine_confident`.
     """
-    image = np.asarray(image)
-    cams = np.asarray(cams, dtype=np.float32)
-    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
-    if cams.ndim != 3 or cams.shape[0] != keys.size:
-        raise DataError(f"confident_labels: cams must be (K, H, W) with K={keys.size} keys, got {cams.shape}")
-    if image.dtype != np.uint8 or image.shape != cams.shape[1:] + (3,):
-        raise DataError(f"confident_labels: image must be uint8 {cams.shape[1:] + (3,)} to match the cams, "
-                        f"got {image.dtype} {image.shape}")
-    if keys.size and (keys.min() < 1 or keys.max() >= IGNORE):
-        raise DataError(f"confident_labels: keys must lie in [1, {IGNORE - 1}], got {keys.tolist()}")
+    image, cams, keys = checked_label_inputs("confident_labels", image, cams, keys)
     if not 0 < fg_alpha < bg_alpha:
         raise ConfigError(f"propagation.affinitynet.labels.fg_alpha/bg_alpha: need 0 < fg_alpha < bg_alpha, got {fg_alpha}, {bg_alpha}")
     height, width = cams.shape[1:]

@@ -24,8 +24,8 @@ from typing import Callable
 import numpy as np
 
 from pipeline.errors import ConfigError, DataError
+from pipeline.propagation.label_inputs import IGNORE, checked_label_inputs
 
-IGNORE = 255
 
 LabelCrfFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -59,16 +59,7 @@ def relation_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_th
     [0, K] (default :func:`pipeline.crf.dense_crf_labels`, IRN's settings; ``functools.partial`` changes
     them). An image without labelled classes is all background.
     """
-    image = np.asarray(image)
-    cams = np.asarray(cams, dtype=np.float32)
-    keys = np.asarray(keys, dtype=np.int64).reshape(-1)
-    if cams.ndim != 3 or cams.shape[0] != keys.size:
-        raise DataError(f"relation_labels: cams must be (K, H, W) with K={keys.size} keys, got {cams.shape}")
-    if image.dtype != np.uint8 or image.shape != cams.shape[1:] + (3,):
-        raise DataError(f"relation_labels: image must be uint8 {cams.shape[1:] + (3,)} to match the cams, "
-                        f"got {image.dtype} {image.shape}")
-    if keys.size and (keys.min() < 1 or keys.max() >= IGNORE):
-        raise DataError(f"relation_labels: keys must lie in [1, {IGNORE - 1}], got {keys.tolist()}")
+    image, cams, keys = checked_label_inputs("relation_labels", image, cams, keys)
     if not 0.0 <= bg_threshold < fg_threshold <= 1.0:
         raise ConfigError(f"propagation.irn.labels.fg_threshold/bg_threshold: need 0 <= bg_threshold < fg_threshold <= 1, "
                           f"got {fg_threshold}, {bg_threshold}")
