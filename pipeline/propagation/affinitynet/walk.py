@@ -29,8 +29,8 @@ Departures from the references:
   VOC CAMs: before the walk, (1 - m)^16 falls below the foreground at m ~ 0.13, while our Lite0 MSRC CAMs
   are best thresholded at 0.47. ``auto`` takes eval_cam's best threshold t for the CAM method and, for
   ``psa``, the power at which the background crosses the foreground exactly there
-  (:func:`alpha_for_threshold`); for ``irn``, t itself. Measured on MSRC (benchmarks/README.md, "Random
-  walk"): psa alpha 16 gives 43.3 against CAM 56.6, auto (alpha 1.19) 61.2; irn 0.25 gives 46.5, auto 61.3.
+  (:func:`alpha_for_threshold`); for ``irn``, t itself. On MSRC both fixed values put the walk far below
+  the CAM it refines and ``auto`` above it (benchmarks/README.md, the propagation ladder).
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ Departures from the reference:
 - A walk that is zero everywhere stays zero (IRN divides by its maximum: NaN).
 - The constant background is a parameter of this function; the ``walk`` stage defaults it to eval_cam's
   best threshold for the method (``propagation.irn.walk.bg_threshold: auto``) instead of IRN's 0.25, which was tuned on
-  IRN's CAMs. Measured on MSRC (2^8 steps): 0.25 gives 39.3 mIoU, 0.47 (auto) 42.9.
+  IRN's CAMs; on MSRC (2^8 steps) ``auto`` scores higher (benchmarks/README.md, the propagation ladder).
 - The ``walk`` stage walks 2^3 steps by default (``propagation.irn.walk.exp_times: 3``; IRN 2^8): shorter walks keep
   more of the CAM's shape on MSRC and on the demo dataset, whose grids are small (benchmarks/README.md).
 """
