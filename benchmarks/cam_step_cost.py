@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
 
-    from pipeline.methods import build_method
+    from pipeline.cam.methods import build_method
     from pipeline.models.backbones import build_backbone
 
     torch.set_num_threads(args.threads)

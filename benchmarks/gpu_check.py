@@ -24,7 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.methods import METHODS  # noqa: E402
+from pipeline.cam.methods import METHODS  # noqa: E402
 from stages.config import load_params  # noqa: E402
 from stages.propagation import PROP_STAGES, list_propagation  # noqa: E402
 from stages.table import STAGES, resolve  # noqa: E402

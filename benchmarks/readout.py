@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.cam import multiscale_cam
+from pipeline.cam.readout import multiscale_cam
 from pipeline.data.transforms import to_image_tensor
 from pipeline.data.voc import VOCDataset
 from pipeline.metrics import ThresholdSweep

@@ -61,7 +61,7 @@ def bare_cam_forward(out: Path, data: Path) -> tuple[float, int]:
     import numpy as np
     import torch
 
-    from pipeline.cam import multiscale_cam
+    from pipeline.cam.readout import multiscale_cam
     from pipeline.data.transforms import to_image_tensor
     from stages.checkpoints import load_method
     from stages.common import open_split

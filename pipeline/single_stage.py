@@ -11,7 +11,7 @@ with partial cross entropy plus a regularised loss, no pseudo-mask files.
 Supervision: ``scribble`` (DFR's setting: the labels of the ``scribbles`` stage), ``image`` (image-level
 labels only: seeds from the model's own CAM head, online, as single-stage WSSS methods do, ToCo / AFA:
 CAM >= ``seed_fg`` -> that class, max CAM < ``seed_bg`` -> background, else ignored; the CAM head is
-trained with the multilabel soft-margin loss on global average pooling, as :mod:`pipeline.methods.cam`),
+trained with the multilabel soft-margin loss on global average pooling, as :mod:`pipeline.cam.methods.cam`),
 or ``full`` (ground truth, the upper bound of the same code).
 
 Network, optimisation and augmentation are train_seg's (one segmentation recipe, :mod:`pipeline.segmentation`:
@@ -56,11 +56,11 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from pipeline import distributed
+from pipeline.engine.trainer import Hook
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
 from pipeline.models.backbones.base import Backbone
 from pipeline.models.deeplab import SegmentationModel, build_deeplab
-from pipeline.engine.trainer import Hook
 from pipeline.segmentation import train_segmentation
 
 IGNORE_INDEX = 255
@@ -105,7 +105,7 @@ class SingleStageModel(SegmentationModel):
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         """Backbone at ``lr``, the three heads (trained from scratch) at ``lr * head_lr_mult``."""
-        from pipeline.methods.base import backbone_head_groups
+        from pipeline.cam.methods.base import backbone_head_groups
 
         heads = [m for m in (self.head, self.embed, self.cam_head) if m is not None]
         return backbone_head_groups(self.backbone, heads, lr, head_lr_mult)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from pipeline import distributed
-from pipeline.methods.base import CamMethod
+from pipeline.cam.methods.base import CamMethod
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -1,6 +1,6 @@
 """Stage ``cam``: multi-scale + flip CAMs of the labelled classes of every train image.
 
-Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam`).
+Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam.readout`).
 The classifier is ``train_cls``'s, or ReCAM's fine-tuned one with ``recam.enabled`` (:mod:`stages.recam`).
 Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
 one directory per method so that all methods' CAMs can exist side by side. A killed run keeps its
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.cam import multiscale_cam
+from pipeline.cam.readout import multiscale_cam
 from pipeline.io import save_cam
 from pipeline.streaming import BackgroundWriter, stream_images
 from pipeline.train import resolve_device

@@ -7,9 +7,9 @@ from typing import Iterator
 
 import torch
 
+from pipeline.cam.methods import METHODS, CamMethod, build_method
 from pipeline.errors import WsssError
 from pipeline.io import save_torch
-from pipeline.methods import METHODS, CamMethod, build_method
 from pipeline.models.backbones import build_backbone
 
 

@@ -33,7 +33,7 @@ ParamsOption = typer.Option("params.yaml", "--params", "-p", help="Parameters fi
 SetOption = typer.Option(None, "--set", "-s", help="Override a parameter: section.key=value (repeatable).")
 
 
-MethodOption = typer.Option(None, "--method", "-m", help="CAM method, a name of pipeline.methods (overrides `method`).")
+MethodOption = typer.Option(None, "--method", "-m", help="CAM method, a name of pipeline.cam.methods (overrides `method`).")
 RecipeOption = typer.Option(None, "--recipe", "-r",
                             help="A recipe overlay (recipes/voc/seam.yaml) merged over the params file (repeatable).")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import distributed
+from pipeline.cam.methods import METHODS
 from pipeline.errors import DataError, WsssError
 from pipeline.io import read_json
-from pipeline.methods import METHODS
 from pipeline.report.assets import inspect_image
 from pipeline.report.page import finish_rows, palette, sort_rows, split_summary, write_page
 from pipeline.report.scores import lineage, stage_names, walk_keys

@@ -1,4 +1,4 @@
-"""Stage ``recam``: ReCAM's fine-tuning (:mod:`pipeline.recam`) of the classifier ``train_cls`` trained, for
+"""Stage ``recam``: ReCAM's fine-tuning (:mod:`pipeline.cam.recam`) of the classifier ``train_cls`` trained, for
 any CAM method; with ``recam.enabled`` the ``cam`` stage reads its checkpoint and writes re-activated CAMs.
 
 ReCAM is a stage after ``train_cls`` rather than a fifth CAM method because it refines a trained
@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from pipeline import distributed
+from pipeline.cam.recam import ReCAM, classifier_of, fold_predictor
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
 from pipeline.errors import DataError
 from pipeline.io import atomic_dir, write_json
-from pipeline.recam import ReCAM, classifier_of, fold_predictor
 from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import load_method, save_checkpoint
 from stages.common import (

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from pipeline.cam import multiscale_cam, normalize_cams
-from pipeline.models.correlation import minmax_normalise
+from pipeline.cam.maps import normalize_cams
+from pipeline.cam.maps import minmax_normalise
+from pipeline.cam.methods import METHODS
+from pipeline.cam.methods.base import CamMethod
+from pipeline.cam.readout import multiscale_cam
 from pipeline.errors import ConfigError
-from pipeline.methods import METHODS
-from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.tiny import TinyBackbone
 from stages.config import load_params
 

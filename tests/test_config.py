@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cam.methods import METHODS
 from pipeline.errors import ConfigError
-from pipeline.methods import METHODS
 from stages.config import load_params, parse_override
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import ConfigError, DataError
-from pipeline.methods import build_method
-from pipeline.methods.complementary_patches import hidden_regions, scaled_segments
-from pipeline.methods.cpn import (
+from pipeline.cam.maps import add_background, correlation_seed
+from pipeline.cam.methods import build_method
+from pipeline.cam.methods.complementary_patches import hidden_regions, scaled_segments
+from pipeline.cam.methods.correlation import (
+    PixelRegionCorrelationModule,
+    authors_key_layout,
+    pcm_propagate,
+    region_attention,
+    spatial_gather,
+)
+from pipeline.cam.methods.cpn import (
     CPN,
     complementary_loss,
     complementary_masks,
@@ -18,16 +25,8 @@ from pipeline.methods.cpn import (
     kept_fraction,
     neutral_colour,
 )
+from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.models.correlation import (
-    PixelRegionCorrelationModule,
-    add_background,
-    authors_key_layout,
-    correlation_seed,
-    pcm_propagate,
-    region_attention,
-    spatial_gather,
-)
 
 from conftest import coloured_squares
 

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from conftest import coloured_squares
-from pipeline.propagation.pairs import pair_indices
-from pipeline.cam import multiscale_cam
+from pipeline.cam.methods import build_method
+from pipeline.cam.readout import multiscale_cam
 from pipeline.engine.trainer import Hook
-from pipeline.propagation.irn.walk import propagate_boundary
-from pipeline.methods import build_method
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
 from pipeline.propagation.affinitynet.walk import propagate_cam
+from pipeline.propagation.irn.walk import propagate_boundary
+from pipeline.propagation.pairs import pair_indices
 from pipeline.segmentation import predict, train_segmentation
 from pipeline.train import train_method
 

@@ -84,7 +84,7 @@ def test_rank_batches_together_make_the_single_process_batch():
 
 
 def _initial_weights(num_fg: int) -> dict:
-    from pipeline.methods import build_method
+    from pipeline.cam.methods import build_method
     from pipeline.models.backbones import build_backbone
     from pipeline.train import seed_everything
 

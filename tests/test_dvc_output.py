@@ -85,7 +85,7 @@ FULL_RECORD = {"method": "seam", "labels": "pseudo", "supervision": "scribble", 
 
 def _metrics_paths() -> list[str]:
     """dvc.yaml's metrics files with the longest names its parameters allow."""
-    from pipeline.methods import METHODS
+    from pipeline.cam.methods import METHODS
 
     values = {"paths.outputs": "outputs", "method": max(METHODS, key=len), "train_seg.labels": "pseudo",
               "single.supervision": "scribble", "single.loss": "dfr"}

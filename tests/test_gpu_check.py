@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.methods import METHODS
+from pipeline.cam.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))

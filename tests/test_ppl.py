@@ -6,9 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
-from pipeline.methods import build_method
-from pipeline.methods.ppl import (
+from pipeline.cam.methods import build_method
+from pipeline.cam.methods.ppl import (
     PPL,
     aggregate_patch_logits,
     merge_patches,
@@ -16,6 +15,7 @@ from pipeline.methods.ppl import (
     split_patches,
     stage_epochs,
 )
+from pipeline.errors import ConfigError
 from pipeline.models.backbones.tiny import TinyBackbone
 
 from conftest import coloured_squares

@@ -1,4 +1,4 @@
-"""ReCAM (pipeline/recam.py, stages/recam.py): the class-specific features and the softmax CE on hand-made
+"""ReCAM (pipeline/cam/recam.py, stages/recam.py): the class-specific features and the softmax CE on hand-made
 inputs, which parts train, the read-out weights, and the stage on a tiny generated dataset."""
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from pipeline.cam.maps import normalize_cams
+from pipeline.cam.methods import build_method
+from pipeline.cam.recam import ReCAM, class_masked_features, fold_predictor, recam_loss
 from pipeline.errors import ConfigError, WsssError
 from pipeline.io import load_cam
-from pipeline.methods import build_method
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.cam import normalize_cams
-from pipeline.recam import ReCAM, class_masked_features, fold_predictor, recam_loss
 from pipeline.train import freeze_batchnorm
 from stages import cam, data, synthetic, train_cls
 from stages import recam as recam_stage
@@ -223,7 +223,7 @@ def test_defaults_are_the_authors_but_the_measured_schedule_and_bad_values_name_
     cfg = params.recam
     assert (cfg.enabled, cfg.loss_weight, cfg.weight_decay) == (False, 1.0, 1e-4)
     assert cfg.lr == pytest.approx(5e-5) and cfg.lr * cfg.head_lr_mult == pytest.approx(5e-4)
-    # the departures measured on MSRC (pipeline/recam.py): real momentum, 12 epochs
+    # the departures measured on MSRC (pipeline/cam/recam.py): real momentum, 12 epochs
     assert (cfg.epochs, cfg.momentum) == (12, pytest.approx(0.9))
     assert RecamParams().epochs == 12 and RecamParams().momentum == pytest.approx(0.9)
     with pytest.raises(ConfigError, match="recam.momentum"):

@@ -5,20 +5,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
-from pipeline.methods import build_method
-from pipeline.methods.seam import SEAM, equivariant_l1, scaled_size
-from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.models.correlation import (
+from pipeline.cam.maps import correlation_seed, minmax_normalise
+from pipeline.cam.methods import build_method
+from pipeline.cam.methods.correlation import (
     CorrelationFeatures,
     PixelCorrelationModule,
-    correlation_seed,
     low_activation_loss,
-    minmax_normalise,
     ohem_l1,
     pcm_propagate,
     pixel_affinity,
 )
+from pipeline.cam.methods.seam import SEAM, equivariant_l1, scaled_size
+from pipeline.errors import ConfigError
+from pipeline.models.backbones.tiny import TinyBackbone
 
 from conftest import coloured_squares
 

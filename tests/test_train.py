@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.cam.methods import build_method
 from pipeline.data.transforms import as_tv, train_transform
 from pipeline.errors import ConfigError
-from pipeline.methods import build_method
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.train import freeze_batchnorm, train_method
 from stages.config import load_params
@@ -95,7 +95,7 @@ def test_scale_augmentation_resizes_the_long_side_relative_to_the_crop(height, w
 
 
 def test_progressive_stages_restart_the_poly_schedule(monkeypatch):
-    from pipeline.methods.ppl import PPL
+    from pipeline.cam.methods.ppl import PPL
 
     built = []
     real_sgd = torch.optim.SGD

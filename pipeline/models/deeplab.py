@@ -151,7 +151,7 @@ class SegmentationModel(nn.Module):
 
     def param_groups(self, lr: float, head_lr_mult: float = 10.0) -> list[dict]:
         """Backbone at ``lr``, the head (trained from scratch) at ``lr * head_lr_mult``."""
-        from pipeline.methods.base import backbone_head_groups
+        from pipeline.cam.methods.base import backbone_head_groups
 
         return backbone_head_groups(self.backbone, [self.head], lr, head_lr_mult)
 

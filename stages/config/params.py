@@ -29,7 +29,7 @@ class Params(Section):
     seed: int = Field(0, ge=0)
     device: str = "auto"
     workers: int = Field(0, ge=0, description="processes for per-image stages; 0 = all cores")
-    method: str = "cam"  # a name of pipeline.methods.METHODS
+    method: str = "cam"  # a name of pipeline.cam.methods.METHODS
     paths: PathsParams = PathsParams()
     synthetic: SyntheticParams = SyntheticParams()
     data: DataParams = DataParams()
@@ -58,7 +58,7 @@ class Params(Section):
     @field_validator("method")
     @classmethod
     def _known_method(cls, name: str) -> str:
-        from pipeline.methods import METHODS
+        from pipeline.cam.methods import METHODS
 
         if name not in METHODS:
             raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")

@@ -23,9 +23,9 @@ class TrainClsParams(TrainingParams, ResumableParams):
 
 
 class RecamParams(ResumableParams):
-    """ReCAM fine-tuning of the trained classifier (stage ``recam``, :mod:`pipeline.recam`); augmentation,
+    """ReCAM fine-tuning of the trained classifier (stage ``recam``, :mod:`pipeline.cam.recam`); augmentation,
     batch size and batch-norm freezing are ``train_cls``'s. Defaults: the authors' (zhaozhengChen/ReCAM), but
-    for the two measured departures of :mod:`pipeline.recam` (momentum 0.9, 12 epochs)."""
+    for the two measured departures of :mod:`pipeline.cam.recam` (momentum 0.9, 12 epochs)."""
 
     enabled: bool = False
     epochs: int = Field(12, ge=1)

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.methods.cpn import CPN
-from pipeline.methods.seam import SEAM
+from pipeline.cam.methods.cpn import CPN
+from pipeline.cam.methods.seam import SEAM
 
 from conformance._networks import FeatureDouble
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.cam import multiscale_cam
-from pipeline.methods.cpn import CPN, complementary_terms
-from pipeline.models.correlation import correlation_seed, pcm_propagate, spatial_gather
+from pipeline.cam.maps import correlation_seed
+from pipeline.cam.methods.correlation import pcm_propagate, spatial_gather
+from pipeline.cam.methods.cpn import CPN, complementary_terms
+from pipeline.cam.readout import multiscale_cam
 
 from conformance._fixtures import assert_outputs, load, tensor
 from conformance._networks import FeatureDouble, ReadoutDouble, features, load_weights

@@ -5,17 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.cam import multiscale_cam
-from pipeline.methods.seam import SEAM, equivariant_cross_terms, equivariant_l1
-from pipeline.models.correlation import (
-    add_background,
-    correlation_seed,
-    embedding_conv,
-    keep_max_only,
-    low_activation_loss,
-    minmax_normalise,
-    pcm_propagate,
-)
+from pipeline.cam.maps import add_background, correlation_seed, keep_max_only, minmax_normalise
+from pipeline.cam.methods.correlation import embedding_conv, low_activation_loss, pcm_propagate
+from pipeline.cam.methods.seam import SEAM, equivariant_cross_terms, equivariant_l1
+from pipeline.cam.readout import multiscale_cam
 
 from conformance._fixtures import assert_outputs, load, tensor
 from conformance._networks import FeatureDouble, ReadoutDouble, features, load_weights

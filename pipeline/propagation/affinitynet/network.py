@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cam.methods.base import backbone_head_groups
 from pipeline.errors import ConfigError, DataError
-from pipeline.methods.base import backbone_head_groups
 from pipeline.models.backbones.base import Backbone
 from pipeline.propagation.pairs import (
     _check_radius,

@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cam.methods.base import CamMethod
 from pipeline.errors import ArgumentError
-from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
 
 AGGREGATIONS = ("lse", "max", "mean")

@@ -5,23 +5,23 @@ A siamese network with shared weights sees the image I and a rescaled copy A(I) 
 ``scale``, 0.3 in the paper, ``align_corners=True``, output size ``floor(side * scale)`` as
 ``F.interpolate(scale_factor=...)``); the two branches are separate forwards (as the authors' code), so
 each batch-norm pass sees one kind of image. Per branch: a bias-free 1x1 classifier gives the foreground
-CAM; the Pixel Correlation Module (:class:`~pipeline.models.correlation.PixelCorrelationModule`) refines
-the detached seed (:func:`~pipeline.models.correlation.correlation_seed`: max-normalised CAM of every
+CAM; the Pixel Correlation Module (:class:`~pipeline.cam.methods.correlation.PixelCorrelationModule`) refines
+the detached seed (:func:`~pipeline.cam.maps.correlation_seed`: max-normalised CAM of every
 class, non-maximal foreground channels zeroed, background ``1 - max fg`` first) using mid-level backbone
 stages (``pcm_stages``, default ``(-3, -2)``: ResNet-38's b4 + b5 and their equivalents, see
-:mod:`pipeline.models.correlation`) and the image. As the authors' ``Net.forward``, both outputs (raw CAM
+:mod:`pipeline.cam.methods.correlation`) and the image. As the authors' ``Net.forward``, both outputs (raw CAM
 and PCM map) are then resized to the branch's input size (bilinear, ``align_corners=True``) before any
 loss or normalisation touches them (``resolution="input"``).
 
 Below, N(.) is SEAM's training normalisation ``max_norm``
-(:func:`~pipeline.models.correlation.minmax_normalise`: ReLU, subtract the map's minimum, divide by the
+(:func:`~pipeline.cam.maps.minmax_normalise`: ReLU, subtract the map's minimum, divide by the
 range), times the label mask (background always on), applied at the input size. Loss (eq. 8, the
 authors' train_SEAM.py): ``L = cls_weight * (L_cls + min_pool_weight * L_min) + er_weight * L_ER +
 ecr_weight * L_ECR`` (1:1:1):
 
 - ``L_cls``: multilabel soft margin on the globally average-pooled CAM (at the input size), averaged over
   both branches.
-- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of each branch's PCM output at the
+- ``L_min``: :func:`~pipeline.cam.methods.correlation.low_activation_loss` of each branch's PCM output at the
   input size (labelled foreground), averaged; the authors' code adds it to L_cls.
 - ``L_ER`` (eq. 3): ``mean |A(N(CAM(I))) - N(CAM(A(I)))|`` over all foreground channels (absent classes
   zeroed), at the size of A(I): N is applied at I's size, then A.
@@ -31,8 +31,8 @@ ecr_weight * L_ECR`` (1:1:1):
   (``max_onehot``), detached; the PCM output's own (refined) background channel is compared with it.
 
 ``cam()`` returns the PCM-refined foreground at the input size (the authors' network output), which
-:func:`pipeline.cam.multiscale_cam` resizes to the image (``align_corners=False``, as infer_SEAM.py) and
-min-max normalises (``readout_norm = "minmax"``). PCM memory: see :mod:`pipeline.models.correlation`.
+:func:`pipeline.cam.readout.multiscale_cam` resizes to the image (``align_corners=False``, as infer_SEAM.py) and
+min-max normalises (``readout_norm = "minmax"``). PCM memory: see :mod:`pipeline.cam.methods.correlation`.
 
 Options that depart from the authors' code (defaults are the authors'):
 
@@ -58,19 +58,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cam.maps import add_background, correlation_seed, keep_max_only, minmax_normalise
+from pipeline.cam.methods.base import CamMethod
+from pipeline.cam.methods.correlation import PixelCorrelationModule, low_activation_loss, ohem_l1, resize
 from pipeline.errors import ArgumentError
-from pipeline.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.correlation import (
-    PixelCorrelationModule,
-    add_background,
-    correlation_seed,
-    keep_max_only,
-    low_activation_loss,
-    minmax_normalise,
-    ohem_l1,
-    resize,
-)
 
 RESOLUTIONS = ("input", "grid")
 

@@ -25,19 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.cam.maps import minmax_normalise, normalize_cams
+from pipeline.cam.methods.base import CamMethod
 from pipeline.errors import ConfigError
-from pipeline.methods.base import CamMethod
-from pipeline.models.correlation import minmax_normalise
 
 READOUT_NORMS = ("max", "minmax")
-
-
-def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """ReLU, then divide each (.., H, W) map by its own maximum (an all-zero map stays zero): the max read-out,
-    and ReCAM's class weights (:mod:`pipeline.recam`)."""
-    cams = F.relu(cams)
-    peak = cams.flatten(-2).amax(-1)[..., None, None]
-    return cams / (peak + eps)
 
 
 @torch.no_grad()

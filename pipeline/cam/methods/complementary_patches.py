@@ -1,6 +1,6 @@
 """CPN's complementary patch pairs (Zhang et al., ICCV 2021; Ferenas/CPN tool/imutils.py
 ``hide_patch_ss``): which pixels the half images I1 and I2 keep, and how much each half weighs.
-The options and their defaults are described in :mod:`pipeline.methods.cpn`.
+The options and their defaults are described in :mod:`pipeline.cam.methods.cpn`.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ ReCAM fine-tunes the trained classifier with a softmax cross-entropy that makes 
 - Read-out (``make_recam.py``'s ``forward2``): the re-activated CAM of class k is
   ``ReLU((P_k * W_k) f)``: the classifier's weights multiplied element-wise by the predictor's, then the
   usual multi-scale + flip read-out divided by the maximum. :func:`fold_predictor` writes ``P * W`` into
-  the classifier, so the fine-tuned method reads out through its own ``cam()`` and :mod:`pipeline.cam`.
+  the classifier, so the fine-tuned method reads out through its own ``cam()`` and :mod:`pipeline.cam.readout`.
 
 The authors' fine-tuning schedule (``run_sample.py``) is the stage's default (``recam`` in params.yaml,
 :mod:`stages.recam`): 4 epochs, the predictor at lr 5e-4 and the trained network (backbone and
@@ -34,7 +34,7 @@ re-activated CAMs, read out through it, fall far below plain CAM; momentum 0.9 t
 lift the CAMs and the pseudo masks above plain CAM's three-seed range. ``recam.momentum: 0.0001`` and ``recam.epochs: 4`` give
 the authors' schedule.
 
-It works on top of every CAM method of :mod:`pipeline.methods`: each has a bias-free 1x1 ``classifier``
+It works on top of every CAM method of :mod:`pipeline.cam.methods`: each has a bias-free 1x1 ``classifier``
 over ``classifier_features(images)``. Departures, kept on purpose:
 
 - Every method, not only plain CAM: the fine-tuning loss is the authors' (L_bce on the classifier's pooled
@@ -56,14 +56,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.cam import normalize_cams
+from pipeline.cam.maps import normalize_cams
+from pipeline.cam.methods.base import CamMethod, backbone_head_groups
 from pipeline.errors import ConfigError
-from pipeline.methods.base import CamMethod, backbone_head_groups
 
 
 def class_masked_features(features: torch.Tensor, cams: torch.Tensor) -> torch.Tensor:
     """ReCAM's class-specific features (B, K, C): feature map (B, C, h, w) weighted by each class's map
-    (B, K, h, w) (already normalised: :func:`pipeline.cam.normalize_cams`), averaged over the h * w locations."""
+    (B, K, h, w) (already normalised: :func:`pipeline.cam.maps.normalize_cams`), averaged over the h * w locations."""
     if features.shape[-2:] != cams.shape[-2:] or features.shape[0] != cams.shape[0]:
         raise ValueError(f"class_masked_features: features {tuple(features.shape)} and CAMs {tuple(cams.shape)} differ")
     return torch.einsum("bkhw,bchw->bkc", cams, features) / (features.shape[-2] * features.shape[-1])

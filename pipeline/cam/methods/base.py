@@ -2,7 +2,7 @@
 
 A method is a small ``nn.Module`` around a shared :class:`~pipeline.models.backbones.base.Backbone`:
 it defines the training objective (``training_step``) and how CAMs are read out (``cam``). The generic
-trainer (:mod:`pipeline.train`) and the multi-scale CAM read-out (:mod:`pipeline.cam`) are shared.
+trainer (:mod:`pipeline.train`) and the multi-scale CAM read-out (:mod:`pipeline.cam.readout`) are shared.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class CamMethod(nn.Module):
     """
 
     name: str = ""
-    #: How the multi-scale read-out normalises each class map (:func:`pipeline.cam.multiscale_cam`):
+    #: How the multi-scale read-out normalises each class map (:func:`pipeline.cam.readout.multiscale_cam`):
     #: "max" (PSA/IRN's CAM: divide by the maximum) or "minmax" (SEAM/CPN's inference).
     readout_norm: str = "max"
 
@@ -41,7 +41,7 @@ class CamMethod(nn.Module):
 
     def classifier_features(self, images: torch.Tensor) -> torch.Tensor:
         """The feature map (B, C, h, w) the method's 1x1 ``classifier`` reads on a whole image (ReCAM
-        re-weights it: :mod:`pipeline.recam`); the backbone's last stage unless a method adds layers."""
+        re-weights it: :mod:`pipeline.cam.recam`); the backbone's last stage unless a method adds layers."""
         return self.backbone(images)[-1]
 
     def set_progress(self, epoch: int, num_epochs: int) -> None:

@@ -1,4 +1,5 @@
-"""Correlation modules that refine a CAM with learned feature similarity, and the CAM utilities they share.
+"""Correlation modules that refine a CAM with learned feature similarity (the seed they refine and the map
+normalisers: :mod:`pipeline.cam.maps`), and the loss terms SEAM and CPN share.
 
 - :class:`PixelCorrelationModule` (PCM): SEAM (Wang et al., CVPR 2020, Sec. 3.3, eq. 6), as
   YudeWang/SEAM network/resnet38_SEAM.py ``Net.PCM``. Pixel-to-pixel affinity ``ReLU(e_i . e_j)`` of the
@@ -55,52 +56,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.cam.maps import EPS
 from pipeline.errors import ArgumentError
 
-EPS = 1e-5
 KEY_LAYOUTS = ("authors", "per_class")
-
-
-def max_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """``ReLU(ReLU(x) - eps) / (max ReLU(x) + eps)`` per (image, channel) map: values in [0, 1). This is
-    how SEAM's and CPN's ``Net.forward`` normalise the CAM they feed to PCM / PRCM (the seed)."""
-    cams = F.relu(cams)
-    return F.relu(cams - eps) / (cams.amax(dim=(2, 3), keepdim=True) + eps)
-
-
-def minmax_normalise(cams: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """SEAM's ``max_norm`` (tool/visualization.py), which CPN's training reuses and SEAM's / CPN's
-    inference reads out with (:func:`pipeline.cam.multiscale_cam`): ReLU, then per (.., H, W) map
-    ``ReLU(x - min - eps) / (max - min + eps)``: the minimum maps to 0, the maximum to ~1. A map's floor
-    (a PCM output is a weighted average, so it rarely reaches 0) is removed. (The authors' inference leaves
-    the floor values slightly negative; any threshold >= 0 treats both alike.)"""
-    cams = F.relu(cams)
-    low = cams.amin(dim=(-2, -1), keepdim=True)
-    high = cams.amax(dim=(-2, -1), keepdim=True)
-    return F.relu(cams - low - eps) / (high - low + eps)
-
-
-def add_background(fg: torch.Tensor) -> torch.Tensor:
-    """Prepend a background channel ``1 - max_c fg_c`` to normalised foreground CAMs (B, C, h, w)."""
-    background = (1.0 - fg.amax(dim=1, keepdim=True)).clamp_min(0.0)
-    return torch.cat([background, fg], dim=1)
-
-
-def keep_max_only(cams: torch.Tensor) -> torch.Tensor:
-    """Zero every channel that is not the per-pixel maximum (ties keep all; a negative maximum stays).
-    On foreground CAMs before :func:`add_background` it is SEAM's ``max_onehot``; on all channels it is
-    CPN's ``max_onehot``."""
-    return cams * (cams >= cams.amax(dim=1, keepdim=True)).to(cams.dtype)
-
-
-def correlation_seed(raw_cam: torch.Tensor) -> torch.Tensor:
-    """The detached CAM that SEAM's PCM and CPN's modules refine, as both networks build it: max-normalised
-    foreground of **every** class (no label mask, in training as in inference), background ``1 - max fg``
-    first, then every foreground channel but the per-pixel maximal one zeroed: (B, C + 1, h, w)."""
-    with torch.no_grad():
-        fg = max_normalise(raw_cam.detach())
-        background = (1.0 - fg.amax(dim=1, keepdim=True)).clamp_min(0.0)
-        return torch.cat([background, keep_max_only(fg)], dim=1)
 
 
 def ohem_l1(prediction: torch.Tensor, target: torch.Tensor, top_ratio: float = 0.2) -> torch.Tensor:

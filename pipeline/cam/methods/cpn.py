@@ -1,6 +1,6 @@
 """CPN: complementary patch network (Zhang et al., ICCV 2021), as the authors' code computes it
 (Ferenas/CPN aca29f3: network/resnet38_CPN.py, train_cpn.py, tool/imutils.py, infer_cam.py; CPN extends
-SEAM's code, see :mod:`pipeline.methods.seam`).
+SEAM's code, see :mod:`pipeline.cam.methods.seam`).
 
 Each training image I gets a complementary patch pair: I1 hides some of the image's patches and I2 hides
 exactly the others (:func:`complementary_masks`). Patches are, as the authors' ``hide_patch_ss``, SLIC
@@ -15,23 +15,23 @@ shared-weight network in three separate forwards (``separate_forward``, as the a
 images never share batch-norm statistics with I.
 
 Per image: the raw CAM from a bias-free 1x1 classifier, and its refinement
-(:class:`~pipeline.models.correlation.PixelRegionCorrelationModule`): SEAM's pixel-to-pixel PCM of the
+(:class:`~pipeline.cam.methods.correlation.PixelRegionCorrelationModule`): SEAM's pixel-to-pixel PCM of the
 seed **plus** the region term (softmax over pixels of ReLU'd embeddings against keys from the region
 context vectors, in the authors' key layout, ``key_layout``) times the seed. The seed
-(:func:`~pipeline.models.correlation.correlation_seed`) is the detached max-normalised CAM of every class,
+(:func:`~pipeline.cam.maps.correlation_seed`) is the detached max-normalised CAM of every class,
 each pixel keeping only its maximal foreground class, background ``1 - max fg`` first: no label mask, in
 training as in inference. The correlation layers see mid-level backbone stages (``prcm_stages``, default
 ``(-3, -2)``: ResNet-38's b4 + b5 and their equivalents). As the authors' ``Net.forward``, both outputs
 are resized to the input size (bilinear, ``align_corners=True``) before any loss or normalisation
 (``resolution="input"``).
 
-Below, N(.) is SEAM's ``max_norm`` (:func:`~pipeline.models.correlation.minmax_normalise`) at the input
+Below, N(.) is SEAM's ``max_norm`` (:func:`~pipeline.cam.maps.minmax_normalise`) at the input
 size, times the label mask (background on), and w1, w2 = 1 - w1 are the fractions of pixels I1 and I2
 keep (:func:`kept_fraction`, the authors' ``contri_rate``). Loss (train_cpn.py) = ``cls_weight * (L_cls +
 min_pool_weight * L_min) + cp_weight * L_CP + prcm_weight * L_CR``:
 
 - ``L_cls``: multilabel soft margin on the averaged raw CAM of each of I, I1, I2 (mean of the three).
-- ``L_min``: :func:`~pipeline.models.correlation.low_activation_loss` of the refined maps (labelled
+- ``L_min``: :func:`~pipeline.cam.methods.correlation.low_activation_loss` of the refined maps (labelled
   foreground; mean of the three).
 - ``L_CP`` (eq. 2, :func:`complementary_loss`): ``mean |sg(w1 N(CAM(I1)) + w2 N(CAM(I2))) - N(CAM(I))|``
   plus ``mean |N(R(I)) - w1 N(R(I1)) - w2 N(R(I2))|`` on the refined maps R, each averaged over all
@@ -49,14 +49,14 @@ Options that depart from the authors' code (defaults are the authors'):
 
 - ``key_layout="per_class"``: one key per region from its own context, as the paper reads (issue 18;
   the refined map, L_CP and the f9/f10 gradients all change).
-- ``resolution="grid"``, ``align_corners=False``: as in :mod:`pipeline.methods.seam`.
+- ``resolution="grid"``, ``align_corners=False``: as in :mod:`pipeline.cam.methods.seam`.
 - ``patch_mode="grid"``; ``slic_reference_size=0`` (``n_segments`` as it is, whatever the crop);
   ``hide_draw="half"`` (exactly ``floor(n / 2)`` distinct patches hidden, the paper's 50%).
 
 Kept departures that do not change what is computed or that belong to the backbone:
 
 - No classifier output for the background and no Dropout2d before the classifier: as in
-  :mod:`pipeline.methods.seam`, for the same reasons.
+  :mod:`pipeline.cam.methods.seam`, for the same reasons.
 - Their read-out halves the normalised CAM ("saves time for the best background searching"); not done
   here: every background threshold t on their map is the threshold 2t on this one.
 """
@@ -69,9 +69,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.errors import ArgumentError
-from pipeline.methods.base import CamMethod
-from pipeline.methods.complementary_patches import (
+from pipeline.cam.maps import add_background, correlation_seed, keep_max_only, minmax_normalise
+from pipeline.cam.methods.base import CamMethod
+from pipeline.cam.methods.complementary_patches import (
     HIDE_DRAWS,
     PATCH_MODES,
     complementary_masks,
@@ -79,18 +79,10 @@ from pipeline.methods.complementary_patches import (
     neutral_colour,
     scaled_segments,
 )
-from pipeline.methods.seam import check_resolution
+from pipeline.cam.methods.correlation import PixelRegionCorrelationModule, low_activation_loss, ohem_l1, resize
+from pipeline.cam.methods.seam import check_resolution
+from pipeline.errors import ArgumentError
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.correlation import (
-    PixelRegionCorrelationModule,
-    add_background,
-    correlation_seed,
-    keep_max_only,
-    low_activation_loss,
-    minmax_normalise,
-    ohem_l1,
-    resize,
-)
 
 CAM_SOURCES = ("raw", "refined")
 

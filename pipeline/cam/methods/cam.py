@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.methods.base import CamMethod
+from pipeline.cam.methods.base import CamMethod
 from pipeline.models.backbones.base import Backbone
 
 

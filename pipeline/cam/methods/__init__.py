@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.cam.methods.base import CamMethod
+from pipeline.cam.methods.cam import PlainCAM
+from pipeline.cam.methods.cpn import CPN
+from pipeline.cam.methods.ppl import PPL
+from pipeline.cam.methods.seam import SEAM
 from pipeline.errors import ConfigError
-from pipeline.methods.base import CamMethod
-from pipeline.methods.cam import PlainCAM
-from pipeline.methods.cpn import CPN
-from pipeline.methods.ppl import PPL
-from pipeline.methods.seam import SEAM
 from pipeline.models.backbones.base import Backbone
 
 METHODS: dict[str, type[CamMethod]] = {"cam": PlainCAM, "seam": SEAM, "ppl": PPL, "cpn": CPN}
