@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 
+from pipeline.cam.archive import load_cam
 from pipeline.crf import cam_to_pseudo_mask
 from pipeline.data.voc import VOCDataset
-from pipeline.io import load_cam
 from pipeline.metrics import confusion_matrix, mean_iou
 
 cam_dir = sys.argv[1] if len(sys.argv) > 1 else "bench_outputs/msrc/cam/cam"

@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
+from pipeline.cam.archive import load_cam
 from pipeline.crf import cam_to_pseudo_mask
 from pipeline.data.voc import VOCDataset
-from pipeline.io import load_cam
 from pipeline.metrics import confusion_matrix, mean_iou
 
 _STATE: dict = {}

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pipeline.data.image_files import voc_palette
 from pipeline.errors import DataError
-from pipeline.io import voc_palette
 
 TITLE_HEIGHT = 14
 GAP = 4

@@ -23,8 +23,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import disk, skeletonize
 
+from pipeline.data.image_files import load_mask
 from pipeline.errors import ConfigError, DataError
-from pipeline.io import load_mask
 
 SCRIBBLE_DIR = "pascal_2012_scribble"
 IGNORE_INDEX = 255

@@ -35,10 +35,10 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipeline import distributed
 from pipeline.crf import dense_crf
 from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.data.transforms import train_transform
+from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook, poly_lr, train  # noqa: F401 (poly_lr: re-exported)
 from pipeline.errors import ArgumentError, ConfigError, DataError
 

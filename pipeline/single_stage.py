@@ -55,7 +55,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from pipeline import distributed
+from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook
 from pipeline.errors import ConfigError, DataError
 from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy

@@ -2,21 +2,21 @@
 
 Each class map is normalised as ``cam.normalize`` says (auto: the method's own, see :mod:`pipeline.cam.readout`).
 The classifier is ``train_cls``'s, or ReCAM's fine-tuned one with ``recam.enabled`` (:mod:`stages.recam`).
-Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.io`: float16 CAMs in [0, 1] + class keys),
+Writes ``outputs/cam/<method>/<id>.npz`` (see :mod:`pipeline.engine.atomic`: float16 CAMs in [0, 1] + class keys),
 one directory per method so that all methods' CAMs can exist side by side. A killed run keeps its
 finished CAMs (keyed work directory, :func:`stages.common.resumable_output`); under torchrun each rank
 extracts ``ids[rank::world]`` and rank 0 publishes. Images are decoded ahead by ``cam.loader_workers``
 processes and the CAMs compressed and written behind by ``cam.writers`` threads
-(:mod:`pipeline.streaming`), so the device only waits for the network.
+(:mod:`pipeline.engine.streaming`), so the device only waits for the network.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.cam.archive import save_cam
 from pipeline.cam.readout import multiscale_cam
-from pipeline.io import save_cam
-from pipeline.streaming import BackgroundWriter, stream_images
-from pipeline.train import resolve_device
+from pipeline.engine.runtime import resolve_device
+from pipeline.engine.streaming import BackgroundWriter, stream_images
 from stages.checkpoints import load_method
 from stages.common import index_path, open_split, resumable_output, run_key, stage_dir, todo, track
 from stages.config import Params

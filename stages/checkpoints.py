@@ -8,8 +8,8 @@ from typing import Iterator
 import torch
 
 from pipeline.cam.methods import METHODS, CamMethod, build_method
+from pipeline.engine.atomic import save_torch
 from pipeline.errors import WsssError
-from pipeline.io import save_torch
 from pipeline.models.backbones import build_backbone
 
 

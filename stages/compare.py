@@ -8,8 +8,8 @@ those directories with one `dvc exp run` per method and then calls this.
 from __future__ import annotations
 
 from pipeline.cam.methods import METHODS
+from pipeline.engine.atomic import atomic_dir, read_json, write_json
 from pipeline.errors import WsssError
-from pipeline.io import atomic_dir, read_json, write_json
 from stages.common import stage_dir
 from stages.config import Params
 

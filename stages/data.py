@@ -12,7 +12,7 @@ appears with most) and ``cooccurrence_pairs.csv`` (the DVC heatmap of which clas
 from __future__ import annotations
 
 from pipeline.data.voc import VOCDataset, compute_labels
-from pipeline.io import atomic_dir, write_json
+from pipeline.engine.atomic import atomic_dir, write_json
 from pipeline.report.cooccurrence import write_cooccurrence
 from stages.common import num_workers, stage_dir
 from stages.config import Params

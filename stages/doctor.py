@@ -1,6 +1,6 @@
 """``wsss-pipe doctor``: is this machine and this dataset ready for the pipeline? On one screen: Python,
 torch, the device and AMP, the dense CRF actually run, the backbones' ImageNet weights available offline
-(:mod:`pipeline.environment`), and the VOC-layout tree at ``data.root`` checked by the reader's own rules
+(:mod:`pipeline.engine.environment`), and the VOC-layout tree at ``data.root`` checked by the reader's own rules
 (:mod:`pipeline.data.doctor`): images and masks per split, classes, missing or unreadable files, masks of
 the wrong size or with values outside the classes, scribbles.
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
-from pipeline import environment
 from pipeline.data.doctor import check_dataset
+from pipeline.engine import environment
 from pipeline.errors import WsssError
 from stages.common import num_workers
 from stages.config import Params

@@ -15,10 +15,11 @@ import time
 import numpy as np
 import torch
 
-from pipeline import distributed
+from pipeline.cam.archive import load_cam
 from pipeline.data.voc import VOCDataset
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, load_cam
 from pipeline.metrics import ThresholdSweep, iou_per_class, mean_iou
 from stages.common import num_workers, open_split, parallel_map, require, stage_dir, write_eval
 from stages.config import Params

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline import distributed
-from pipeline.io import atomic_dir
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir
 from stages.common import (
     evaluate_mask_dir,
     iou_report,

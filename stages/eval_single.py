@@ -6,7 +6,7 @@ Writes ``outputs/eval_single/<supervision>_<loss>/`` in the layout of ``eval_seg
 """
 from __future__ import annotations
 
-from pipeline.train import resolve_device
+from pipeline.engine.runtime import resolve_device
 from stages.common import open_split, shared_output, stage_dir
 from stages.config import Params
 from stages.eval_seg import evaluate_model

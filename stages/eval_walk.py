@@ -6,8 +6,8 @@ Writes ``<outputs>/eval_walk/<method>/<CAM method>/``: ``metrics.json`` (headlin
 """
 from __future__ import annotations
 
-from pipeline import distributed
-from pipeline.io import atomic_dir
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir
 from pipeline.propagation import get_propagation
 from stages.common import write_eval
 from stages.config import Params

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import distributed
 from pipeline.cam.methods import METHODS
+from pipeline.engine import distributed
+from pipeline.engine.atomic import read_json
 from pipeline.errors import DataError, WsssError
-from pipeline.io import read_json
 from pipeline.report.assets import inspect_image
 from pipeline.report.page import finish_rows, palette, sort_rows, split_summary, write_page
 from pipeline.report.scores import lineage, stage_names, walk_keys
@@ -212,7 +212,7 @@ def panel(params: Params, image_id: str, path: str | None = None) -> Path:
     picture = make_panel(dataset, image_id, stages, cam_threshold(params, params.method), index["classes"],
                          str(scribbles) if scribbles.is_file() else None)
     target = Path(path) if path else stage_dir(params, "inspect_panels", params.method) / f"{image_id}.png"
-    from pipeline.io import save_image
+    from pipeline.data.image_files import save_image
 
     save_image(target, picture)
     print(f"inspect: wrote {target}")

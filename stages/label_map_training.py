@@ -8,11 +8,13 @@ from typing import Callable
 
 from torch import nn
 
-from pipeline import distributed
+from pipeline.data.image_files import load_mask
 from pipeline.data.loaders import SegmentationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir, load_mask, save_torch
-from pipeline.train import resolve_device, seed_everything, train_method
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir, save_torch
+from pipeline.engine.epochs import train_method
+from pipeline.engine.runtime import resolve_device, seed_everything
 from stages.common import (
     clear_resume,
     index_path,

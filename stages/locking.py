@@ -16,8 +16,8 @@ import socket
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.engine.atomic import make_parents, remove_if_empty
 from pipeline.errors import ConfigError, WsssError
-from pipeline.io import make_parents, remove_if_empty
 
 
 def check_outputs_root(outputs: str) -> list[Path]:

@@ -8,11 +8,13 @@ renders them.
 """
 from __future__ import annotations
 
-from pipeline.io import atomic_dir, load_cam, load_mask, save_image
+from pipeline.cam.archive import load_cam
+from pipeline.data.image_files import load_mask, save_image
+from pipeline.engine.atomic import atomic_dir
+from pipeline.engine.runtime import resolve_device
 from pipeline.overlay import make_overlay
 from pipeline.propagation import get_propagation, list_propagation
 from pipeline.segmentation import predict_label_map
-from pipeline.train import resolve_device
 from stages.common import open_split, require
 from stages.config import Params
 from stages.propagation import prop_dir

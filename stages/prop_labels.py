@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from pipeline.io import save_mask
+from pipeline.data.image_files import save_mask
 from pipeline.propagation import get_propagation
 from stages.common import (
     index_path,

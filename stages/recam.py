@@ -17,13 +17,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline import distributed
 from pipeline.cam.recam import ReCAM, classifier_of, fold_predictor
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir, write_json
+from pipeline.engine.epochs import train_method
+from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, write_json
-from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import load_method, save_checkpoint
 from stages.common import (
     clear_resume,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pipeline.io import atomic_path, write_json
+from pipeline.engine.atomic import atomic_path, write_json
 
 # The keys metrics.json may hold and their types: one `dvc metrics show` column each, so that the table of
 # every stage fits in 120 columns.

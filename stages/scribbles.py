@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.image_files import save_mask
 from pipeline.data.voc import VOCDataset, image_size
+from pipeline.engine.atomic import atomic_dir, write_json
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, save_mask, write_json
 from pipeline.scribbles import SCRIBBLE_DIR, generate_scribble, image_rng, read_scribble, scribble_dir
 from stages.common import num_workers, open_split, parallel_map, stage_dir
 from stages.config import Params

@@ -10,8 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from pipeline.engine.atomic import read_json
 from pipeline.errors import DataError
-from pipeline.io import read_json
 from pipeline.report.cooccurrence import cooccurrence_table
 from pipeline.report.summary import build_summary, summary_table
 from stages.common import index_path, load_index, stage_dir

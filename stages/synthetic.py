@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.synthetic import generate_synthetic
-from pipeline.io import atomic_dir
+from pipeline.engine.atomic import atomic_dir
 from stages.config import Params
 
 

@@ -117,7 +117,7 @@ def _per_image(name: str, summary: str, params: tuple[str, ...], code: tuple[str
 
 CAM_DIR, EVAL_CAM = _dir("cam"), f"{_dir('eval_cam')}/metrics.json"
 WALKS = f"{OUT}/walk"  # every propagation method's walk (crf.source picks one: DVC cannot name it)
-TRAINING = ("pipeline/models", "pipeline/train.py", "pipeline/engine")
+TRAINING = ("pipeline/models", "pipeline/engine")
 METHOD_OPTIONS = f"methods.{METHOD}."
 KERNELS_FROM_CRF = tuple((key.split(".")[1], key) for key in CRF_KERNELS)
 DEEPLAB_STRIDE = (("output_stride", "backbone.output_stride"),)
@@ -149,7 +149,7 @@ def _propagation(name: str) -> tuple[Stage, ...]:
               arguments=f"{section}.labels.", renamed=LABEL_ARGUMENTS.get(name, ())),
         Stage(f"train_prop@{name}", "Train a propagation method's network (AffinityNet, IRN's boundary branch) "
               "on its relation labels.", train, ("seed", "method", "backbone", f"{section}.train", "data.train_split"),
-              ("pipeline/propagation", "pipeline/models", "pipeline/train.py", "pipeline/engine",
+              ("pipeline/propagation", "pipeline/models", "pipeline/engine",
                "stages/train_prop.py", "stages/label_map_training.py"), (labels,),
               outs=(model, f"{train}/history.csv", f"{train}/details.json"), metrics=(f"{train}/metrics.json",),
               plots=(f"{train}/loss_terms.csv",), record=f"{train}/details.json", arguments=f"{section}.train."),
@@ -183,7 +183,7 @@ STAGES_LIST = (
           record=f"{_dir('recam')}/details.json", arguments=METHOD_OPTIONS),
     _per_image("cam", "Multi-scale + flip CAMs of every train image, one .npz per image.",
                ("method", "cam", "recam.enabled", "data.train_split"),
-               ("pipeline/cam", "pipeline/streaming.py", "pipeline/models", "stages/cam.py"),
+               ("pipeline/cam", "pipeline/engine/streaming.py", "pipeline/models", "stages/cam.py"),
                (f"{_dir('train_cls')}/model.pt", _dir("recam")), gpu=True, arguments=METHOD_OPTIONS),
     _evaluation("eval_cam", "CAM mIoU on train with the background threshold swept.", CAM_DIR,
                 ("eval_cam", "cam.scales", "cam.flip"), ("pipeline/metrics.py", "stages/eval_cam.py"),

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 
-from pipeline import distributed
 from pipeline.cam.methods import build_method
 from pipeline.data.loaders import ClassificationSamples
 from pipeline.data.transforms import train_transform
-from pipeline.io import atomic_dir
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir
+from pipeline.engine.epochs import train_method
+from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.models.backbones import build_backbone
-from pipeline.train import resolve_device, seed_everything, train_method
 from stages.checkpoints import save_checkpoint
 from stages.common import (
     clear_resume,

@@ -17,15 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed
+from pipeline.data.image_files import load_mask
 from pipeline.data.loaders import SegmentationSamples
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir, save_torch
+from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, load_mask, save_torch
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
 from pipeline.segmentation import image_to_tensor, predict, segmentation_train_transform, train_segmentation
-from pipeline.train import resolve_device, seed_everything
 from stages.common import (
     clear_resume,
     index_path,

@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import distributed
 from pipeline.data.voc import image_size
+from pipeline.engine import distributed
+from pipeline.engine.atomic import atomic_dir, save_torch
+from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, save_torch
 from pipeline.models.backbones import build_backbone
 from pipeline.scribbles import read_scribble
 from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
-from pipeline.train import resolve_device, seed_everything
 from stages.common import (
     clear_resume,
     index_path,

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.io import save_cam, save_mask
+from pipeline.cam.archive import save_cam
+from pipeline.data.image_files import save_mask
+from pipeline.engine.runtime import resolve_device
 from pipeline.propagation import get_propagation
-from pipeline.train import resolve_device
 from stages.common import (
     index_path,
     load_image_and_cam,

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import ResNet50_Weights, resnet50
 
+from pipeline.data.image_files import load_image
 from pipeline.errors import ConfigError
-from pipeline.io import load_image
 from pipeline.models.backbones import BACKBONES, build_backbone
 from pipeline.models.backbones import resnet as resnet_module
 from pipeline.models.backbones.efficientnet_lite import (

@@ -64,7 +64,7 @@ def test_unknown_method_option(tmp_path, method):
 _SLEEPING_STAGE = r"""
 import os, sys, time, types
 from pathlib import Path
-from pipeline.io import atomic_dir
+from pipeline.engine.atomic import atomic_dir
 from stages.common import parallel_map
 
 def _sleep(i):

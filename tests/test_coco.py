@@ -10,9 +10,9 @@ from pycocotools import mask as coco_mask
 from typer.testing import CliRunner
 
 from pipeline.data.coco import convert_coco
+from pipeline.data.image_files import load_mask
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError
-from pipeline.io import load_mask
 from stages.cli import app
 
 H, W = 40, 60

@@ -7,8 +7,8 @@ import torch
 
 from conftest import REPO
 from pipeline.engine import code_version
+from pipeline.engine.atomic import atomic_dir, partial_dir
 from pipeline.engine.trainer import Hook, train
-from pipeline.io import atomic_dir, partial_dir
 from stages.common import clear_resume, resume_path, run_key
 
 

@@ -8,6 +8,7 @@ import torch
 from conftest import coloured_squares
 from pipeline.cam.methods import build_method
 from pipeline.cam.readout import multiscale_cam
+from pipeline.engine.epochs import train_method
 from pipeline.engine.trainer import Hook
 from pipeline.models.backbones import build_backbone
 from pipeline.models.deeplab import build_deeplab
@@ -15,7 +16,6 @@ from pipeline.propagation.affinitynet.walk import propagate_cam
 from pipeline.propagation.irn.walk import propagate_boundary
 from pipeline.propagation.pairs import pair_indices
 from pipeline.segmentation import predict, train_segmentation
-from pipeline.train import train_method
 
 
 def _tol(device) -> float:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from pipeline.distributed import EpochSampler
+from pipeline.engine.distributed import EpochSampler
 
 TINY = ["synthetic.num_train=10", "synthetic.num_val=2", "synthetic.image_size=48",
         "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
@@ -85,8 +85,8 @@ def test_rank_batches_together_make_the_single_process_batch():
 
 def _initial_weights(num_fg: int) -> dict:
     from pipeline.cam.methods import build_method
+    from pipeline.engine.runtime import seed_everything
     from pipeline.models.backbones import build_backbone
-    from pipeline.train import seed_everything
 
     seed_everything(5)
     return build_method("cam", build_backbone("tiny", 8, None), num_fg).state_dict()

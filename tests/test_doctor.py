@@ -137,7 +137,7 @@ def test_missing_imagenet_weights_of_the_selected_backbone_is_a_problem(tmp_path
 def test_cuda_asked_for_but_not_seen_is_a_problem(monkeypatch):
     import torch
 
-    from pipeline import environment
+    from pipeline.engine import environment
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     device, amp = environment.device("cuda")
@@ -146,7 +146,8 @@ def test_cuda_asked_for_but_not_seen_is_a_problem(monkeypatch):
 
 
 def test_dense_crf_that_imports_but_fails_is_a_problem(monkeypatch):
-    from pipeline import crf, environment
+    from pipeline import crf
+    from pipeline.engine import environment
 
     def broken(*args, **kwargs):
         raise RuntimeError("illegal instruction in the lattice")

@@ -13,7 +13,7 @@ import pytest
 from conftest import deadline
 
 from conftest import REPO
-from pipeline.io import OWNER_MARKER
+from pipeline.engine.atomic import OWNER_MARKER
 from stages.cli import app
 from test_bad_input import TINY, project, runner  # noqa: F401  (project: the shared fixture)
 
@@ -212,8 +212,8 @@ def test_read_only_stage_folder_is_not_replaced(tree, mounts):
 
 
 def test_foreign_files_are_never_replaced_but_an_output_of_ours_is(tmp_path):
+    from pipeline.engine.atomic import atomic_dir
     from pipeline.errors import DataError
-    from pipeline.io import atomic_dir
 
     foreign = tmp_path / "data"
     foreign.mkdir()

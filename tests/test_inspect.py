@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.cam.archive import save_cam
+from pipeline.data.image_files import save_mask
 from pipeline.errors import DataError
-from pipeline.io import save_cam, save_mask
 from pipeline.report.page import filter_rows, sort_rows
 from stages import data, eval_cam, eval_pseudo, inspect, synthetic
 from stages.common import open_split
@@ -244,7 +245,7 @@ def test_irn_walk_row_equals_eval_walk_and_the_pseudo_gain_follows_crf_source(bu
 def test_scribbles_and_single_stage_prediction_panels(built, tmp_path):
     from PIL import Image
 
-    from pipeline.io import load_mask
+    from pipeline.data.image_files import load_mask
     from pipeline.report.assets import encode
     from stages import scribbles
     from stages.train_single import single_tag

@@ -47,7 +47,7 @@ def no_script_errors(page: str) -> None:
 @pytest.fixture
 def report(tmp_path):
     from test_inspect import _fake_cams, _fake_pseudo, _fake_walk, _params
-    from pipeline.io import save_mask
+    from pipeline.data.image_files import save_mask
     from stages import data, eval_cam, eval_pseudo, inspect, scribbles, synthetic
     from stages.common import open_split
     from stages.train_single import single_tag

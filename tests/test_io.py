@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.cam.archive import cam_to_scores, load_cam, save_cam
+from pipeline.data.image_files import load_mask, save_mask, voc_palette
+from pipeline.engine.atomic import OWNER_MARKER, atomic_dir, atomic_path
 from pipeline.errors import DataError
-from pipeline.io import OWNER_MARKER, atomic_dir, atomic_path, cam_to_scores, load_cam, load_mask, save_cam, save_mask, voc_palette
 
 
 def test_voc_palette_known_entries():

@@ -3,12 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.propagation.pairs import pair_indices, radius_offsets
-from pipeline.propagation.irn.network import BoundaryNet, boundary_affinities, path_cells
 from pipeline.errors import ConfigError, DataError
-from pipeline.propagation.irn.labels import relation_labels
-from pipeline.propagation.irn.walk import boundary_transition, propagate_boundary
 from pipeline.models.backbones import build_backbone
+from pipeline.propagation.irn.labels import relation_labels
+from pipeline.propagation.irn.network import BoundaryNet, boundary_affinities, path_cells
+from pipeline.propagation.irn.walk import boundary_transition, propagate_boundary
+from pipeline.propagation.pairs import pair_indices, radius_offsets
 from pipeline.propagation.sparse_walk import random_walk
 
 
@@ -130,7 +130,7 @@ def _relation_batch(batch=4, size=48, seed=0):
 
 
 def test_short_irn_training_lowers_its_loss():
-    from pipeline.train import train_method
+    from pipeline.engine.epochs import train_method
 
     torch.manual_seed(0)
     model = BoundaryNet(build_backbone("tiny", 16), radius=5)

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.cam.archive import load_cam
+from pipeline.data.image_files import load_mask
 from pipeline.errors import ConfigError, WsssError
-from pipeline.io import load_cam, load_mask
 from stages import cam, crf, data, eval_cam, eval_walk, prop_labels, synthetic, train_cls, train_prop, walk
 from stages.config import load_params
 from conftest import REPO

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from pipeline.data.image_files import voc_palette
 from pipeline.errors import DataError
-from pipeline.io import voc_palette
 from pipeline.overlay import GAP, TITLE_HEIGHT, colorize_mask, jet_colormap, make_overlay
 
 H, W = 30, 40

@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from pipeline.io import OWNER_MARKER, load_image
+from pipeline.data.image_files import load_image
+from pipeline.engine.atomic import OWNER_MARKER
 from stages.cli import app
 from test_bad_input import TINY, _split, project, runner  # noqa: F401  (project: the shared fixture)
 

@@ -6,9 +6,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from pipeline.propagation.pairs import pair_affinities, pair_indices, radius_offsets
 from pipeline.errors import ConfigError, DataError, WsssError
 from pipeline.propagation.affinitynet.walk import background_channel, irn_background, propagate_cam
+from pipeline.propagation.pairs import pair_affinities, pair_indices, radius_offsets
 from pipeline.propagation.sparse_walk import grid_to_image, input_fill, pad_to_stride, pool_to_grid, random_walk, transition_matrix
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -264,7 +264,7 @@ def test_auto_alpha_puts_the_psa_background_on_the_cam_threshold(threshold):
 
 
 def test_auto_background_is_calibrated_from_eval_cam(tmp_path):
-    from pipeline.io import write_json
+    from pipeline.engine.atomic import write_json
     from stages.config import load_params
     from pipeline.propagation import get_propagation
     from stages.propagation import context

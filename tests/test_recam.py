@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from pipeline.cam.archive import load_cam
 from pipeline.cam.maps import normalize_cams
 from pipeline.cam.methods import build_method
 from pipeline.cam.recam import ReCAM, class_masked_features, fold_predictor, recam_loss
+from pipeline.engine.hooks import freeze_batchnorm
 from pipeline.errors import ConfigError, WsssError
-from pipeline.io import load_cam
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.train import freeze_batchnorm
 from stages import cam, data, synthetic, train_cls
 from stages import recam as recam_stage
 from stages.checkpoints import load_method

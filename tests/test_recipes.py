@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.image_files import save_mask
 from pipeline.errors import ConfigError
-from pipeline.io import save_mask
 from stages.config import Params, load_params, parse_override, read_tree, _set_dotted
 from stages.recipes import dvc_overrides, is_single_stage, pipeline_stages, recipe_files
 

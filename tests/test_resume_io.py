@@ -2,7 +2,7 @@
 another, published whole."""
 import pytest
 
-from pipeline.io import OWNER_MARKER, atomic_dir, partial_dir
+from pipeline.engine.atomic import OWNER_MARKER, atomic_dir, partial_dir
 
 
 def test_keyed_work_directory_survives_failure_and_is_reused(tmp_path):

@@ -7,10 +7,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from pipeline.data.image_files import load_mask, save_mask
 from pipeline.data.sbd import build_segmentation_class_aug, derive_train_aug, load_sbd_mask, write_train_aug
 from pipeline.data.voc import VOCDataset
+from pipeline.engine.atomic import OWNER_MARKER
 from pipeline.errors import DataError
-from pipeline.io import OWNER_MARKER, load_mask, save_mask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data" / "voc12_masks"
 

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.engine.trainer import Hook
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
 from pipeline.models.deeplab import build_deeplab
-from pipeline.engine.trainer import Hook
 from pipeline.segmentation import (poly_lr, predict, predict_label_map, segmentation_loss,
                                    train_segmentation)
 
@@ -194,7 +194,7 @@ def tiny_stage_params(tmp_path):
 
 
 def test_deeplab_trains_on_its_own_split_and_needs_its_pseudo_masks(tiny_stage_params):
-    from pipeline.io import save_mask
+    from pipeline.data.image_files import save_mask
     from stages import data, synthetic, train_seg
     from stages.common import load_index, stage_dir
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from pipeline.engine.atomic import OWNER_MARKER
 from pipeline.errors import ConfigError, WsssError
-from pipeline.io import OWNER_MARKER
 from pipeline.models.backbones import build_backbone
 from pipeline.scribbles import generate_scribble, image_rng
 from pipeline.single_stage import SingleStageLoss, SingleStageModel, cam_seeds, train_single_stage

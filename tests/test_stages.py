@@ -47,7 +47,7 @@ def test_pseudo_labels_need_the_crf_stage(tiny_params):
 
 
 def test_compare_tabulates_every_evaluated_method(tiny_params, capsys):
-    from pipeline.io import write_json
+    from pipeline.engine.atomic import write_json
     from stages import compare
 
     params = tiny_params()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import REPO
-from pipeline.io import OWNER_MARKER
-from pipeline.streaming import BackgroundWriter, stream_images
+from pipeline.engine.atomic import OWNER_MARKER
+from pipeline.engine.streaming import BackgroundWriter, stream_images
 
 
 def _load(image_id: str) -> np.ndarray:

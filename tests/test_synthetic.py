@@ -13,8 +13,8 @@ from pipeline.data.synthetic import (
     render_sample,
 )
 from pipeline.data.voc import VOCDataset, compute_labels, mask_label_indices
+from pipeline.engine.atomic import read_json
 from pipeline.errors import ConfigError
-from pipeline.io import read_json
 
 
 def digest(root: Path) -> dict[str, str]:

@@ -8,9 +8,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.cam.methods import build_method
 from pipeline.data.transforms import as_tv, train_transform
+from pipeline.engine.epochs import train_method
+from pipeline.engine.hooks import freeze_batchnorm
 from pipeline.errors import ConfigError
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.train import freeze_batchnorm, train_method
 from stages.config import load_params
 
 from conftest import coloured_squares

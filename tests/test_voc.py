@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.data.image_files import load_mask, save_mask
 from pipeline.data.voc import VOC_CLASSES, VOCDataset, compute_labels, mask_label_indices
 from pipeline.errors import DataError
-from pipeline.io import load_mask, save_mask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data" / "voc12_masks"
 # Real VOC 2012 masks and the classes they show (1 aeroplane, 2 bicycle, 6 bus, 7 car, 15 person).

@@ -93,7 +93,7 @@ def classifier_of(method: CamMethod) -> nn.Conv2d:
 
 
 class ReCAM(nn.Module):
-    """The fine-tuning objective around a trained ``method`` (trained by :func:`pipeline.train.train_method`
+    """The fine-tuning objective around a trained ``method`` (trained by :func:`pipeline.engine.epochs.train_method`
     like a method: ``training_step``, ``param_groups``, ``backbone``)."""
 
     def __init__(self, method: CamMethod, loss_weight: float = 1.0):

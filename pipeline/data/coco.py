@@ -41,8 +41,9 @@ from typing import Iterable
 
 import numpy as np
 
+from pipeline.data.image_files import save_mask
+from pipeline.engine.atomic import atomic_dir, write_json
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, save_mask, write_json
 
 COCO_SPLITS = ("train2014", "val2014")
 IGNORE = 255

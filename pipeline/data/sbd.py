@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
+from pipeline.data.image_files import save_mask
 from pipeline.data.voc import IGNORE_INDEX, VOC_CLASSES, read_id_list
+from pipeline.engine.atomic import atomic_dir, atomic_path
 from pipeline.errors import DataError
-from pipeline.io import atomic_dir, atomic_path, save_mask
 
 
 def _voc_split(voc_root: Path, split: str) -> list[str]:

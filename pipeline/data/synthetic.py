@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from pipeline.data.image_files import save_image, save_mask
+from pipeline.engine.atomic import atomic_dir, write_json
 from pipeline.errors import ConfigError
-from pipeline.io import atomic_dir, save_image, save_mask, write_json
 
 CLASS_NAMES: tuple[str, ...] = ("roundhead", "boxhead", "arrowhead", "ringhead", "crosshead")
 HEAD_SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "ring", "cross")

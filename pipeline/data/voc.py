@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from pipeline.data.image_files import image_to_rgb, load_image, load_mask
 from pipeline.errors import DataError
-from pipeline.io import image_to_rgb, load_image, load_mask
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -54,16 +54,28 @@ class Progress(Hook):
         self.report(step + 1, self.total)
 
 
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Put every batch-norm layer of ``module`` in eval mode (running statistics are used, not updated)
+    and stop its affine parameters' gradients. Call after ``.train()``, which would undo the first part.
+    Returns the number of layers frozen."""
+    frozen = 0
+    for layer in module.modules():
+        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+            for param in layer.parameters(recurse=False):
+                param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 class FreezeBatchNorm(Hook):
-    """Freeze ``module``'s batch norms (:func:`pipeline.train.freeze_batchnorm`) once the model is in
+    """Freeze ``module``'s batch norms (:func:`freeze_batchnorm`) once the model is in
     training mode, before the optimiser takes its parameters."""
 
     def __init__(self, module: Callable[[nn.Module], nn.Module]):
         self.module = module
 
     def before_train(self, model: nn.Module) -> None:
-        from pipeline.train import freeze_batchnorm
-
         freeze_batchnorm(self.module(model))
 
 

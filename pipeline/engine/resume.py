@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline import distributed
+from pipeline.engine import distributed
 
 
 def rng_state() -> dict:
@@ -69,7 +69,7 @@ def restore_resume(path: Path, state: dict, required: tuple[str, ...], model: nn
 
 
 def save_resume(path: Path, state: dict) -> None:
-    from pipeline.io import save_torch
+    from pipeline.engine.atomic import save_torch
 
     save_torch(state, path)
 

@@ -7,14 +7,14 @@ times ``schedule(step)`` (DeepLab's poly decay ``(1 - step / max_steps)^0.9`` by
 likewise), autocast + GradScaler when ``amp`` and the device is CUDA, cuDNN autotuning on CUDA.
 
 What differs goes through :class:`Hook` objects and the ``schedule``:
-- per-epoch trainings (classifier, AffinityNet, IRN, ReCAM: :func:`pipeline.train.train_method`) run
+- per-epoch trainings (classifier, AffinityNet, IRN, ReCAM: :func:`pipeline.engine.epochs.train_method`) run
   ``epochs * len(loader)`` steps with the hooks of :mod:`pipeline.engine.hooks` (epoch means of the loss
   terms, the method's progress, PPL's per-stage poly schedule); per-step trainings (DeepLab, the single
   stage) run ``max_steps`` steps;
 - validation and logging (the stages' dvclive log, :class:`stages.training_log.TrainingLog`), progress.
 
 Step ``s`` is batch ``s % len(loader)`` of epoch ``s // len(loader)``; the data order and each sample's
-augmentation depend on (seed, epoch, index) only (:class:`pipeline.distributed.EpochSampler`), so a run
+augmentation depend on (seed, epoch, index) only (:class:`pipeline.engine.distributed.EpochSampler`), so a run
 resumed from a checkpoint (:mod:`pipeline.engine.resume`, every ``resume_every`` steps) skips to its batch
 without loading the ones before and ends with the weights of an uninterrupted run. On resume the steps
 already trained are replayed to the hooks' ``after_step`` with their recorded values.
@@ -29,7 +29,7 @@ check reads the terms averaged over the ranks, so that every rank stops at the s
 Under torchrun: DistributedDataParallel around the step (gradients averaged over the ranks, whose
 batches together make the single-process batch), SyncBatchNorm on CUDA (torch has none on CPU), the
 recorded terms averaged over the ranks; rank 0 writes the checkpoint. A step whose loss is a mean over a
-number of elements that varies between ranks weights it by :func:`pipeline.distributed.mean_share`.
+number of elements that varies between ranks weights it by :func:`pipeline.engine.distributed.mean_share`.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from pipeline import distributed
+from pipeline.engine import distributed
 from pipeline.engine.resume import load_resume, restore_resume, set_rng_state, write_checkpoint
 from pipeline.errors import ConfigError, DataError
 

@@ -7,7 +7,7 @@ generic stage (stages/prop_labels.py, train_prop.py, walk.py; eval_walk.py measu
    confident classes (0 background, k foreground, 255 ignore) from which pairs are labelled;
 2. **the network and its loss** (:meth:`PropagationMethod.build_network`): an ``nn.Module`` on a shared
    backbone whose ``training_step(images, labels)`` returns loss terms (``"loss"`` back-propagated),
-   trained by the shared trainer (:func:`pipeline.train.train_method`);
+   trained by the shared trainer (:func:`pipeline.engine.epochs.train_method`);
 3. **the walk** (:meth:`PropagationMethod.walk`): the trained network's affinities (or boundaries) turned
    into a sparse transition matrix and the CAMs propagated (:mod:`pipeline.propagation.sparse_walk`).
 

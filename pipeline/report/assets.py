@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.io import load_cam, load_image, load_mask
+from pipeline.cam.archive import load_cam
+from pipeline.data.image_files import load_image, load_mask
 from pipeline.report.scores import cam_label_map, score
 
 JPEG_QUALITY = 85

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import voc_palette
+from pipeline.data.image_files import voc_palette
 from pipeline.report.scores import dataset_miou, gains, per_class_iou, pipeline_keys, stage_names
 
 STATIC = Path(__file__).parent / "static"

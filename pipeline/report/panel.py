@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.io import load_cam, load_mask, voc_palette
+from pipeline.cam.archive import load_cam
+from pipeline.data.image_files import load_mask, voc_palette
 from pipeline.overlay import make_overlay
 from pipeline.report.scores import cam_label_map, score, stage_names, walk_keys
 

@@ -13,8 +13,8 @@ from stages.common.pools import parallel_map
 
 def _confusion_chunk(job: tuple) -> tuple[np.ndarray, int, int]:
     root, split, ids, mask_dir, num_classes = job
+    from pipeline.data.image_files import load_mask
     from pipeline.data.voc import VOCDataset
-    from pipeline.io import load_mask
     from pipeline.metrics import confusion_matrix
 
     dataset = VOCDataset(root, split, labels={i: [] for i in ids})
@@ -36,7 +36,7 @@ def evaluate_mask_dir(dataset, mask_dir: Path, num_classes: int, workers: int,
     """Confusion matrix of the palette PNGs in ``mask_dir`` against ``dataset``'s ground truth, and the
     fraction of predicted pixels left as ignore (255, counted as background in the confusion). Under
     torchrun each rank reads its shard and every rank gets the totals."""
-    from pipeline import distributed
+    from pipeline.engine import distributed
 
     distributed.setup(torch.device("cpu"))
     ids = distributed.shard(dataset.ids)
@@ -69,7 +69,7 @@ def write_eval(out: Path, metrics: dict) -> None:
     ``metrics["per_class_iou"]``, for the report and `dvc plots` (per-class IoU is never in the metrics)."""
     import csv
 
-    from pipeline.io import atomic_path
+    from pipeline.engine.atomic import atomic_path
     from stages.records import write_metrics
 
     write_metrics(out, {k: v for k, v in metrics.items() if k != "per_class_iou"})

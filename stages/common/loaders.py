@@ -4,19 +4,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.engine.processes import die_with_parent
 from pipeline.errors import DataError, WsssError
-from pipeline.processes import die_with_parent
 
 
 def training_loader(samples, cfg, generator: torch.Generator, device: torch.device):
     """Shuffled, seeded DataLoader of ``samples`` with the batch size and workers of a training section;
     the last incomplete batch is dropped when there is more than one batch (BatchNorm needs > 1 sample).
     The order and each sample's augmentation depend only on (seed, epoch, index)
-    (:class:`pipeline.distributed.EpochSampler`, :class:`~pipeline.distributed.SeededSamples`); under
+    (:class:`pipeline.engine.distributed.EpochSampler`, :class:`~pipeline.engine.distributed.SeededSamples`); under
     torchrun ``batch_size`` is the global batch, each rank loading its share."""
     from torch.utils.data import DataLoader
 
-    from pipeline import distributed
+    from pipeline.engine import distributed
 
     seed = generator.initial_seed()
     sampler = distributed.EpochSampler(len(samples), cfg.batch_size, seed, distributed.world_size(),
@@ -38,7 +38,8 @@ def load_image_and_cam(image_path: str, cam_path: str,
                        num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, cams, keys) of one image, checking that the stored maps have the image's size and, given
     ``num_classes`` (background included), that every class key exists."""
-    from pipeline.io import load_cam, load_image
+    from pipeline.cam.archive import load_cam
+    from pipeline.data.image_files import load_image
 
     image = load_image(image_path)
     cams, keys = load_cam(cam_path, num_classes)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.engine.atomic import read_json
 from pipeline.errors import DataError, WsssError
-from pipeline.io import read_json
 from stages.config import Params
 
 

@@ -13,7 +13,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from pipeline.processes import process_map
+from pipeline.engine.processes import process_map
 from stages.config import Params
 
 T = TypeVar("T")
@@ -48,7 +48,7 @@ def track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
 def parallel_map(fn: Callable[[T], R], items: Sequence[T], workers: int, description: str,
                  chunksize: int = 4) -> Iterator[R]:
     """``map(fn, items)`` over ``workers`` processes (in-process when 1), in order, with progress; on an
-    error or interrupt the workers are stopped and waited for (:func:`pipeline.processes.process_map`)."""
+    error or interrupt the workers are stopped and waited for (:func:`pipeline.engine.processes.process_map`)."""
     if workers <= 1 or len(items) <= 1:
         yield from track(map(fn, items), len(items), description)
         return

@@ -44,7 +44,7 @@ def resume_path(params: Params, stage: str, method: str | None, key: str) -> Pat
 def clear_resume(path: Path, keep: bool = False) -> None:
     """Remove the resume files of this stage (all keys; all but ``path`` when ``keep``) and the directories
     left empty. Rank 0 only."""
-    from pipeline import distributed
+    from pipeline.engine import distributed
 
     if not distributed.is_main():
         return

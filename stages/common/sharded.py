@@ -13,12 +13,12 @@ from pipeline.errors import WsssError
 
 @contextlib.contextmanager
 def resumable_output(path: Path, key: str) -> Iterator[Path]:
-    """The work directory of a per-image stage's output ``path`` (:func:`pipeline.io.atomic_dir` with
+    """The work directory of a per-image stage's output ``path`` (:func:`pipeline.engine.atomic.atomic_dir` with
     ``key``): files finished by an earlier killed run of the same key are kept, the directory is published
     whole once every rank is done. Under torchrun every rank writes its shard (:func:`todo`) into the
     shared directory and rank 0 publishes it after a barrier."""
-    from pipeline import distributed
-    from pipeline.io import atomic_dir, partial_dir
+    from pipeline.engine import distributed
+    from pipeline.engine.atomic import atomic_dir, partial_dir
 
     distributed.setup(torch.device("cpu"))  # under torchrun: join the group (gloo) if no stage did yet
     if distributed.is_main():
@@ -33,11 +33,11 @@ def resumable_output(path: Path, key: str) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def shared_output(path: Path) -> Iterator[Path]:
-    """:func:`pipeline.io.atomic_dir` shared by every torchrun rank: rank 0 makes the temporary directory,
+    """:func:`pipeline.engine.atomic.atomic_dir` shared by every torchrun rank: rank 0 makes the temporary directory,
     every rank writes its images into it, rank 0 publishes it once all are done (in one process: plain
     ``atomic_dir``)."""
-    from pipeline import distributed
-    from pipeline.io import atomic_dir
+    from pipeline.engine import distributed
+    from pipeline.engine.atomic import atomic_dir
 
     distributed.setup(torch.device("cpu"))
     if distributed.is_main():
@@ -50,7 +50,7 @@ def shared_output(path: Path) -> Iterator[Path]:
 
 
 def _all_ranks(work: Path) -> Iterator[Path]:
-    from pipeline import distributed
+    from pipeline.engine import distributed
 
     try:
         yield work
@@ -64,7 +64,7 @@ def _all_ranks(work: Path) -> Iterator[Path]:
 def todo(ids: Sequence[str], work: Path, suffix: str) -> list[str]:
     """This rank's ids (``ids[rank::world]``) whose ``<id><suffix>`` is not in ``work`` yet (a file there
     is complete: files are renamed into place)."""
-    from pipeline import distributed
+    from pipeline.engine import distributed
 
     mine = [i for i in distributed.shard(ids) if not (work / f"{i}{suffix}").exists()]
     if distributed.world_size() > 1:

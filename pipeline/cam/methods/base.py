@@ -2,7 +2,7 @@
 
 A method is a small ``nn.Module`` around a shared :class:`~pipeline.models.backbones.base.Backbone`:
 it defines the training objective (``training_step``) and how CAMs are read out (``cam``). The generic
-trainer (:mod:`pipeline.train`) and the multi-scale CAM read-out (:mod:`pipeline.cam.readout`) are shared.
+trainer (:mod:`pipeline.engine.epochs`) and the multi-scale CAM read-out (:mod:`pipeline.cam.readout`) are shared.
 """
 from __future__ import annotations
 

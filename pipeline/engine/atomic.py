@@ -1,9 +1,6 @@
-"""Artifact formats and atomic writes.
+"""Atomic writes of stage outputs (the artifact formats: :mod:`pipeline.cam.archive`,
+:mod:`pipeline.data.image_files`).
 
-- CAMs: one compressed ``.npz`` per image with ``cams`` (K, H, W) float16 in [0, 1] for the image's K
-  labelled foreground classes and ``keys`` (K,) int16 holding their class indices (1-based, VOC style,
-  0 being background).
-- Masks: 8-bit palette PNGs with the VOC colour map; value = class index, 255 = ignore / void.
 - Every file is written under a temporary name in the same directory and renamed into place, and stage
   output directories are filled under a temporary name and swapped in at the end, so an interrupted run
   leaves no partial output. Outputs get the user's normal permissions (0666 / 0777 less the umask), not
@@ -31,27 +28,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-from PIL import Image
-
 from pipeline.errors import DataError
-
-
-def voc_palette(num_entries: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map as a (num_entries, 3) uint8 array (bit-interleaved class index)."""
-    palette = np.zeros((num_entries, 3), dtype=np.uint8)
-    for index in range(num_entries):
-        c, r, g, b = index, 0, 0, 0
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette[index] = (r, g, b)
-    return palette
-
-
-_PALETTE = voc_palette().flatten().tolist()
 
 
 def _umask() -> int:
@@ -245,116 +222,3 @@ def read_json(path: str | os.PathLike):
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
-
-
-def save_cam(path: str | os.PathLike, cams: np.ndarray, keys: np.ndarray) -> None:
-    """Save (K, H, W) CAMs in [0, 1] and their (K,) class indices as a compressed float16 npz."""
-    cams = np.asarray(cams)
-    keys = np.asarray(keys)
-    if cams.ndim != 3 or keys.shape != (cams.shape[0],):
-        raise ValueError(f"cams must be (K, H, W) with K keys, got {cams.shape} and {keys.shape}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, cams=cams.astype(np.float16), keys=keys.astype(np.int16))
-
-
-def load_cam(path: str | os.PathLike, num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Return (cams float32 (K, H, W), keys int64 (K,)) written by :func:`save_cam`.
-
-    A missing, truncated, corrupt or malformed file (wrong arrays or shapes, non-finite values, keys outside
-    0..``num_classes - 1`` (0 is the background channel of walked scores), duplicates) is a one-line :class:`DataError`
-    naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: CAM file not found")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            cams, keys = data["cams"], data["keys"]
-            cams, keys = cams.astype(np.float32), keys.astype(np.int64)
-    except KeyError as exc:
-        raise DataError(f"{path}: not a CAM file (missing array {exc})") from None
-    except Exception as exc:  # BadZipFile, zlib.error, EOFError, OSError, ValueError: all mean a bad file
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{path}: corrupt or truncated CAM file ({reason})") from None
-    if cams.ndim != 3 or keys.shape != (cams.shape[0],):
-        raise DataError(f"{path}: CAM file must hold cams (K, H, W) and K keys, got {cams.shape} and {keys.shape}")
-    if not np.isfinite(cams).all():
-        raise DataError(f"{path}: CAM file holds non-finite values")
-    upper = 254 if num_classes is None else num_classes - 1
-    if keys.size and (keys.min() < 0 or keys.max() > upper or np.unique(keys).size != keys.size):
-        raise DataError(f"{path}: class keys {keys.tolist()} must be distinct and within 0..{upper}")
-    return cams, keys
-
-
-def cam_to_scores(cams: np.ndarray, keys: np.ndarray, num_classes: int) -> np.ndarray:
-    """Scatter K labelled-class CAMs into a dense (num_classes, H, W) score array; background = 0."""
-    scores = np.zeros((num_classes,) + cams.shape[1:], dtype=np.float32)
-    scores[keys] = cams
-    return scores
-
-
-def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
-    """Save an (H, W) uint8 label map as a VOC-palette PNG (255 = ignore)."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    image.putpalette(_PALETTE)
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG (palette or grey) as an (H, W) uint8 array of class indices."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: mask not found")
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
-            return np.array(image, dtype=np.uint8)
-    except DataError:
-        raise
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable mask ({exc})") from None
-
-
-_EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
-
-
-def image_to_rgb(image: Image.Image, path: str | os.PathLike) -> np.ndarray:
-    """An opened image as (H, W, 3) uint8 RGB. 16-bit greyscale (PNG modes ``I;16*``, or ``I`` within
-    0..65535) is scaled to 8 bits (v / 257, rounded), not clipped to white as ``convert("RGB")`` would;
-    any other mode (float, 32-bit) is a DataError naming ``path``."""
-    mode = image.mode
-    if mode in _EIGHT_BIT_MODES:
-        return np.array(image.convert("RGB"), dtype=np.uint8)
-    if mode.startswith("I;16") or mode == "I":
-        values = np.array(image).astype(np.int64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
-            raise DataError(f"{path}: image mode {mode} with values outside 0..65535 is not supported; "
-                            "convert it to 8-bit RGB")
-        grey = np.rint(values / 257.0).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    raise DataError(f"{path}: image mode {mode} is not supported; convert it to 8-bit RGB")
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image as an (H, W, 3) uint8 RGB array (see :func:`image_to_rgb` for the modes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            return image_to_rgb(image, path)
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from None
-
-
-def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
-    """Save an (H, W, 3) uint8 RGB array; format from the suffix (JPEG or PNG)."""
-    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format=fmt, quality=quality)

@@ -36,7 +36,7 @@ class _Images(Dataset):
 
 def _worker_init(_: int) -> None:
     """One torch thread; die with the stage (a SIGKILLed ``cam`` leaves no decoding workers behind)."""
-    from pipeline.processes import die_with_parent
+    from pipeline.engine.processes import die_with_parent
 
     torch.set_num_threads(1)
     die_with_parent()

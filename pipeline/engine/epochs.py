@@ -1,9 +1,10 @@
-"""The generic classifier trainer shared by every CAM method.
+"""The per-epoch trainer shared by every CAM method and the propagation networks.
 
 SGD with momentum, polynomial learning-rate decay (power 0.9, as PSA/SEAM), the backbone at ``lr`` and
 the new layers at ``head_lr_mult * lr``; CUDA with automatic mixed precision when the device is CUDA.
-Optionally the backbone's batch norm is frozen (:func:`freeze_batchnorm`), as PSA's, SEAM's and CPN's
-ResNet-38 (``resnet38d.Net.train``) does: running statistics from pretraining, affine parameters fixed.
+Optionally the backbone's batch norm is frozen (:func:`pipeline.engine.hooks.freeze_batchnorm`), as
+PSA's, SEAM's and CPN's ResNet-38 (``resnet38d.Net.train``) does: running statistics from pretraining,
+affine parameters fixed.
 
 The loop itself (resumable, DistributedDataParallel under torchrun, AMP, one behaviour on a non-finite
 loss) is :func:`pipeline.engine.trainer.train`; :func:`train_method` runs it per epoch with the hooks of
@@ -11,52 +12,17 @@ loss) is :func:`pipeline.engine.trainer.train`; :func:`train_method` runs it per
 """
 from __future__ import annotations
 
-import random
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
-from pipeline import distributed
-from pipeline.cam.methods.base import CamMethod
+from pipeline.engine import hooks as epoch_hooks
+from pipeline.engine.trainer import train
 
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch generator for data loaders."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    generator = torch.Generator()
-    generator.manual_seed(seed)
-    return generator
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device named by the ``device`` param; under torchrun this also joins the process group and a
-    CUDA device becomes this rank's GPU (:func:`pipeline.distributed.setup`)."""
-    if name == "auto":
-        return distributed.setup(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from pipeline.errors import ConfigError
-
-        raise ConfigError("device: cuda was asked for but no CUDA device is available; use auto or cpu")
-    return distributed.setup(torch.device(name))
-
-
-def freeze_batchnorm(module: nn.Module) -> int:
-    """Put every batch-norm layer of ``module`` in eval mode (running statistics are used, not updated)
-    and stop its affine parameters' gradients. Call after ``.train()``, which would undo the first part.
-    Returns the number of layers frozen."""
-    frozen = 0
-    for layer in module.modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            layer.eval()
-            for param in layer.parameters(recurse=False):
-                param.requires_grad_(False)
-            frozen += 1
-    return frozen
+if TYPE_CHECKING:
+    from pipeline.cam.methods.base import CamMethod
 
 
 def train_method(
@@ -83,11 +49,8 @@ def train_method(
     methods (multi-hot labels), AffinityNet and IRN (label maps). ``on_step(step, total_steps)`` is called
     after every step (progress). Methods trained in stages (``stage_span(epoch, epochs)``) get a poly
     schedule per stage; ``set_progress(epoch, epochs)`` is called at every epoch's start. ``freeze_bn``:
-    :func:`freeze_batchnorm` on ``method.backbone`` (frozen layers stay frozen afterwards). ``resume_*``,
-    ``name`` (the stage) and ``lr_param``: as :func:`pipeline.engine.trainer.train`."""
-    from pipeline.engine import hooks as epoch_hooks
-    from pipeline.engine.trainer import train
-
+    :func:`pipeline.engine.hooks.freeze_batchnorm` on ``method.backbone`` (frozen layers stay frozen
+    afterwards). ``resume_*``, ``name`` (the stage) and ``lr_param``: as :func:`pipeline.engine.trainer.train`."""
     per_epoch = len(loader)  # type: ignore[arg-type]
     means = epoch_hooks.EpochMeans(max(per_epoch, 1))
     hooks: list = [means]
