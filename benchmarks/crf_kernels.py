@@ -10,9 +10,9 @@ import sys
 import numpy as np
 
 from pipeline.cam.archive import load_cam
-from pipeline.crf import cam_to_pseudo_mask
 from pipeline.data.voc import VOCDataset
 from pipeline.metrics import confusion_matrix, mean_iou
+from pipeline.pseudo_masks.crf import cam_to_pseudo_mask
 
 cam_dir = sys.argv[1] if len(sys.argv) > 1 else "bench_outputs/msrc/cam/cam"
 root = sys.argv[2] if len(sys.argv) > 2 else "../shared/data/msrc_objects"

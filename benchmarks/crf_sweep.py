@@ -1,6 +1,6 @@
 """Pseudo-mask mIoU of CAM + dense CRF over a grid of CRF settings, on all MSRC train images.
 
-Each configuration runs the `crf` stage's own function (`pipeline.crf.cam_to_pseudo_mask`) on the CAMs of
+Each configuration runs the `crf` stage's own function (`pipeline.pseudo_masks.crf.cam_to_pseudo_mask`) on the CAMs of
 `bash benchmarks/msrc.sh cam-baseline` and scores it against the real masks; one JSON line per
 configuration goes to --summary. Settings not swept are the params.yaml defaults.
 
@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from pipeline.cam.archive import load_cam
-from pipeline.crf import cam_to_pseudo_mask
 from pipeline.data.voc import VOCDataset
 from pipeline.metrics import confusion_matrix, mean_iou
+from pipeline.pseudo_masks.crf import cam_to_pseudo_mask
 
 _STATE: dict = {}
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.backbones import build_backbone
-from pipeline.models.deeplab import build_deeplab
+from pipeline.segmentation.deeplab import build_deeplab
 
 
 def step_cost(backbone: str, crop: int, output_stride: int, head: str, batch_size: int, steps: int) -> float:

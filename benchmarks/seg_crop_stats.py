@@ -13,7 +13,7 @@ import torch
 from torchvision import tv_tensors
 
 from pipeline.data.voc import VOCDataset
-from pipeline.segmentation import segmentation_train_transform
+from pipeline.segmentation.training import segmentation_train_transform
 
 
 def main() -> None:

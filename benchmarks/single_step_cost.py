@@ -20,7 +20,7 @@ import torch
 
 def step_seconds(loss: str, crf_scale: float, batch: int, crop: int, steps: int) -> float:
     from pipeline.models.backbones import build_backbone
-    from pipeline.single_stage import SingleStageLoss, SingleStageModel
+    from pipeline.segmentation.single_stage import SingleStageLoss, SingleStageModel
 
     torch.manual_seed(0)
     model = SingleStageModel(build_backbone("efficientnet_lite0", 16, None), 16,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from pipeline.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
 from pipeline.data.image_files import save_mask
 from pipeline.engine.atomic import read_json
+from pipeline.pseudo_masks.crf import cam_to_pseudo_mask, scores_to_pseudo_mask
 from stages.common import (
     index_path,
     load_image_and_cam,

@@ -23,13 +23,13 @@ import time
 
 import numpy as np
 
-from pipeline.crf import dense_crf
 from pipeline.data.image_files import save_mask
 from pipeline.engine import distributed
 from pipeline.engine.atomic import write_json
 from pipeline.engine.runtime import resolve_device
 from pipeline.metrics import confusion_matrix
-from pipeline.segmentation import image_to_tensor, predict
+from pipeline.pseudo_masks.crf import dense_crf
+from pipeline.segmentation.inference import image_to_tensor, predict
 from stages.common import iou_report, open_split, shared_output, stage_dir, track, write_eval
 from stages.config import Params
 from stages.protocol import scales_text

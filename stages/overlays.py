@@ -12,9 +12,9 @@ from pipeline.cam.archive import load_cam
 from pipeline.data.image_files import load_mask, save_image
 from pipeline.engine.atomic import atomic_dir
 from pipeline.engine.runtime import resolve_device
-from pipeline.overlay import make_overlay
 from pipeline.propagation import get_propagation, list_propagation
-from pipeline.segmentation import predict_label_map
+from pipeline.report.overlay import make_overlay
+from pipeline.segmentation.inference import predict_label_map
 from stages.common import open_split, require
 from stages.config import Params
 from stages.propagation import prop_dir

@@ -1,7 +1,7 @@
 """Stage ``scribbles``: the scribble labels of every train image, one palette PNG per image in
 ``outputs/scribbles/`` (value = class index, 255 = unlabelled), plus ``stats.json`` (source, labelled
 fraction). ``scribbles.source``: ``dataset`` reads ScribbleSup PNGs from ``<data.root>/pascal_2012_scribble``
-(checked: size, class range); ``generate`` draws them from the ground truth (:mod:`pipeline.scribbles`);
+(checked: size, class range); ``generate`` draws them from the ground truth (:mod:`pipeline.segmentation.scribbles`);
 ``auto`` reads them where the folder exists and generates them otherwise. Any bad file stops the stage
 with a one-line error naming it, and nothing is written.
 """
@@ -16,7 +16,7 @@ from pipeline.data.image_files import save_mask
 from pipeline.data.voc import VOCDataset, image_size
 from pipeline.engine.atomic import atomic_dir, write_json
 from pipeline.errors import DataError
-from pipeline.scribbles import SCRIBBLE_DIR, generate_scribble, image_rng, read_scribble, scribble_dir
+from pipeline.segmentation.scribbles import SCRIBBLE_DIR, generate_scribble, image_rng, read_scribble, scribble_dir
 from stages.common import num_workers, open_split, parallel_map, stage_dir
 from stages.config import Params
 

@@ -16,7 +16,7 @@ OUT = "${paths.outputs}"
 METHOD = "${method}"
 SEG = "${method}_${train_seg.labels}"
 SINGLE = "${single.supervision}_${single.loss}"
-# the keys of a dense CRF's kernels (pipeline.crf.dense_crf's keyword arguments) in the sections crf and
+# the keys of a dense CRF's kernels (pipeline.pseudo_masks.crf.dense_crf's keyword arguments) in the sections crf and
 # propagation.affinitynet.labels (crf_kwargs); those of crf are read by every stage that runs the pseudo-mask CRF
 CRF_KERNEL_KEYS = ("iterations", "gauss_sxy", "gauss_compat", "bilateral_sxy", "bilateral_srgb", "bilateral_compat")
 CRF_KERNELS = tuple(f"crf.{key}" for key in CRF_KERNEL_KEYS)
@@ -145,7 +145,8 @@ def _propagation(name: str) -> tuple[Stage, ...]:
     return (
         Stage(f"prop_labels@{name}", "A propagation method's relation labels from the CAMs.", labels,
               ("method", f"{section}.labels", f"{section}.train", *CRF_KERNELS, "data.train_split"),
-              (*PROP_CODE, "pipeline/crf.py", "stages/prop_labels.py"), (CAM_DIR, EVAL_CAM), outs=(labels,),
+              (*PROP_CODE, "pipeline/pseudo_masks/crf.py", "stages/prop_labels.py"), (CAM_DIR, EVAL_CAM),
+              outs=(labels,),
               arguments=f"{section}.labels.", renamed=LABEL_ARGUMENTS.get(name, ())),
         Stage(f"train_prop@{name}", "Train a propagation method's network (AffinityNet, IRN's boundary branch) "
               "on its relation labels.", train, ("seed", "method", "backbone", f"{section}.train", "data.train_split"),
@@ -192,40 +193,40 @@ STAGES_LIST = (
     *(stage for name in PROPAGATION for stage in _propagation(name)),
     _per_image("crf", "Dense-CRF pseudo masks (palette PNGs) from the CAMs or the random walk.",
                ("method", "crf", "data.train_split"),
-               ("pipeline/crf.py", "stages/crf.py", "stages/propagation.py"), (CAM_DIR, WALKS, EVAL_CAM),
+               ("pipeline/pseudo_masks/crf.py", "stages/crf.py", "stages/propagation.py"), (CAM_DIR, WALKS, EVAL_CAM),
                arguments="crf."),
     _evaluation("eval_pseudo", "Pseudo-mask mIoU on train against ground truth.", _dir("crf"),
                 ("crf.source", "crf.use_crf"),
                 ("pipeline/metrics.py", "stages/eval_pseudo.py")),
     _trained("train_seg", "Train DeepLab on the pseudo masks (or on ground truth: train_seg.labels=gt).",
              ("seed", "method", "backbone", "data", "synthetic.root", "train_seg"),
-             ("pipeline/models", "pipeline/segmentation.py", "pipeline/engine", "pipeline/data",
-              "stages/train_seg.py"), (_dir("crf"),), tag=SEG, per_step=True, history=False,
-             arguments="train_seg.", renamed=DEEPLAB_STRIDE),
+             ("pipeline/models", "pipeline/segmentation/deeplab.py", "pipeline/segmentation/training.py",
+              "pipeline/segmentation/inference.py", "pipeline/engine", "pipeline/data", "stages/train_seg.py"),
+             (_dir("crf"),), tag=SEG, per_step=True, history=False, arguments="train_seg.", renamed=DEEPLAB_STRIDE),
     _model_evaluation("eval_seg", "Val mIoU of the segmentation model; predictions as palette PNGs.",
                       f"{_dir('train_seg', SEG)}/model.pt",
                       ("method", "eval_seg", "train_seg.labels", "data.val_split", *CRF_KERNELS),
-                      ("pipeline/segmentation.py", "stages/eval_seg.py"), SEG, arguments="eval_seg.",
+                      ("pipeline/segmentation/inference.py", "stages/eval_seg.py"), SEG, arguments="eval_seg.",
                       renamed=KERNELS_FROM_CRF),
     # the single-stage branch: segmentation trained end to end from scribbles (or image labels), no CAMs
     Stage("scribbles", "Scribble labels of the train split: ScribbleSup PNGs read, or generated from GT.",
           _dir("scribbles", None), ("scribbles", "data.root", "data.train_split"),
-          ("pipeline/scribbles.py", "stages/scribbles.py"),
+          ("pipeline/segmentation/scribbles.py", "stages/scribbles.py"),
           (_dir("data", None),), outs=(_dir("scribbles", None),), record=f"{_dir('scribbles', None)}/stats.json",
           distributed=False),
     _trained("train_single", "Train the single-stage model (pCE + dense-CRF / DFR loss) end to end.",
              ("seed", "backbone", "data", "synthetic.root", "single"),
-             ("pipeline/losses", "pipeline/models", "pipeline/single_stage.py", "pipeline/segmentation.py",
-              "pipeline/engine", "pipeline/data", "stages/train_single.py", "stages/train_seg.py"), (_dir("scribbles", None),), tag=SINGLE, per_step=True,
+             ("pipeline/segmentation", "pipeline/models", "pipeline/engine", "pipeline/data", "stages/train_single.py",
+              "stages/train_seg.py"), (_dir("scribbles", None),), tag=SINGLE, per_step=True,
              history=False, arguments="single.", renamed=DEEPLAB_STRIDE),
     _model_evaluation("eval_single", "Val mIoU of the single-stage model (eval-seg's evaluation).",
                       f"{_dir('train_single', SINGLE)}/model.pt",
                       ("eval_single", "single.supervision", "single.loss", "data.val_split", *CRF_KERNELS),
-                      ("pipeline/segmentation.py", "stages/eval_seg.py", "stages/eval_single.py"), SINGLE,
+                      ("pipeline/segmentation/inference.py", "stages/eval_seg.py", "stages/eval_single.py"), SINGLE,
                       arguments="eval_single.", renamed=KERNELS_FROM_CRF),
     Stage("overlays", "Side-by-side inspection images: image, CAM, pseudo mask, GT, prediction.", _dir("overlays"),
           ("method", "overlays", "crf.source", "data.train_split", "single.supervision", "single.loss"),
-          ("pipeline/overlay.py", "stages/overlays.py"),
+          ("pipeline/report/overlay.py", "stages/overlays.py"),
           (CAM_DIR, WALKS, _dir("crf"), f"{_dir('train_seg', SEG)}/model.pt",
            f"{_dir('train_single', SINGLE)}/model.pt"), plots=(_dir("overlays"),),
           distributed=False),

@@ -25,8 +25,9 @@ from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.errors import DataError
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
-from pipeline.models.deeplab import build_deeplab
-from pipeline.segmentation import image_to_tensor, predict, segmentation_train_transform, train_segmentation
+from pipeline.segmentation.deeplab import build_deeplab
+from pipeline.segmentation.inference import image_to_tensor, predict
+from pipeline.segmentation.training import segmentation_train_transform, train_segmentation
 from stages.common import (
     clear_resume,
     index_path,

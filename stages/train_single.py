@@ -1,4 +1,4 @@
-"""Stage ``train_single``: the single-stage branch (:mod:`pipeline.single_stage`): a segmentation model
+"""Stage ``train_single``: the single-stage branch (:mod:`pipeline.segmentation.single_stage`): a segmentation model
 trained end to end with pCE + the dense-CRF / DFR loss from the ``scribbles`` stage's labels
 (``single.supervision: scribble``), from online CAM seeds (``image``) or from ground truth (``full``).
 
@@ -22,8 +22,13 @@ from pipeline.engine.atomic import atomic_dir, save_torch
 from pipeline.engine.runtime import resolve_device, seed_everything
 from pipeline.errors import DataError
 from pipeline.models.backbones import build_backbone
-from pipeline.scribbles import read_scribble
-from pipeline.single_stage import PartialLabelSamples, SingleStageLoss, SingleStageModel, train_single_stage
+from pipeline.segmentation.scribbles import read_scribble
+from pipeline.segmentation.single_stage import (
+    PartialLabelSamples,
+    SingleStageLoss,
+    SingleStageModel,
+    train_single_stage,
+)
 from stages.common import (
     clear_resume,
     index_path,

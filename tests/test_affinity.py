@@ -7,11 +7,11 @@ import torch
 
 from pipeline.propagation.affinitynet.network import AffinityNet
 
-from pipeline.propagation.pairs import affinity_loss, pair_affinities, pair_indices, radius_offsets
-from pipeline.propagation.affinitynet.labels import IGNORE, cell_average, combine_confident, confident_labels
-from pipeline.propagation.pairs import downsample_labels, pair_labels
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
+from pipeline.propagation.affinitynet.labels import IGNORE, cell_average, combine_confident, confident_labels
+from pipeline.propagation.pairs import affinity_loss, pair_affinities, pair_indices, radius_offsets
+from pipeline.propagation.pairs import downsample_labels, pair_labels
 
 
 def brute_force_pairs(h, w, radius):
@@ -185,7 +185,7 @@ def test_confident_labels_rejects_bad_input():
 
 
 def test_confident_labels_with_the_dense_crf():
-    pytest.importorskip("pipeline.crf")
+    pytest.importorskip("pipeline.pseudo_masks.crf")
     image = np.full((40, 40, 3), 30, np.uint8)
     image[10:30, 10:30] = (220, 60, 40)
     cams = np.zeros((1, 40, 40), np.float32)

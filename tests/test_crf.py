@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from pipeline.crf import background_score, cam_to_pseudo_mask, dense_crf, dense_crf_labels, scores_to_pseudo_mask
 from pipeline.errors import ConfigError, DataError
+from pipeline.pseudo_masks.crf import (
+    background_score,
+    cam_to_pseudo_mask,
+    dense_crf,
+    dense_crf_labels,
+    scores_to_pseudo_mask,
+)
 
 H, W = 48, 64
 

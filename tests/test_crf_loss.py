@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.losses import (
+from pipeline.segmentation.losses import (
     DenseCRFLoss,
     deep_features,
     dense_crf_loss,

@@ -11,11 +11,12 @@ from pipeline.cam.readout import multiscale_cam
 from pipeline.engine.epochs import train_method
 from pipeline.engine.trainer import Hook
 from pipeline.models.backbones import build_backbone
-from pipeline.models.deeplab import build_deeplab
 from pipeline.propagation.affinitynet.walk import propagate_cam
 from pipeline.propagation.irn.walk import propagate_boundary
 from pipeline.propagation.pairs import pair_indices
-from pipeline.segmentation import predict, train_segmentation
+from pipeline.segmentation.deeplab import build_deeplab
+from pipeline.segmentation.inference import predict
+from pipeline.segmentation.training import train_segmentation
 
 
 def _tol(device) -> float:

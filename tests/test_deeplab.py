@@ -4,7 +4,7 @@ import torch
 
 from pipeline.errors import ConfigError
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.models.deeplab import ASPPv2, ASPPv3, aspp_rates, build_deeplab
+from pipeline.segmentation.deeplab import ASPPv2, ASPPv3, aspp_rates, build_deeplab
 
 
 @pytest.mark.parametrize("head", ["v2", "v3"])

@@ -146,8 +146,8 @@ def test_cuda_asked_for_but_not_seen_is_a_problem(monkeypatch):
 
 
 def test_dense_crf_that_imports_but_fails_is_a_problem(monkeypatch):
-    from pipeline import crf
     from pipeline.engine import environment
+    from pipeline.pseudo_masks import crf
 
     def broken(*args, **kwargs):
         raise RuntimeError("illegal instruction in the lattice")

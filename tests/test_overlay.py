@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.data.image_files import voc_palette
 from pipeline.errors import DataError
-from pipeline.overlay import GAP, TITLE_HEIGHT, colorize_mask, jet_colormap, make_overlay
+from pipeline.report.overlay import GAP, TITLE_HEIGHT, colorize_mask, jet_colormap, make_overlay
 
 H, W = 30, 40
 

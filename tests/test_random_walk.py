@@ -9,7 +9,14 @@ from torch.utils._pytree import tree_leaves
 from pipeline.errors import ConfigError, DataError, WsssError
 from pipeline.propagation.affinitynet.walk import background_channel, irn_background, propagate_cam
 from pipeline.propagation.pairs import pair_affinities, pair_indices, radius_offsets
-from pipeline.propagation.sparse_walk import grid_to_image, input_fill, pad_to_stride, pool_to_grid, random_walk, transition_matrix
+from pipeline.propagation.sparse_walk import (
+    grid_to_image,
+    input_fill,
+    pad_to_stride,
+    pool_to_grid,
+    random_walk,
+    transition_matrix,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import DataError, WsssError
-from pipeline.scribbles import generate_scribble, image_rng, read_scribble, scribble_dir
+from pipeline.segmentation.scribbles import generate_scribble, image_rng, read_scribble, scribble_dir
 from stages import data, scribbles, synthetic
 from stages.config import load_params
 from conftest import REPO

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from pipeline.engine.trainer import Hook
+from pipeline.engine.trainer import poly_lr
 from pipeline.errors import ConfigError, DataError
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.models.deeplab import build_deeplab
-from pipeline.segmentation import (poly_lr, predict, predict_label_map, segmentation_loss,
-                                   train_segmentation)
+from pipeline.segmentation.deeplab import build_deeplab
+from pipeline.segmentation.inference import predict, predict_label_map
+from pipeline.segmentation.training import segmentation_loss, train_segmentation
 
 
 def test_poly_lr():
@@ -124,7 +125,7 @@ def test_training_rejects_bad_input():
 def test_random_scale_is_relative_to_the_image():
     from torchvision import tv_tensors
 
-    from pipeline.segmentation import RandomScale
+    from pipeline.segmentation.training import RandomScale
 
     image = tv_tensors.Image(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8))
     mask = tv_tensors.Mask(torch.zeros(40, 60, dtype=torch.uint8))
@@ -141,7 +142,7 @@ def test_random_scale_is_relative_to_the_image():
 def test_train_transform_crops_and_pads_the_mask_with_ignore(reference):
     from torchvision import tv_tensors
 
-    from pipeline.segmentation import segmentation_train_transform
+    from pipeline.segmentation.training import segmentation_train_transform
 
     torch.manual_seed(0)
     transform = segmentation_train_transform(32, 1.0, 1.0, 0.0, scale_reference=reference)

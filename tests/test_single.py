@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from pipeline.engine.atomic import OWNER_MARKER
 from pipeline.errors import ConfigError, WsssError
 from pipeline.models.backbones import build_backbone
-from pipeline.scribbles import generate_scribble, image_rng
-from pipeline.single_stage import SingleStageLoss, SingleStageModel, cam_seeds, train_single_stage
+from pipeline.segmentation.scribbles import generate_scribble, image_rng
+from pipeline.segmentation.single_stage import SingleStageLoss, SingleStageModel, cam_seeds, train_single_stage
 from stages import data, eval_single, scribbles, synthetic, train_single
 from stages.config import load_params
 from conftest import REPO

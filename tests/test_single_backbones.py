@@ -8,7 +8,7 @@ import torch
 import pipeline.models.backbones.resnet as resnet_module
 from pipeline.errors import ConfigError
 from pipeline.models.backbones import build_backbone
-from pipeline.single_stage import SingleStageModel
+from pipeline.segmentation.single_stage import SingleStageModel
 
 
 @pytest.fixture(scope="module")

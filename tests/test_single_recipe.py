@@ -6,8 +6,8 @@ from torchvision import tv_tensors
 
 from conftest import REPO
 from pipeline.models.backbones import build_backbone
-from pipeline.segmentation import segmentation_train_transform
-from pipeline.single_stage import SingleStageModel
+from pipeline.segmentation.single_stage import SingleStageModel
+from pipeline.segmentation.training import segmentation_train_transform
 from stages.config import SegTrainingParams, SingleParams, TrainSegParams, load_params
 
 

@@ -1,7 +1,7 @@
 """The data half of ``wsss-pipe doctor``: a VOC-layout tree checked the way the pipeline will read it.
 
 Every rule is the reader's own (:class:`pipeline.data.voc.VOCDataset`: split files, ``classes.txt``, image
-decoding, mask size and values; :func:`pipeline.scribbles.read_scribble` for ScribbleSup PNGs): the check
+decoding, mask size and values; :func:`pipeline.segmentation.scribbles.read_scribble` for ScribbleSup PNGs): the check
 calls them for every id and collects their one-line errors instead of stopping at the first one, so a
 broken tree is described whole, with at most ``limit`` lines per split.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.data.voc import VOCDataset, image_size
 from pipeline.errors import DataError
-from pipeline.scribbles import SCRIBBLE_DIR, read_scribble
+from pipeline.segmentation.scribbles import SCRIBBLE_DIR, read_scribble
 
 
 @dataclass

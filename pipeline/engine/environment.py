@@ -56,7 +56,7 @@ def dense_crf() -> Check:
     import numpy as np
 
     try:
-        from pipeline.crf import dense_crf as run_crf
+        from pipeline.pseudo_masks.crf import dense_crf as run_crf
     except ImportError as exc:
         return Check("dense CRF", "pydensecrf not importable",
                      f"dense CRF: pydensecrf does not import ({exc}); pip install pydensecrf2 (a wheel of "

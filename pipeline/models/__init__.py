@@ -1,1 +1,1 @@
-"""Neural network modules: backbones, classifier heads, segmentation heads."""
+"""Network building blocks shared by every family: the backbones (:mod:`.backbones`)."""

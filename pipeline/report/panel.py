@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.cam.archive import load_cam
 from pipeline.data.image_files import load_mask, voc_palette
-from pipeline.overlay import make_overlay
+from pipeline.report.overlay import make_overlay
 from pipeline.report.scores import cam_label_map, score, stage_names, walk_keys
 
 LEGEND_ROW = 16

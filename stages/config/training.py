@@ -37,7 +37,7 @@ class RecamParams(ResumableParams):
 
 
 class SegTrainingParams(TrainingParams, ResumableParams):
-    """The segmentation recipe that train_seg and train_single share (:mod:`pipeline.segmentation`)."""
+    """The segmentation recipe that train_seg and train_single share (:mod:`pipeline.segmentation.training`)."""
 
     head: Literal["v3", "v2"] = "v3"
     steps: int = Field(400, ge=1)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.propagation.pairs import affinity_loss, pair_affinities, pair_indices, radius_offsets
 from pipeline.propagation.affinitynet.labels import confident_labels
-from pipeline.propagation.pairs import pair_labels
-from pipeline.propagation.irn.network import boundary_affinities
-from pipeline.crf import dense_crf, dense_crf_labels
-from pipeline.propagation.irn.labels import relation_labels
-from pipeline.propagation.irn.walk import boundary_transition, propagate_boundary
 from pipeline.propagation.affinitynet.walk import background_channel, propagate_cam
+from pipeline.propagation.irn.labels import relation_labels
+from pipeline.propagation.irn.network import boundary_affinities
+from pipeline.propagation.irn.walk import boundary_transition, propagate_boundary
+from pipeline.propagation.pairs import affinity_loss, pair_affinities, pair_indices, radius_offsets
+from pipeline.propagation.pairs import pair_labels
 from pipeline.propagation.sparse_walk import random_walk, transition_matrix
+from pipeline.pseudo_masks.crf import dense_crf, dense_crf_labels
 
 from ._fixtures import check, load
 

@@ -28,7 +28,7 @@ class AffinityNetPropagation(PropagationMethod):
                 "grid_stride": cfg.train.grid_stride}, False
 
     def relation_labels(self, image, cams, keys, crf: dict, **settings) -> np.ndarray:
-        from pipeline.crf import dense_crf
+        from pipeline.pseudo_masks.crf import dense_crf
 
         return confident_labels(image, cams, keys, crf=partial(dense_crf, **crf), **settings)
 

@@ -36,7 +36,7 @@ CrfFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 def _default_crf() -> CrfFn:
     from functools import partial
 
-    from pipeline.crf import dense_crf
+    from pipeline.pseudo_masks.crf import dense_crf
 
     return partial(dense_crf, iterations=10, gauss_sxy=3, gauss_compat=3, bilateral_sxy=80, bilateral_srgb=13,
                    bilateral_compat=10)
@@ -75,7 +75,7 @@ def confident_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_a
     (:func:`downsample_labels`).
 
     ``image`` (H, W, 3) uint8; ``cams`` (K, H, W) in [0, 1] of the image's K labelled classes ``keys``
-    (1-based class indices); ``crf(image, scores) -> posterior`` (default :func:`pipeline.crf.dense_crf`
+    (1-based class indices); ``crf(image, scores) -> posterior`` (default :func:`pipeline.pseudo_masks.crf.dense_crf`
     with PSA's label-CRF kernels). The CRF runs on [(1 - max cam)^alpha, cams] for alpha = ``fg_alpha`` and
     ``bg_alpha``; both posteriors are cell-averaged (:func:`cell_average`) and combined by
     :func:`combine_confident`.

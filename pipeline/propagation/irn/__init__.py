@@ -33,7 +33,7 @@ class IrnPropagation(PropagationMethod):
                 "crf": {"gt_prob": labels.gt_prob} | context.crf_kernels}, auto
 
     def relation_labels(self, image, cams, keys, crf: dict, **settings) -> np.ndarray:
-        from pipeline.crf import dense_crf_labels
+        from pipeline.pseudo_masks.crf import dense_crf_labels
 
         return relation_labels(image, cams, keys, crf=partial(dense_crf_labels, **crf), **settings)
 

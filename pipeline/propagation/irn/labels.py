@@ -4,7 +4,7 @@ jiwoon-ahn/irn ``step/cam_to_ir_label.py``).
 Two label maps are made by an argmax over the CAMs against a constant background score: with a high
 constant (``fg_threshold``, IRN 0.30) only strong activations win, so what is foreground is confident
 foreground; with a low one (``bg_threshold``, IRN 0.05) only weak activations lose, so what is background
-is confident background. Each map is refined by IRN's label CRF (:func:`pipeline.crf.dense_crf_labels`:
+is confident background. Each map is refined by IRN's label CRF (:func:`pipeline.pseudo_masks.crf.dense_crf_labels`:
 the given label at probability 0.7, bilateral sxy 50 / srgb 5). A pixel takes the high-threshold map's
 class where that is foreground, is background where both maps say background, and is ignored (255) where
 only the high-threshold map says background.
@@ -44,7 +44,7 @@ def calibrated_thresholds(cam_threshold: float) -> tuple[float, float]:
 
 
 def _default_crf() -> LabelCrfFn:
-    from pipeline.crf import dense_crf_labels
+    from pipeline.pseudo_masks.crf import dense_crf_labels
 
     return dense_crf_labels
 
@@ -56,7 +56,7 @@ def relation_labels(image: np.ndarray, cams: np.ndarray, keys: np.ndarray, fg_th
 
     ``image`` (H, W, 3) uint8; ``cams`` (K, H, W) in [0, 1] of the image's K labelled classes ``keys``
     (1-based class indices); ``crf(image, labels, num_labels) -> labels`` refines a hard map with values in
-    [0, K] (default :func:`pipeline.crf.dense_crf_labels`, IRN's settings; ``functools.partial`` changes
+    [0, K] (default :func:`pipeline.pseudo_masks.crf.dense_crf_labels`, IRN's settings; ``functools.partial`` changes
     them). An image without labelled classes is all background.
     """
     image, cams, keys = checked_label_inputs("relation_labels", image, cams, keys)

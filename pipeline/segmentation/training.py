@@ -1,12 +1,10 @@
-"""Training and inference helpers for the segmentation model trained on pseudo masks.
+"""Training of the segmentation model on pseudo masks (its inference: :mod:`pipeline.segmentation.inference`).
 
 Training follows DeepLab (Chen et al., TPAMI 2017, sec. 4): SGD with momentum, the "poly" learning rate
 lr * (1 - step / max_steps)^0.9, pixel-wise cross entropy ignoring label 255, the head at 10x the backbone
 learning rate (SEAM's setting: lr 1e-3, wd 5e-4, 20k steps). Augmentation as in the DeepLab references
 (IRN's deeplab-pytorch, SEAM's segmentation codebase): each image is rescaled by a random factor of ITS OWN
 size, flipped, and randomly cropped, padding the mask with 255 (:func:`segmentation_train_transform`).
-Inference averages the softmax over scales and horizontal flips at the input resolution, optionally refined
-by the dense CRF.
 
 Departures from the references, and why:
 - Augmentation: none. ``train_seg.scale_reference`` defaults to ``image`` (the references'
@@ -27,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,12 +32,10 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipeline.crf import dense_crf
-from pipeline.data.transforms import to_image_tensor as image_to_tensor
 from pipeline.data.transforms import train_transform
 from pipeline.engine import distributed
-from pipeline.engine.trainer import Hook, poly_lr, train  # noqa: F401 (poly_lr: re-exported)
-from pipeline.errors import ArgumentError, ConfigError, DataError
+from pipeline.engine.trainer import Hook, train
+from pipeline.errors import ConfigError, DataError
 
 IGNORE_INDEX = 255
 
@@ -106,56 +101,6 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: 
     return total / valid.sum().clamp(min=1)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, image_tensor: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False,
-            amp: bool = False) -> np.ndarray:
-    """Class probabilities (C, H, W) float32 for one image (3, H, W) or (1, 3, H, W) in [0, 1].
-
-    For each scale the image is resized bilinearly, the model's logits are resized back to (H, W) and
-    softmaxed; with ``flip`` the mirrored image goes through in the same batch and is mirrored back. The
-    result is the mean of all these distributions. The model runs in eval mode; its mode is restored.
-    """
-    if image_tensor.ndim == 3:
-        image_tensor = image_tensor[None]
-    if image_tensor.ndim != 4 or image_tensor.shape[:2] != (1, 3):
-        raise DataError(f"predict: image must be (3, H, W) or (1, 3, H, W), got {tuple(image_tensor.shape)}")
-    if not scales or any(s <= 0 for s in scales):
-        raise ArgumentError("scales", f"must be a non-empty list of positive numbers, got {scales}")
-    device = next(model.parameters()).device
-    image = image_tensor.to(device, torch.float32)
-    size = image.shape[-2:]
-    was_training = model.training
-    model.eval()
-    total = None
-    try:
-        for scale in scales:
-            scaled_size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-            x = image if scaled_size == tuple(size) else F.interpolate(
-                image, size=scaled_size, mode="bilinear", align_corners=False)
-            if flip:
-                x = torch.cat([x, x.flip(-1)], dim=0)
-            with torch.autocast(device_type=device.type, enabled=amp and device.type == "cuda"):
-                logits = model(x)
-            logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
-            if flip:
-                logits = torch.cat([logits[:1], logits[1:].flip(-1)], dim=0)
-            probs = logits.softmax(dim=1).sum(dim=0)
-            total = probs if total is None else total + probs
-    finally:
-        model.train(was_training)
-    return (total / (len(scales) * (2 if flip else 1))).cpu().numpy()
-
-
-def predict_label_map(model: nn.Module, image: np.ndarray, scales: Sequence[float] = (1.0,), flip: bool = False,
-                      use_crf: bool = False, crf_kwargs: dict | None = None, amp: bool = False) -> np.ndarray:
-    """(H, W) uint8 label map for an (H, W, 3) uint8 image: :func:`predict`, optionally the dense CRF on
-    the averaged probabilities, then argmax."""
-    probs = predict(model, image_to_tensor(image), scales=scales, flip=flip, amp=amp)
-    if use_crf:
-        probs = dense_crf(image, probs, **(crf_kwargs or {}))
-    return probs.argmax(axis=0).astype(np.uint8)
-
-
 def _segmentation_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *_, step: int) -> dict:
     # under torchrun each rank's mean is weighted by its share of the labelled pixels, so that the averaged
     # gradient is the one of the mean over the whole (global) batch, as in a single process
@@ -174,7 +119,7 @@ def train_segmentation(model: nn.Module, loader: Iterable, max_steps: int, lr: f
 
     ``loader`` yields (images (B, 3, H, W) in [0, 1], masks (B, H, W) long with 255 = ignore) and is
     iterated as often as needed; ``step_fn`` (default: cross entropy on the masks) may take other batches
-    and return other loss terms: the single stage (:mod:`pipeline.single_stage`) trains here with its own.
+    and return other loss terms: the single stage (:mod:`pipeline.segmentation.single_stage`) trains here with its own.
     """
     return train(model, step_fn or _segmentation_step, loader, max_steps, lr, name=name, lr_param=lr_param,
                  momentum=momentum, weight_decay=weight_decay, head_lr_mult=head_lr_mult, device=device, amp=amp,

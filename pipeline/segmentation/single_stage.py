@@ -2,11 +2,12 @@
 with partial cross entropy plus a regularised loss, no pseudo-mask files.
 
 - ``loss: pce``: partial cross entropy on the labelled pixels (Tang et al. ECCV 2018, eq. 2).
-- ``loss: crf``: + the dense-CRF loss over all pixels (Tang et al., rloss; :mod:`pipeline.losses.dense_crf`).
+- ``loss: crf``: + the dense-CRF loss over all pixels (Tang et al., rloss;
+  :mod:`pipeline.segmentation.losses.dense_crf`).
 - ``loss: dfr``: + the same loss with DFR's dynamic kernel (Zhang et al. 2021): the feature-consistency
   head's embeddings (detached, recomputed every step) join RGB/XY in the kernel once
   ``deep_warmup_steps`` have passed, and the head is trained with a pairwise loss on the labelled pixels,
-  optionally extended to the segmentation's confident predictions (:mod:`pipeline.losses.dfr`).
+  optionally extended to the segmentation's confident predictions (:mod:`pipeline.segmentation.losses.dfr`).
 
 Supervision: ``scribble`` (DFR's setting: the labels of the ``scribbles`` stage), ``image`` (image-level
 labels only: seeds from the model's own CAM head, online, as single-stage WSSS methods do, ToCo / AFA:
@@ -14,7 +15,7 @@ CAM >= ``seed_fg`` -> that class, max CAM < ``seed_bg`` -> background, else igno
 trained with the multilabel soft-margin loss on global average pooling, as :mod:`pipeline.cam.methods.cam`),
 or ``full`` (ground truth, the upper bound of the same code).
 
-Network, optimisation and augmentation are train_seg's (one segmentation recipe, :mod:`pipeline.segmentation`:
+Network, optimisation and augmentation are train_seg's (one segmentation recipe, :mod:`pipeline.segmentation.training`:
 the same DeepLab with its backbone batch norms frozen, ``single.freeze_backbone_bn: auto``, the same lr and
 poly schedule, the random scale of each image's own size, ``single.scale_reference: image``, and the same
 loop); only the loss differs. The measurements behind the choices below (benchmarks/README.md, the
@@ -22,7 +23,7 @@ single-stage section) were made with the former recipe (lr 0.01, trained batch n
 stages' crop-fitting jitter).
 
 Choices where the sources are silent (DFR's code and paper are not available):
-- Model: the project's DeepLab head (v3 / v2, :mod:`pipeline.models.deeplab`) on the backbone's last
+- Model: the project's DeepLab head (v3 / v2, :mod:`pipeline.segmentation.deeplab`) on the backbone's last
   stage; the feature-consistency head is 1x1 conv (256) - BN - ReLU - 1x1 conv (``embed_dim``) on the
   same features; its output is L2-normalised where used. DFR used a vision transformer backbone
   (``backbone.name: vit_b_16`` / ``swin_t``); EfficientNet-Lite0 stays the offline default.
@@ -36,7 +37,7 @@ Choices where the sources are silent (DFR's code and paper are not available):
 - Kernel width: rloss's sigma_xy of 100 px is for 513 px crops of ~500 px VOC images; the stage's
   default (``single.sigma_xy: auto``) keeps the width relative to the crop (100 * crop / 513), which
   raised both the CRF loss and DFR on MSRC (crop 160, 300 steps; benchmarks/README.md).
-- Weight: rloss's 2e-9 corresponds to 8.7 here (:mod:`pipeline.losses.dense_crf`); on MSRC at 300 steps
+- Weight: rloss's 2e-9 corresponds to 8.7 here (:mod:`pipeline.segmentation.losses.dense_crf`); on MSRC at 300 steps
   it over-smooths and 2 scores best of 2 / 8.7 / 30 for both losses (benchmarks/README.md):
   ``single.crf_weight`` defaults to 2.
 - The loss terms are summed: pCE + regulariser (weight ``crf_weight``) + ``fc_weight`` * pair loss
@@ -58,10 +59,10 @@ from torchvision import tv_tensors
 from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook
 from pipeline.errors import ConfigError, DataError
-from pipeline.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
 from pipeline.models.backbones.base import Backbone
-from pipeline.models.deeplab import SegmentationModel, build_deeplab
-from pipeline.segmentation import train_segmentation
+from pipeline.segmentation.deeplab import SegmentationModel, build_deeplab
+from pipeline.segmentation.losses import DenseCRFLoss, deep_features, feature_consistency_loss, partial_cross_entropy
+from pipeline.segmentation.training import train_segmentation
 
 IGNORE_INDEX = 255
 SUPERVISIONS = ("scribble", "image", "full")
@@ -81,7 +82,7 @@ class FeatureConsistencyHead(nn.Module):
 
 
 class SingleStageModel(SegmentationModel):
-    """DeepLab as train_seg builds it (:func:`pipeline.models.deeplab.build_deeplab`, backbone batch norms
+    """DeepLab as train_seg builds it (:func:`pipeline.segmentation.deeplab.build_deeplab`, backbone batch norms
     frozen with ``freeze_backbone_bn``) + the feature-consistency head and the CAM head. ``forward(images in
     [0, 1])`` -> segmentation logits at the input size; :meth:`forward_train` returns every head's output
     from one backbone pass."""
@@ -221,7 +222,7 @@ def train_single_stage(model: SingleStageModel, objective: SingleStageLoss, load
                        device: str | torch.device = "cpu", amp: bool = True, hooks: Sequence[Hook] = (),
                        resume_path: Path | None = None, resume_every: int = 0,
                        resume_key: str = "") -> list[dict[str, float]]:
-    """DeepLab's training (:func:`pipeline.segmentation.train_segmentation`: the poly schedule, AMP on
+    """DeepLab's training (:func:`pipeline.segmentation.training.train_segmentation`: the poly schedule, AMP on
     CUDA, resumable, DDP under torchrun) over batches of :class:`PartialLabelSamples` with ``objective``
     as the step's loss; returns every step's loss terms, ``lr`` and ``seconds``."""
 

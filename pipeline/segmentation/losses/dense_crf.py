@@ -25,7 +25,7 @@ How the authors' PyTorch code (meng-tang/rloss, ``DenseCRFLoss.py``) computes it
   size; here the sum is divided by P^2 as well, and the weight 2e-9 * 257^4 ~ 8.7 is its equivalent.
 
 The kernel features are a plain (B, P, D) tensor scaled by the sigmas (``gaussian_features``), so DFR's
-dynamic kernel (:mod:`pipeline.losses.dfr`) is the same loss with deep feature columns appended.
+dynamic kernel (:mod:`pipeline.segmentation.losses.dfr`) is the same loss with deep feature columns appended.
 """
 from __future__ import annotations
 
