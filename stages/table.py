@@ -167,8 +167,8 @@ def _propagation(name: str) -> tuple[Stage, ...]:
 
 STAGES_LIST = (
     Stage("synthetic", "Generate the built-in demo dataset (VOC layout) at synthetic.root.", "${synthetic.root}",
-          ("synthetic",), ("pipeline/data/synthetic.py", "stages/synthetic.py"), outs=("${synthetic.root}",),
-          distributed=False),
+          ("synthetic",), ("pipeline/data/synthetic.py", "pipeline/data/synthetic_drawing.py", "stages/synthetic.py"),
+          outs=("${synthetic.root}",), distributed=False),
     Stage("data", "Validate the dataset at data.root and index its splits and image-level labels.", _dir("data", None),
           ("data", "train_seg.split"), ("pipeline/data/voc.py", "pipeline/report/cooccurrence.py", "stages/data.py"),
           ("${data.root}",), outs=(_dir("data", None),), distributed=False),
