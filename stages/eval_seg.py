@@ -47,13 +47,20 @@ def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
 
 
 def run(params: Params) -> dict:
+    return evaluate_trained(params, "train_seg", "eval_seg", seg_tag(params), load_model, params.eval_seg,
+                            lambda checkpoint: {"labels": params.train_seg.labels})
+
+
+def evaluate_trained(params: Params, trained: str, stage: str, tag: str, load, cfg, extra) -> dict:
+    """The run of eval_seg and eval_single: the model that stage ``trained`` wrote under ``tag`` (read by
+    ``load``) evaluated on the val split with ``cfg`` (:func:`evaluate_model`) into ``stage``'s directory;
+    ``extra(checkpoint)`` heads metrics.json, then the split."""
     device = resolve_device(params.device)
-    tag = seg_tag(params)
-    model, checkpoint = load_model(stage_dir(params, "train_seg", tag) / "model.pt", device)
+    model, checkpoint = load(stage_dir(params, trained, tag) / "model.pt", device)
     val, index = open_split(params, params.data.val_split)
-    with shared_output(stage_dir(params, "eval_seg", tag)) as out:
-        return evaluate_model(model, val, index["classes"], params.eval_seg, params.crf.crf_kwargs(), out,
-                              f"eval_seg [{tag}]", {"labels": params.train_seg.labels, "split": params.data.val_split})
+    with shared_output(stage_dir(params, stage, tag)) as out:
+        return evaluate_model(model, val, index["classes"], cfg, params.crf.crf_kwargs(), out, f"{stage} [{tag}]",
+                              extra(checkpoint) | {"split": params.data.val_split})
 
 
 def evaluate_model(model, val, class_names: list[str], cfg, crf_kwargs: dict, out, description: str,

@@ -6,20 +6,12 @@ Writes ``outputs/eval_single/<supervision>_<loss>/`` in the layout of ``eval_seg
 """
 from __future__ import annotations
 
-from pipeline.engine.runtime import resolve_device
-from stages.common import open_split, shared_output, stage_dir
 from stages.config import Params
-from stages.eval_seg import evaluate_model
+from stages.eval_seg import evaluate_trained
 from stages.train_single import load_single_model, single_tag
 
 
 def run(params: Params) -> dict:
-    device = resolve_device(params.device)
-    tag = single_tag(params)
-    model, checkpoint = load_single_model(stage_dir(params, "train_single", tag) / "model.pt", device)
-    val, index = open_split(params, params.data.val_split)
-    with shared_output(stage_dir(params, "eval_single", tag)) as out:
-        return evaluate_model(model, val, index["classes"], params.eval_single, params.crf.crf_kwargs(), out,
-                              f"eval_single [{tag}]",
-                              {"supervision": checkpoint["supervision"], "loss": checkpoint["loss"],
-                               "split": params.data.val_split})
+    return evaluate_trained(params, "train_single", "eval_single", single_tag(params), load_single_model,
+                            params.eval_single,
+                            lambda checkpoint: {"supervision": checkpoint["supervision"], "loss": checkpoint["loss"]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -41,20 +42,29 @@ def save_mask(path: str | os.PathLike, mask: np.ndarray) -> None:
         image.save(tmp, format="PNG")
 
 
-def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG (palette or grey) as an (H, W) uint8 array of class indices."""
+def _read(path: str | os.PathLike, what: str, convert: Callable[[Image.Image, Path], np.ndarray]) -> np.ndarray:
+    """``convert`` of the opened image file ``path``; a missing or unreadable file is a DataError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: mask not found")
+        raise DataError(f"{path}: {what} not found")
     try:
         with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
-            return np.array(image, dtype=np.uint8)
+            return convert(image, path)
     except DataError:
         raise
     except OSError as exc:
-        raise DataError(f"{path}: unreadable mask ({exc})") from None
+        raise DataError(f"{path}: unreadable {what} ({exc})") from None
+
+
+def _label_array(image: Image.Image, path: Path) -> np.ndarray:
+    if image.mode not in ("P", "L"):
+        raise DataError(f"{path}: mask must be a palette or greyscale PNG, got mode {image.mode}")
+    return np.array(image, dtype=np.uint8)
+
+
+def load_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or grey) as an (H, W) uint8 array of class indices."""
+    return _read(path, "mask", _label_array)
 
 
 _EIGHT_BIT_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
@@ -79,14 +89,7 @@ def image_to_rgb(image: Image.Image, path: str | os.PathLike) -> np.ndarray:
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array (see :func:`image_to_rgb` for the modes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image not found")
-    try:
-        with Image.open(path) as image:
-            return image_to_rgb(image, path)
-    except OSError as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from None
+    return _read(path, "image", image_to_rgb)
 
 
 def save_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
