@@ -10,13 +10,14 @@ Departures from the references, and why:
 - Augmentation: none. ``train_seg.scale_reference`` defaults to ``image`` (the references'
   rescale of the image itself); ``crop``, the project's former default (the classification stages' jitter:
   the image fitted into ``crop_size * s``), shows MSRC images at 0.25-0.75 of their size (eval reads them
-  at 0.5-1.5) with 38% of each crop padding; at 1,200 steps on ground truth ``image`` scores higher
+  at 0.5-1.5) with much of each crop padding (measured: benchmarks/README.md, DeepLab); at 1,200 steps on ground truth ``image`` scores higher
   (benchmarks/README.md, DeepLab).
 - The image is padded with 0 (black), not the ImageNet mean, because the backbones normalise internally.
 - None in the optimisation: ``train_seg.lr: auto`` is SEAM's 1e-3 (head 1e-2) and the backbone's batch
   norms stay at their pretrained statistics (``train_seg.freeze_backbone_bn: auto``), as DeepLab-v2 and
   IRN's deeplab-pytorch at small batches. Only on the generated demo data, where those batch norms train,
-  ``auto`` is 1e-2 (1e-3 learns too slowly there: benchmarks/README.md, the demo sections). On MSRC (1,200 steps, batch 8) that pair beats the former 0.01 with
+  ``auto`` is 1e-2 (1e-3 learns too slowly there: benchmarks/README.md, the demo sections). On MSRC
+  (1,200 steps, batch 8) that pair beats the former 0.01 with
   trained batch norms, and either change alone loses (frozen at 0.01 does not train; benchmarks/README.md,
   DeepLab).
 """

@@ -27,7 +27,7 @@ Departures from the references:
 * The background strength is calibrated to the CAMs at hand (``propagation.affinitynet.walk.bg_alpha``
   / ``bg_threshold``: ``auto``, the stage's default). PSA's alpha 16 and IRN's 0.25 were tuned on their ResNet-38 / ResNet-50
   VOC CAMs: before the walk, (1 - m)^16 falls below the foreground at m ~ 0.13, while our Lite0 MSRC CAMs
-  are best thresholded at 0.47. ``auto`` takes eval_cam's best threshold t for the CAM method and, for
+  are best thresholded far higher (benchmarks/README.md, the propagation ladder). ``auto`` takes eval_cam's best threshold t for the CAM method and, for
   ``psa``, the power at which the background crosses the foreground exactly there
   (:func:`alpha_for_threshold`); for ``irn``, t itself. On MSRC both fixed values put the walk far below
   the CAM it refines and ``auto`` above it (benchmarks/README.md, the propagation ladder).

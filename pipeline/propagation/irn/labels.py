@@ -13,7 +13,7 @@ The combination rule is IRN's (a foreground pixel of the high-threshold map keep
 low-threshold map disagrees). Departure: IRN's 0.30 / 0.05 belong to IRN's CAMs, whose best background
 threshold is 0.15 (its ``cam_eval_thres``); CAMs cut best elsewhere get the thresholds at the same place
 relative to their own best threshold t (:func:`calibrated_thresholds`: t^(ln 0.30 / ln 0.15) and
-t^(ln 0.05 / ln 0.15), which give back 0.30 / 0.05 at t = 0.15). With IRN's constants our CAMs (t = 0.47)
+t^(ln 0.05 / ln 0.15), which give back 0.30 / 0.05 at t = 0.15). With IRN's constants our CAMs (best cut far above 0.15)
 call much of the background confident foreground, the boundary branch learns no boundary there, and
 training it longer made the walk worse (benchmarks/README.md, Propagation).
 """

@@ -15,8 +15,8 @@ How the authors' PyTorch code (meng-tang/rloss, ``DenseCRFLoss.py``) computes it
   whole: memory O(block * P), time O(P^2 K); tests check value and gradient against the full N x N
   matrix. Because of the P^2 cost the project's default scale is 0.25 (``single.crf_scale``; rloss 0.5):
   at crop 160 that is a 40 x 40 grid, still 4x finer than the logits at output stride 16, and the loss
-  adds 9% to a CPU training step instead of 82% at 0.5 (benchmarks/single_step_cost.py; on a GPU
-  either is cheap).
+  costs a CPU training step far less than at 0.5 (benchmarks/README.md, "Single-stage branch on MSRC": the
+  step cost of benchmarks/single_step_cost.py; on a GPU either is cheap).
 - Departure: their loss is -sum_k S_k^T W S_k, which differs from the formula above by the constant
   m^T W m (m the ROI); the formula is used so that the value is >= 0 and 0 for a segmentation that never
   separates similar pixels. Gradients are identical.
