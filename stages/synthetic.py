@@ -12,5 +12,6 @@ def run(params: Params) -> Path:
     cfg = params.synthetic
     with atomic_dir(cfg.root) as tmp:
         generate_synthetic(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size,
-                           seed=cfg.seed, max_objects=cfg.max_objects, object_scale=cfg.object_scale)
+                           seed=cfg.seed, max_objects=cfg.max_objects, object_scale=cfg.object_scale,
+                           body_cue=cfg.body_cue)
     return Path(cfg.root)

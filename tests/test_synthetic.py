@@ -118,9 +118,32 @@ def test_object_scale_makes_objects_larger():
     assert object_share(1.5) > 1.8 * object_share(1.0)
 
 
+def test_body_cue_colours_bodies_by_class_and_greys_the_clutter():
+    """body_cue 1: an object's body pixels take its class hue; the headless clutter is greyer."""
+    import colorsys
+
+    def hue_distance(rgb, hue):
+        h = np.array([colorsys.rgb_to_hsv(*(c / 255.0))[0] for c in rgb])
+        return np.minimum(np.abs(h - hue), 1 - np.abs(h - hue))
+
+    distances, saturation_bg = {0.0: [], 1.0: []}, {0.0: [], 1.0: []}
+    for cue in (0.0, 1.0):
+        for i in range(8):
+            image, mask, objects = render_sample(np.random.default_rng(i), 96, 96, empty_fraction=0.0,
+                                                 max_objects=1, void_fraction=0.0, body_cue=cue)
+            region = mask == objects[0].class_index
+            hue = (objects[0].class_index - 1) / len(CLASS_NAMES)
+            distances[cue].append(np.median(hue_distance(image[region][::7].astype(float), hue)))
+            background = image[mask == 0][::11].astype(float)
+            saturation_bg[cue].append(np.mean([colorsys.rgb_to_hsv(*(c / 255.0))[1] for c in background]))
+    assert np.mean(distances[1.0]) < 0.06 < np.mean(distances[0.0])
+    assert np.mean(saturation_bg[1.0]) < np.mean(saturation_bg[0.0])
+
+
 @pytest.mark.parametrize("key, value", [("num_train", 0), ("image_size", 16), ("num_classes", 6),
                                         ("empty_fraction", 1.0), ("void_fraction", -0.1),
-                                        ("max_objects", 0), ("size_jitter", 0.5), ("object_scale", 2.5)])
+                                        ("max_objects", 0), ("size_jitter", 0.5), ("object_scale", 2.5),
+                                        ("body_cue", 1.5)])
 def test_bad_parameters(tmp_path, key, value):
     with pytest.raises(ConfigError, match=f"synthetic.{key}: invalid value"):
         generate_synthetic(tmp_path / "x", **{key: value})

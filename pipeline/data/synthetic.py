@@ -5,7 +5,9 @@ class) with a head at one end of its major axis; the head's silhouette and hue a
 bodies with the same textures clutter the background, so the body is no evidence of any class and a
 classifier trained on image-level labels learns the head: its CAM covers the discriminative part while the
 ground truth covers head and body. 1-3 objects per image occlude each other; ~10% of images hold no object;
-some object boundaries get a void (255) ring as in VOC. The design is described in docs/synthetic_dataset.md.
+some object boundaries get a void (255) ring as in VOC. ``body_cue`` > 0 gives that share of the bodies their
+class's hue (and greys the clutter), so that the body becomes weaker evidence of the class than the head. The
+design is described in docs/synthetic_dataset.md.
 
 Output: a VOC-layout dataset (see :mod:`pipeline.data.voc`), byte-identical for a given seed.
 """
@@ -49,7 +51,26 @@ def _body_colours(rng):
     return random_colour(rng, saturation=(0.0, 0.55)), random_colour(rng, saturation=(0.0, 0.55))
 
 
-def _render_background(rng, yy, xx, scale) -> np.ndarray:
+def _clutter_colours(rng, body_cue: float):
+    """Colours of a headless clutter body: as an object's body, or, with class-coloured bodies
+    (``body_cue`` > 0), greyer by that fraction so that a body's colour is evidence of its class."""
+    if body_cue <= 0:
+        return _body_colours(rng)
+    top = 0.55 * (1.0 - body_cue)
+    return random_colour(rng, saturation=(0.0, top)), random_colour(rng, saturation=(0.0, top))
+
+
+def _object_body_colours(rng, class_hue: float, body_cue: float):
+    """An object's two body colours: any muted hue, or with probability ``body_cue`` the class's own hue
+    (muted, so that the head stays the most salient part)."""
+    if body_cue <= 0 or rng.random() >= body_cue:
+        return _body_colours(rng)
+    hue = class_hue + rng.uniform(-0.04, 0.04)
+    return (random_colour(rng, hue=hue, saturation=(0.35, 0.6), value=(0.35, 0.65)),
+            random_colour(rng, hue=hue, saturation=(0.35, 0.6), value=(0.65, 0.95)))
+
+
+def _render_background(rng, yy, xx, scale, body_cue: float = 0.0) -> np.ndarray:
     height, width = yy.shape
     field = smooth_noise(rng, height, width, cells=int(rng.integers(2, 6)))[..., None]
     canvas = random_colour(rng, saturation=(0.1, 0.6)) * (1 - field) + random_colour(rng, saturation=(0.1, 0.6)) * field
@@ -64,7 +85,7 @@ def _render_background(rng, yy, xx, scale) -> np.ndarray:
             u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
             v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
             region = (np.abs(u) <= a) & (np.abs(v) <= a * rng.uniform(0.3, 1.0))
-        paint(canvas, region, texture_pattern(rng, yy, xx, scale), *_body_colours(rng))
+        paint(canvas, region, texture_pattern(rng, yy, xx, scale), *_clutter_colours(rng, body_cue))
     # Saturated thin bars of any hue: colour alone does not reveal a head.
     for _ in range(int(rng.integers(0, 3))):
         cy, cx = rng.uniform(0, height), rng.uniform(0, width)
@@ -106,11 +127,12 @@ def render_sample(
     void_fraction: float = 0.5,
     max_objects: int = 3,
     object_scale: float = 1.0,
+    body_cue: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, list[SyntheticObject]]:
     """One image (H, W, 3) uint8, its mask (H, W) uint8 (0 bg, 1..num_classes, 255 void) and its objects."""
     scale = float(min(height, width))
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    canvas = _render_background(rng, yy, xx, scale)
+    canvas = _render_background(rng, yy, xx, scale, body_cue)
     count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
 
     instance = np.zeros((height, width), dtype=np.int32)
@@ -145,8 +167,9 @@ def render_sample(
 
     # Painted in instance order, so later objects occlude earlier ones as in the instance map.
     for obj, (shape_name, body, head, marking) in zip(objects, shapes):
-        paint(canvas, body, texture_pattern(rng, yy, xx, scale), *_body_colours(rng))
-        hue = (obj.class_index - 1) / len(HEAD_SHAPES) + rng.uniform(-0.03, 0.03)
+        class_hue = (obj.class_index - 1) / len(HEAD_SHAPES)
+        paint(canvas, body, texture_pattern(rng, yy, xx, scale), *_object_body_colours(rng, class_hue, body_cue))
+        hue = class_hue + rng.uniform(-0.03, 0.03)
         canvas[head] = random_colour(rng, hue=hue, saturation=(0.75, 1.0), value=(0.75, 1.0))
         canvas[head & marking] = random_colour(rng, saturation=(0.0, 0.2), value=(0.0, 0.25))
     class_of = np.array([0] + [o.class_index for o in objects], dtype=np.uint8)
@@ -167,7 +190,7 @@ def render_sample(
 
 # ------------------------------------------------------------------ the dataset
 def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter,
-                  object_scale=1.0):
+                  object_scale=1.0, body_cue=0.0):
     checks = {
         "num_train": num_train >= 1,
         "num_val": num_val >= 1,
@@ -178,6 +201,7 @@ def _check_params(num_train, num_val, image_size, num_classes, empty_fraction, v
         "max_objects": 1 <= max_objects <= 6,
         "size_jitter": 0.0 <= size_jitter < 0.5,
         "object_scale": 0.5 <= object_scale <= 2.0,
+        "body_cue": 0.0 <= body_cue <= 1.0,
     }
     values = locals()
     for key, ok in checks.items():
@@ -197,6 +221,7 @@ def generate_synthetic(
     max_objects: int = 3,
     size_jitter: float = 0.0,
     object_scale: float = 1.0,
+    body_cue: float = 0.0,
 ) -> dict:
     """Write the demo dataset in VOC layout under ``out_root`` (replaced whole, atomically).
 
@@ -206,7 +231,7 @@ def generate_synthetic(
     (and writes as ``summary.json``) statistics: per split the image count, empty images, objects per class, occluded objects and the void pixel share.
     """
     _check_params(num_train, num_val, image_size, num_classes, empty_fraction, void_fraction, max_objects, size_jitter,
-                  object_scale)
+                  object_scale, body_cue)
     summary = {"seed": seed, "image_size": image_size, "class_names": ["background", *CLASS_NAMES[:num_classes]]}
     with atomic_dir(out_root) as tmp:
         tmp = Path(tmp)
@@ -222,7 +247,7 @@ def generate_synthetic(
                     low = int(round(image_size * (1 - size_jitter)))
                     height, width = (int(v) for v in rng.integers(low, image_size + 1, size=2))
                 image, mask, objects = render_sample(
-                    rng, height, width, num_classes, empty_fraction, void_fraction, max_objects, object_scale
+                    rng, height, width, num_classes, empty_fraction, void_fraction, max_objects, object_scale, body_cue
                 )
                 save_image(tmp / "JPEGImages" / f"{image_id}.jpg", image, quality=95)
                 save_mask(tmp / "SegmentationClass" / f"{image_id}.png", mask)

@@ -20,6 +20,7 @@ class SyntheticParams(Section):
     seed: int = Field(0, ge=0)
     max_objects: int = Field(3, ge=1, le=6)
     object_scale: float = Field(1.0, ge=0.5, le=2.0)
+    body_cue: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class DataParams(Section):
