@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -76,7 +77,7 @@ def _acquire(path: Path, name: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise WsssError(f"{path}: another `wsss-pipe` run of {name} holds this lock ({holder}); wait for it "
                             "to finish (it is released when that process exits)") from None
@@ -89,3 +90,14 @@ def _acquire(path: Path, name: str) -> int:
         except FileNotFoundError:
             pass
         os.close(fd)  # the holder released and removed it between our open and our lock: take the new one
+
+
+def _holder(fd: int, wait_s: float = 1.0) -> str:
+    """The holder's line (pid, host, start). It writes it just after taking the lock, so a run that finds the
+    file still empty looks again for up to ``wait_s`` before naming "another process"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
+        if text or time.monotonic() >= deadline:
+            return text or "another process"
+        time.sleep(0.02)

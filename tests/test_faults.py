@@ -111,6 +111,26 @@ def test_a_held_lock_is_a_one_line_error_naming_its_holder(tree):
     _no_leftovers(out)
 
 
+def test_a_run_that_meets_the_lock_before_its_holder_wrote_its_line_still_names_it(tmp_path):
+    import fcntl
+    import threading
+
+    from pipeline.errors import WsssError
+    from stages.locking import _acquire
+
+    path = tmp_path / "crf.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held, its line not written yet
+    writer = threading.Timer(0.2, os.pwrite, (fd, b"pid 4242 on host since now", 0))
+    writer.start()
+    try:
+        with pytest.raises(WsssError, match=r"holds this lock \(pid 4242 on host"):
+            _acquire(path, "crf")
+    finally:
+        writer.join()
+        os.close(fd)
+
+
 def _mount(*args: str) -> None:
     subprocess.run(["mount", *args], check=True, capture_output=True, text=True)
 
