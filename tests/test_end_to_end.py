@@ -68,7 +68,8 @@ def test_the_cam_and_the_crf_climb_the_ladder(first_repro):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 19, open: on this data the walks and DeepLab do not yet beat "
-                                       "the CAM (benchmarks/README.md, the demo's ladder)")
+                                       "the CAM; DeepLab needs more steps than the demo gives it "
+                                       "(benchmarks/README.md, issue 19 part 4)")
 def test_the_walks_and_deeplab_climb_the_ladder(first_repro):
     miou = first_repro[2]
     assert miou["eval_walk/affinitynet"] > miou["eval_cam"] and miou["eval_walk/irn"] > miou["eval_cam"], miou
