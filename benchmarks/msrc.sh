@@ -49,7 +49,7 @@ cd "$(dirname "$0")/.."
 DATA=${MSRC_ROOT:-../shared/data/msrc_objects}
 OUT=${BENCH_OUT:-bench_outputs}
 mkdir -p benchmarks/results
-COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet
+COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set backbone.pretrained=imagenet --set backbone.output_stride=16
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
         --set propagation.affinitynet.train.crop_size=224 --set propagation.affinitynet.train.epochs=3
         --set propagation.affinitynet.walk.beta=16 --set propagation.affinitynet.walk.logt=5

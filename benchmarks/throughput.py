@@ -33,7 +33,8 @@ def stage(name: str, out: Path, data: Path, *sets: str, torchrun: int = 0, threa
     """Run one stage in a subprocess; return its wall seconds inside the process (interpreter and torch
     start-up excluded: `benchmarks/run_stages.py` times it) or, under torchrun, of the whole launch."""
     items = [f"paths.outputs={out}", f"data.root={data}", "backbone.name=efficientnet_lite0",
-             "backbone.pretrained=imagenet", "train_cls.crop_size=224", "train_cls.batch_size=16",
+             "backbone.pretrained=imagenet", "backbone.output_stride=16", "train_cls.crop_size=224",
+             "train_cls.batch_size=16",
              "train_cls.epochs=1", "train_cls.resume_every=0", *sets]
     sets_args = [arg for item in items for arg in ("--set", item)]
     if torchrun:

@@ -40,6 +40,10 @@ def run(params: Params) -> dict:
     dataset, index = open_split(params, params.data.train_split)
     num_fg = len(index["classes"]) - 1
     options = params.method_options()
+    if params.backbone.name == "tiny" and not params.uses_generated_data() and distributed.is_main():
+        print(f"warning: train_cls: backbone.name is tiny (the demo's small CNN, trained from scratch) on "
+              f"{params.data.root}; for real photos set backbone.name=efficientnet_lite0 "
+              "backbone.pretrained=imagenet, or use a recipe (recipes/)")
     backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
     method = build_method(params.method, backbone, num_fg, **options)
 

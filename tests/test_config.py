@@ -108,7 +108,8 @@ def test_deeplab_lr_auto_follows_the_backbone_bn_rule():
     cfg = demo.train_seg
     assert cfg.lr == "auto" and not cfg.freezes_backbone_bn("imagenet", demo.uses_generated_data())
     assert cfg.learning_rate(False) == pytest.approx(1e-2) and cfg.learning_rate(True) == pytest.approx(1e-3)
-    photos = load_params(REPO / "params.yaml", ["data.root=/data/msrc_objects"])
+    photos = load_params(REPO / "params.yaml", ["data.root=/data/msrc_objects", "backbone.name=efficientnet_lite0",
+                                                "backbone.pretrained=imagenet"])
     frozen = photos.train_seg.freezes_backbone_bn(photos.backbone.pretrained, photos.uses_generated_data())
     assert frozen and photos.train_seg.learning_rate(frozen) == pytest.approx(1e-3)  # SEAM's, as before
     fixed = load_params(REPO / "params.yaml", ["train_seg.lr=0.003"]).train_seg
