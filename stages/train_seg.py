@@ -22,7 +22,7 @@ from pipeline.data.loaders import SegmentationSamples
 from pipeline.engine import distributed
 from pipeline.engine.atomic import atomic_dir, save_torch
 from pipeline.engine.runtime import resolve_device, seed_everything
-from pipeline.errors import ConfigError, DataError
+from pipeline.errors import DataError
 from pipeline.metrics import confusion_matrix, mean_iou
 from pipeline.models.backbones import build_backbone
 from pipeline.segmentation.deeplab import build_deeplab
@@ -94,18 +94,6 @@ def load_model(path: Path, device: torch.device):
     return model.to(device).eval(), checkpoint
 
 
-def classifier_backbone(params: Params):
-    """The backbone of train_cls's classifier (``train_seg.init``), which must match ``backbone``."""
-    from stages.checkpoints import load_method
-    path = stage_dir(params, "train_cls", params.method) / "model.pt"
-    method, checkpoint = load_method(path, torch.device("cpu"))
-    wanted = {"name": params.backbone.name, "output_stride": params.backbone.output_stride}
-    if checkpoint["backbone"] != wanted:
-        raise ConfigError(f"train_seg.init: {path} holds backbone {checkpoint['backbone']}, params.yaml asks for "
-                          f"{wanted}; retrain the classifier or set train_seg.init: pretrained")
-    return method.backbone.train()
-
-
 def run(params: Params) -> dict:
     cfg = params.train_seg
     device = resolve_device(params.device)
@@ -124,15 +112,10 @@ def run(params: Params) -> dict:
         mask_fn = train.load_mask
     samples = SegmentationSamples(train, train.ids, mask_fn, augmentation(cfg))
     loader = training_loader(samples, cfg, generator, device)
-    if cfg.initialises_from_classifier(params.uses_generated_data()):
-        backbone = classifier_backbone(params)
-    else:
-        backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
+    backbone = build_backbone(params.backbone.name, params.backbone.output_stride, params.backbone.pretrained)
     frozen_bn = cfg.freezes_backbone_bn(params.backbone.pretrained, params.uses_generated_data())
     model = build_deeplab(backbone, len(class_names), head=cfg.head, freeze_backbone_bn=frozen_bn)
     inputs = [index_path(params)] + ([mask_dir] if cfg.labels == "pseudo" else [])
-    if cfg.initialises_from_classifier(params.uses_generated_data()):
-        inputs.append(stage_dir(params, "train_cls", params.method) / "model.pt")
     key = run_key(params, ["seed", "method", "backbone", "train_seg", "data"], inputs)
     resume = resume_path(params, "train_seg", seg_tag(params), key)
     clear_resume(resume, keep=True)  # a run with other params or inputs never resumes

@@ -189,7 +189,7 @@ def tiny_stage_params(tmp_path):
             "synthetic.num_train=4", "synthetic.num_val=4", "synthetic.image_size=48",
             "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",
             "train_seg.steps=2", "train_seg.batch_size=2", "train_seg.crop_size=48", "train_seg.val_every=2",
-            "train_seg.init=pretrained", "workers=1", *overrides,
+            "workers=1", *overrides,
         ])
     return make
 
@@ -215,39 +215,3 @@ def test_deeplab_trains_on_its_own_split_and_needs_its_pseudo_masks(tiny_stage_p
     train_seg.run(params)
     checkpoint = torch.load(stage_dir(params, "train_seg", "cam_pseudo") / "model.pt", weights_only=False)
     assert checkpoint["train_split"] == "val"
-
-
-def test_deeplab_starts_from_the_classifier_backbone(tiny_stage_params, monkeypatch):
-    from pipeline.data.image_files import save_mask
-    from pipeline.errors import ConfigError
-    from stages import data, synthetic, train_cls, train_seg
-    from stages.common import load_index, stage_dir
-
-    params = tiny_stage_params("train_seg.init=auto", "train_cls.epochs=1", "train_cls.batch_size=2",
-                               "train_cls.crop_size=48")
-    assert params.train_seg.initialises_from_classifier(params.uses_generated_data())  # auto, on the demo data
-    synthetic.run(params)
-    data.run(params)
-    train_cls.run(params)
-    for image_id in load_index(params)["splits"]["train"]["ids"]:
-        save_mask(stage_dir(params, "crf", params.method) / f"{image_id}.png", np.zeros((48, 48), dtype=np.uint8))
-    classifier = torch.load(stage_dir(params, "train_cls", "cam") / "model.pt", weights_only=False)["state_dict"]
-    started = {}
-
-    class Started(Exception):
-        pass
-
-    def capture(model, *args, **kwargs):
-        started.update(model.backbone.state_dict())
-        raise Started
-
-    monkeypatch.setattr(train_seg, "train_segmentation", capture)
-    with pytest.raises(Started):
-        train_seg.run(params)
-    assert started and all(torch.equal(value, classifier[f"backbone.{name}"]) for name, value in started.items())
-    with pytest.raises(Started):  # pretrained: a fresh backbone (tiny: random init), not the classifier's
-        train_seg.run(tiny_stage_params("train_seg.init=pretrained", "train_cls.epochs=1"))
-    assert not all(torch.equal(value, classifier[f"backbone.{name}"]) for name, value in started.items())
-    with pytest.raises(ConfigError, match=r"train_seg.init: .*model.pt holds backbone .*output_stride': 8.*"
-                                          r"output_stride': 16"):
-        train_seg.run(tiny_stage_params("train_seg.init=classifier", "backbone.output_stride=16"))

@@ -77,12 +77,3 @@ class TrainSegParams(SegTrainingParams):
 
     labels: Literal["pseudo", "gt"] = "pseudo"
     split: str | None = None
-    init: Literal["pretrained", "classifier", "auto"] = "auto"
-
-    def initialises_from_classifier(self, generated_data: bool = False) -> bool:
-        """``auto``: start the backbone from train_cls's classifier on the generated demo dataset (its
-        ImageNet features need more steps than the demo has to learn flat shapes: benchmarks/README.md, issue
-        19), from ``backbone.pretrained`` elsewhere, as PSA, IRN and SEAM."""
-        if self.init == "auto":
-            return generated_data
-        return self.init == "classifier"
