@@ -33,10 +33,21 @@ from stages.common import (
     todo,
     track,
 )
+from stages.checkpoints import load_checkpoint, rebuilding
 from stages.config import Params
-from stages.propagation import command, context, eval_cam_metrics, load_network, method_and_section, prop_dir
+from stages.propagation import command, context, eval_cam_metrics, method_and_section, prop_dir
 
 _MODEL: dict = {}
+
+
+def load_network(name: str, path: Path, device: torch.device):
+    """Method ``name``'s trained network from ``train_prop``'s ``model.pt``, in eval mode on ``device``."""
+    checkpoint = load_checkpoint(path, f"run `{command('train_prop', name)} --method {path.parent.name}` first",
+                                 ("spec", "state_dict"))
+    with rebuilding(path):
+        model = get_propagation(name).build_network(checkpoint["spec"], None)
+        model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
 
 
 def _walk(job: tuple[str, str, str], name: str, model_path: str, device: str, settings: dict) -> None:

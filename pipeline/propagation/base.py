@@ -17,14 +17,16 @@ Each method owns its params section ``propagation.<name>`` (:attr:`PropagationMe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import nn
 
 from pipeline.settings import ResumableParams, Section, TrainingParams
+
+if TYPE_CHECKING:  # the label step and params validation run without torch
+    import torch
+    from torch import nn
 
 
 class PropagationTraining(TrainingParams, ResumableParams):
