@@ -67,7 +67,7 @@ def test_cam_method_options_read_from_source_equal_the_loaded_constructors():
     """Params validation reads each method's constructor from its source (no torch); it must say what the
     imported class says: the same parameters, defaults and option annotations."""
     from pipeline.cam.methods import METHODS
-    from pipeline.lazy_registry import _static_init_signature
+    from pipeline.models.lazy_registry import _static_init_signature
 
     built = ("backbone", "num_classes")
     for name in METHODS:
@@ -83,7 +83,7 @@ def test_cam_method_options_read_from_source_equal_the_loaded_constructors():
 
 
 def test_a_constructor_the_source_does_not_state_plainly_is_read_from_the_class(tmp_path, monkeypatch):
-    from pipeline.lazy_registry import init_signature
+    from pipeline.models.lazy_registry import init_signature
 
     (tmp_path / "plain_or_not.py").write_text(textwrap.dedent("""
         from collections.abc import Sequence
@@ -109,7 +109,7 @@ def test_backbone_registry_entries_are_backbones_with_their_strides():
     from pipeline.models.backbones import OUTPUT_STRIDES, REGISTRY
     from pipeline.models.backbones import resnet
     from pipeline.models.backbones.base import Backbone
-    from pipeline.lazy_registry import resolve
+    from pipeline.models.lazy_registry import resolve
 
     for name, entry in REGISTRY.items():
         assert issubclass(resolve(entry.cls), Backbone), name

@@ -14,7 +14,7 @@ def validate_method_options(name: str, options: dict[str, Any]) -> dict[str, Any
     """Check ``methods.<name>`` against the method's constructor: known keys, values of the annotated
     types (``3e-1``, which YAML reads as a string, is a float here as everywhere else in params.yaml)."""
     from pipeline.cam.methods import METHODS
-    from pipeline.lazy_registry import init_signature
+    from pipeline.models.lazy_registry import init_signature
 
     if name not in METHODS:
         raise ConfigError(f"methods.{name}: unknown method {name!r}; choose one of {', '.join(METHODS)}")

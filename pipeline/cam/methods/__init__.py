@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.lazy_registry import LazyRegistry
+from pipeline.models.lazy_registry import LazyRegistry
 
 METHODS = LazyRegistry({
     "cam": "pipeline.cam.methods.cam:PlainCAM",

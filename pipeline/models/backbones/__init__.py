@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from pipeline.errors import ConfigError
-from pipeline.lazy_registry import resolve
+from pipeline.models.lazy_registry import resolve
 
 
 class BackboneEntry(NamedTuple):
