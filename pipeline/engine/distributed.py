@@ -6,8 +6,9 @@ otherwise. Without torchrun every function here is the single-process identity (
 changes.
 
 - Training (:func:`pipeline.engine.trainer.train`): DistributedDataParallel, SyncBatchNorm on CUDA where
-  batch norm trains, and :class:`~pipeline.engine.sampling.EpochSampler` handing every rank its slice of each *global* batch
-  (``batch_size`` is the global batch, so the learning rate is the single-process one); rank 0 writes.
+  batch norm trains, and :class:`~pipeline.engine.sampling.EpochSampler` handing every rank its slice of each
+  *global* batch (``batch_size`` is the global batch, so the learning rate is the single-process one);
+  rank 0 writes.
 - Per-image stages: :func:`shard` gives rank ``r`` the ids ``ids[r::world]``; every rank writes into the
   stage's shared work directory and rank 0 publishes it after a :func:`barrier`. Evaluations sum their
   confusion matrices over the ranks (:func:`sum_over_ranks`) and rank 0 writes the metrics.

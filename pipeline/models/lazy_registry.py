@@ -106,7 +106,8 @@ def _annotation_names(tree: ast.Module) -> dict[str, Any]:
     return names
 
 
-def _signature(args: ast.arguments, names: dict[str, Any], unread: tuple[str, ...]) -> tuple[inspect.Signature, dict[str, Any]]:
+def _signature(args: ast.arguments, names: dict[str, Any],
+               unread: tuple[str, ...]) -> tuple[inspect.Signature, dict[str, Any]]:
     if args.posonlyargs or args.vararg or args.kwarg:
         raise _NotPlain()
     kinds = ([(arg, inspect.Parameter.POSITIONAL_OR_KEYWORD) for arg in args.args]
