@@ -114,3 +114,36 @@ def test_backbone_registry_entries_are_backbones_with_their_strides():
     for name, entry in REGISTRY.items():
         assert issubclass(resolve(entry.cls), Backbone), name
     assert set(resnet._DILATION) == set(OUTPUT_STRIDES["resnet50"]) == set(OUTPUT_STRIDES["resnet101"])
+
+
+def test_a_propagation_methods_torch_modules_are_all_its_network_and_walk_import():
+    """The walk stage imports :attr:`~pipeline.propagation.base.PropagationMethod.torch_modules` and the
+    backbones before its workers fork: building the network and walking must import nothing else of the
+    package."""
+    probe = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from pipeline.models.backbones import import_backbones
+        from pipeline.propagation import get_propagation, list_propagation
+        from pipeline.propagation.base import StageContext
+        from stages.config import load_params
+
+        params = load_params("params.yaml", ["backbone.name=tiny", "backbone.pretrained=none"])
+        context = StageContext(cam_threshold=lambda: 0.3, crf_kernels={}, backbone=params.backbone)
+        image = np.zeros((48, 48, 3), np.uint8)
+        cams = np.zeros((1, 48, 48), np.float32)
+        cams[0, 8:30, 10:34] = 0.9
+        for name in list_propagation():
+            method = get_propagation(name)
+            assert method.torch_modules, name
+            method.import_torch_steps()
+            import_backbones()
+            before = set(sys.modules)
+            network = method.build_network(method.network_spec(params.propagation[name], context), None).eval()
+            settings, _ = method.walk_settings(params.propagation[name], context)
+            method.walk(network, image, cams, np.array([3]), "cpu", **settings)
+            late = sorted(m for m in set(sys.modules) - before if m.startswith("pipeline"))
+            assert not late, (name, late)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

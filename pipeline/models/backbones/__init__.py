@@ -54,4 +54,11 @@ def build_backbone(name: str, output_stride: int = 16, pretrained: str | Path | 
     return cls(*entry.variant, output_stride=output_stride, pretrained=pretrained)
 
 
-__all__ = ["BACKBONES", "BackboneEntry", "OUTPUT_STRIDES", "REGISTRY", "build_backbone"]
+def import_backbones() -> None:
+    """Import every backbone's class (torch): a stage that builds networks in forked worker processes calls it
+    first, so that its workers inherit them instead of each importing them again."""
+    for entry in REGISTRY.values():
+        resolve(entry.cls)
+
+
+__all__ = ["BACKBONES", "BackboneEntry", "OUTPUT_STRIDES", "REGISTRY", "build_backbone", "import_backbones"]

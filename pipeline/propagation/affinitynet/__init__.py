@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 class AffinityNetPropagation(PropagationMethod):
     title = "AffinityNet walk"
     Params = AffinityNetParams
+    torch_modules = ("pipeline.data.transforms", "pipeline.propagation.affinitynet.network",
+                     "pipeline.propagation.affinitynet.walk", "pipeline.propagation.sparse_walk")
 
     def label_settings(self, cfg: AffinityNetParams, context: StageContext) -> tuple[dict, bool]:
         return {"fg_alpha": cfg.labels.fg_alpha, "bg_alpha": cfg.labels.bg_alpha, "crf": cfg.labels.crf_kwargs(),

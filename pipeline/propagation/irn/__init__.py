@@ -26,6 +26,7 @@ class IrnPropagation(PropagationMethod):
     title = "IRN walk"
     Params = IrnParams
     label_reads = ("crf",)  # the label CRF's kernels are the pseudo-mask CRF's (IRN uses one CRF setting)
+    torch_modules = ("pipeline.data.transforms", "pipeline.propagation.irn.network", "pipeline.propagation.irn.walk")
 
     def label_settings(self, cfg: IrnParams, context: StageContext) -> tuple[dict, bool]:
         """Thresholds ``auto`` place IRN's 0.30 / 0.05 relative to eval_cam's best threshold
