@@ -7,7 +7,8 @@ from typing import Iterator
 
 import torch
 
-from pipeline.cam.methods import METHODS, CamMethod, build_method
+from pipeline.cam.methods import METHODS, build_method
+from pipeline.cam.methods.base import CamMethod
 from pipeline.engine.atomic import save_torch
 from pipeline.errors import WsssError
 from pipeline.models.backbones import build_backbone

@@ -13,7 +13,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 from pipeline.cam.archive import load_cam
 from pipeline.data.voc import VOCDataset
@@ -49,7 +48,7 @@ def run(params: Params) -> dict:
     thresholds = np.round(np.arange(cfg.threshold_min, cfg.threshold_max + 1e-9, cfg.threshold_step), 6)
     sweep = ThresholdSweep(thresholds, len(class_names))
     workers = num_workers(params)
-    distributed.setup(torch.device("cpu"))
+    distributed.setup("cpu")
     ids = distributed.shard(dataset.ids)  # under torchrun: this rank's share; the histograms are summed
     chunks = [ids[i::workers * 4] for i in range(workers * 4)]
     jobs = [(str(dataset.root), split, ids, str(cam_dir), thresholds, len(class_names)) for ids in chunks if ids]

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from pipeline.propagation import PropagationMethod, StageContext, get_propagation, list_propagation
-from stages.checkpoints import load_checkpoint, rebuilding
 from stages.common import stage_dir
 from stages.config import Params
 
@@ -54,15 +51,5 @@ def command(stage: str, name: str) -> str:
     return f"wsss-pipe {stage.replace('_', '-')} {name}"
 
 
-def load_network(name: str, path: Path, device: torch.device):
-    """Method ``name``'s trained network from ``train_prop``'s ``model.pt``, in eval mode on ``device``."""
-    checkpoint = load_checkpoint(path, f"run `{command('train_prop', name)} --method {path.parent.name}` first",
-                                 ("spec", "state_dict"))
-    with rebuilding(path):
-        model = get_propagation(name).build_network(checkpoint["spec"], None)
-        model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
-
-
-__all__ = ["PROP_STAGES", "command", "context", "eval_cam_metrics", "list_propagation", "load_network",
-           "method_and_section", "prop_dir", "source_dir"]
+__all__ = ["PROP_STAGES", "command", "context", "eval_cam_metrics", "list_propagation", "method_and_section",
+           "prop_dir", "source_dir"]

@@ -243,6 +243,12 @@ STAGES_LIST = (
 )
 STAGES = {stage.name: stage for stage in STAGES_LIST}
 
+# the stages modules (and CLI commands) that compute nothing with torch: their process, its pool workers
+# included, never imports torch, which takes seconds in each of the ~23 processes of a `dvc repro` (issue 19;
+# tests/test_imports.py checks it)
+TORCH_FREE = ("synthetic", "data", "eval_cam", "prop_labels", "eval_walk", "crf", "eval_pseudo", "scribbles",
+              "inspect", "summary", "compare")
+
 _VARIABLE = re.compile(r"\$\{([a-z_.]+)\}")
 
 

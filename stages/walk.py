@@ -19,6 +19,7 @@ import torch
 from pipeline.cam.archive import save_cam
 from pipeline.data.image_files import save_mask
 from pipeline.engine.runtime import resolve_device
+from pipeline.models.backbones import import_backbones
 from pipeline.propagation import get_propagation
 from stages.common import (
     index_path,
@@ -33,10 +34,21 @@ from stages.common import (
     todo,
     track,
 )
+from stages.checkpoints import load_checkpoint, rebuilding
 from stages.config import Params
-from stages.propagation import command, context, eval_cam_metrics, load_network, method_and_section, prop_dir
+from stages.propagation import command, context, eval_cam_metrics, method_and_section, prop_dir
 
 _MODEL: dict = {}
+
+
+def load_network(name: str, path: Path, device: torch.device):
+    """Method ``name``'s trained network from ``train_prop``'s ``model.pt``, in eval mode on ``device``."""
+    checkpoint = load_checkpoint(path, f"run `{command('train_prop', name)} --method {path.parent.name}` first",
+                                 ("spec", "state_dict"))
+    with rebuilding(path):
+        model = get_propagation(name).build_network(checkpoint["spec"], None)
+        model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), checkpoint
 
 
 def _walk(job: tuple[str, str, str], name: str, model_path: str, device: str, settings: dict) -> None:
@@ -53,6 +65,8 @@ def _walk(job: tuple[str, str, str], name: str, model_path: str, device: str, se
 
 def run(params: Params, name: str) -> int:
     method, cfg = method_and_section(params, name)
+    method.import_torch_steps()  # once here, not in every worker: the walk and its network, on any backbone
+    import_backbones()
     device = resolve_device(params.device)
     model_path = require(prop_dir(params, "train_prop", name) / "model.pt", f"run `{command('train_prop', name)}` first")
     cam_dir = require(stage_dir(params, "cam", params.method), "run `wsss-pipe cam` first")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from pipeline.engine.distributed import EpochSampler
+from pipeline.engine.sampling import EpochSampler
 
 TINY = ["synthetic.num_train=10", "synthetic.num_val=2", "synthetic.image_size=48",
         "backbone.name=tiny", "backbone.pretrained=none", "backbone.output_stride=8",

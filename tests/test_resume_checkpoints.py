@@ -8,7 +8,7 @@ import torch
 
 from pipeline.errors import WsssError
 from stages.checkpoints import load_checkpoint, load_method
-from stages.propagation import load_network
+from stages.walk import load_network
 
 load_affinity_net = partial(load_network, "affinitynet")
 load_boundary_net = partial(load_network, "irn")

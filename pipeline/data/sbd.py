@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from pipeline.data.image_files import save_mask
 from pipeline.data.voc import IGNORE_INDEX, VOC_CLASSES, read_id_list
@@ -57,6 +56,8 @@ def write_train_aug(voc_root: str | os.PathLike, sbd_root: str | os.PathLike) ->
 
 def load_sbd_mask(path: str | os.PathLike, num_classes: int = len(VOC_CLASSES)) -> np.ndarray:
     """``GTcls.Segmentation`` of an SBD ``cls/<id>.mat`` as an (H, W) uint8 array of class indices."""
+    import scipy.io  # only SBD's .mat files need it: pipeline.data stays quick to import
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: SBD class mask not found")

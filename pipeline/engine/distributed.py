@@ -1,5 +1,4 @@
-"""torch.distributed for the stages: process group from torchrun's environment, rank-aware sampling and
-sharding.
+"""torch.distributed for the stages: process group from torchrun's environment, sharding and collectives.
 
 Started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) a stage joins the process group on its
 first :func:`setup` call: NCCL with one GPU per process (``cuda:LOCAL_RANK``) when CUDA is used, gloo
@@ -7,22 +6,27 @@ otherwise. Without torchrun every function here is the single-process identity (
 changes.
 
 - Training (:func:`pipeline.engine.trainer.train`): DistributedDataParallel, SyncBatchNorm on CUDA where
-  batch norm trains, and :class:`EpochSampler` handing every rank its slice of each *global* batch
-  (``batch_size`` is the global batch, so the learning rate is the single-process one); rank 0 writes.
+  batch norm trains, and :class:`~pipeline.engine.sampling.EpochSampler` handing every rank its slice of each
+  *global* batch (``batch_size`` is the global batch, so the learning rate is the single-process one);
+  rank 0 writes.
 - Per-image stages: :func:`shard` gives rank ``r`` the ids ``ids[r::world]``; every rank writes into the
   stage's shared work directory and rank 0 publishes it after a :func:`barrier`. Evaluations sum their
   confusion matrices over the ranks (:func:`sum_over_ranks`) and rank 0 writes the metrics.
+
+torch is imported only by a process that joins a group (:func:`setup` under torchrun) or works on tensors
+(:func:`mean_share`): in a single process the stages that compute nothing with torch never import it (a
+process group cannot exist before ``torch.distributed`` is imported). The training samplers are in
+:mod:`pipeline.engine.sampling`.
 """
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
-from typing import Iterator, Sequence, TypeVar
+import sys
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
-import torch
-import torch.distributed as dist
-from torch.utils.data import Dataset, Sampler
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -32,11 +36,15 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup(device: torch.device) -> torch.device:
+def setup(device: torch.device | str) -> torch.device | str:
     """Join the process group when launched by torchrun (once); return the device of this rank: a CUDA
-    device becomes ``cuda:LOCAL_RANK``."""
+    device becomes ``cuda:LOCAL_RANK`` (``device`` as given in a single process)."""
     if not launched():
         return device
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device(device)
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -48,20 +56,32 @@ def setup(device: torch.device) -> torch.device:
 
 
 def _leave() -> None:
+    import torch.distributed as dist
+
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
+def _group():
+    """``torch.distributed`` when this process is one of several ranks of a process group, else None."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no group can have been joined
+    if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
+
+
 def active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _group() is not None
 
 
 def world_size() -> int:
-    return dist.get_world_size() if active() else 1
+    dist = _group()
+    return dist.get_world_size() if dist else 1
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    dist = _group()
+    return dist.get_rank() if dist else 0
 
 
 def is_main() -> bool:
@@ -69,7 +89,8 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    if active():
+    dist = _group()
+    if dist:
         dist.barrier()
 
 
@@ -80,7 +101,8 @@ def shard(items: Sequence[T]) -> list[T]:
 
 def broadcast_object(obj):
     """Rank 0's ``obj`` on every rank (e.g. a resume state or a decision only rank 0 may take)."""
-    if not active():
+    dist = _group()
+    if not dist:
         return obj
     holder = [obj]
     dist.broadcast_object_list(holder, src=0)
@@ -90,7 +112,10 @@ def broadcast_object(obj):
 def collective_device() -> torch.device:
     """Where tensors of a collective must live: this rank's GPU on NCCL (which takes no CPU tensors), the
     CPU on gloo."""
-    if active() and dist.get_backend() == "nccl":
+    import torch
+
+    dist = _group()
+    if dist and dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
@@ -99,7 +124,10 @@ def mean_share(count: torch.Tensor) -> torch.Tensor:
     """``world * count / (count summed over the ranks)``: the factor that turns this rank's mean over its
     ``count`` elements into its share of the mean over all the ranks' elements, once DistributedDataParallel
     averages the ranks' gradients (1 in a single process)."""
-    if not active():
+    import torch
+
+    dist = _group()
+    if not dist:
         return torch.ones((), device=count.device)
     total = count.detach().double().clone()
     dist.all_reduce(total)
@@ -108,8 +136,11 @@ def mean_share(count: torch.Tensor) -> torch.Tensor:
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Every value averaged over the ranks (the values themselves in a single process)."""
-    if not active() or not values:
+    dist = _group()
+    if not dist or not values:
         return values
+    import torch
+
     names = sorted(values)
     totals = torch.tensor([values[name] for name in names], dtype=torch.float64, device=collective_device())
     dist.all_reduce(totals)
@@ -120,7 +151,8 @@ def sum_over_ranks(value):
     """``value`` (a NumPy array, a number, or a tuple of them, summed element-wise) summed over the ranks,
     on every rank. Object collectives, so that it works on the NCCL group a CUDA stage joined as on gloo
     (the arrays are small: confusion matrices)."""
-    if not active():
+    dist = _group()
+    if not dist:
         return value
     parts = [None] * world_size()
     dist.all_gather_object(parts, value)
@@ -138,7 +170,8 @@ def _sum(parts: list):
 
 def gather_to_main(items: list) -> list:
     """Every rank's ``items`` concatenated in rank order on rank 0 (the rank's own elsewhere)."""
-    if not active():
+    dist = _group()
+    if not dist:
         return items
     parts = [None] * world_size()
     dist.all_gather_object(parts, items)
@@ -148,82 +181,9 @@ def gather_to_main(items: list) -> list:
 def all_ok(ok: bool) -> bool:
     """True on every rank when ``ok`` is true on every rank: a failed rank makes the others stop too
     instead of waiting forever at the next barrier."""
-    if not active():
+    dist = _group()
+    if not dist:
         return ok
     flags = [None] * world_size()
     dist.all_gather_object(flags, bool(ok))
     return all(flags)
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-class EpochSampler(Sampler):
-    """Shuffled sample order that depends on (seed, epoch) only, sliced for this rank, yielding
-    ``(epoch, index)`` pairs for :class:`SeededSamples`.
-
-    Each epoch is a permutation of the ``n`` samples cut into global batches of ``batch_size`` (the last
-    incomplete one dropped when there is more than one batch: batch norm needs > 1 sample); rank ``r`` of
-    ``world`` takes positions ``r, r + world, ...`` of every global batch, in batches of
-    ``batch_size / world``, so the union of the ranks' batches is the single-process batch.
-    ``set_epoch(epoch, skip_batches)`` starts an epoch part-way (resume) without loading the skipped
-    samples; iterating without ``set_epoch`` moves on to the next epoch (a fresh shuffle each pass).
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, world: int = 1, rank: int = 0):
-        if batch_size % world:
-            from pipeline.errors import ConfigError
-
-            raise ConfigError(f"batch_size={batch_size} is the global batch and must be divisible by the "
-                              f"{world} processes")
-        if 0 < n < world:
-            from pipeline.errors import DataError
-
-            raise DataError(f"{n} training samples cannot be shared among {world} processes")
-        self.n, self.batch_size, self.seed, self.world, self.rank = n, batch_size, seed, world, rank
-        self.local_batch = batch_size // world
-        self.epoch, self.skip = 0, 0
-        self.used = len(self.order(0)) if n else 0
-
-    def order(self, epoch: int) -> list[int]:
-        """The global order of epoch ``epoch``: every sample used once, in global batches."""
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -1))
-        perm = torch.randperm(self.n, generator=generator).tolist()
-        if self.n > self.batch_size:
-            perm = perm[: self.n // self.batch_size * self.batch_size]
-        return perm
-
-    def batches_per_epoch(self) -> int:
-        return -(-self.used // self.batch_size)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip_batches
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.used, self.world))
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, skip = self.epoch, self.skip
-        self.epoch, self.skip = epoch + 1, 0
-        mine = self.order(epoch)[self.rank :: self.world]
-        for index in mine[skip * self.local_batch :]:
-            yield epoch, index
-
-
-class SeededSamples(Dataset):
-    """``samples[index]`` with torch's random state seeded from (seed, epoch, index): the augmentation of
-    a sample is the same whichever rank, loader worker or resumed run draws it."""
-
-    def __init__(self, samples: Dataset, seed: int):
-        self.samples, self.seed = samples, seed
-
-    def __len__(self) -> int:
-        return len(self.samples)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.samples[index]

@@ -63,10 +63,12 @@ def _on_cancel(signum, frame) -> None:
 def init_pool_worker() -> None:
     """Pool worker setup: one torch thread; Ctrl-C is the parent's to handle (it stops the workers);
     SIGTERM (``timeout`` signals the whole process group) and :data:`CANCEL_SIGNAL` abandon the current
-    chunk at a safe point; die with the parent."""
-    import torch
-
-    torch.set_num_threads(1)
+    chunk at a safe point; die with the parent. A worker of a stage that did not import torch does not
+    either (issue 19: it takes seconds); should its work import torch, that starts with one thread."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    else:
+        os.environ["OMP_NUM_THREADS"] = "1"  # torch's thread count when imported
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_cancel)
     signal.signal(CANCEL_SIGNAL, _on_cancel)

@@ -14,7 +14,7 @@ What differs goes through :class:`Hook` objects and the ``schedule``:
 - validation and logging (the stages' dvclive log, :class:`stages.training_log.TrainingLog`), progress.
 
 Step ``s`` is batch ``s % len(loader)`` of epoch ``s // len(loader)``; the data order and each sample's
-augmentation depend on (seed, epoch, index) only (:class:`pipeline.engine.distributed.EpochSampler`), so a run
+augmentation depend on (seed, epoch, index) only (:class:`pipeline.engine.sampling.EpochSampler`), so a run
 resumed from a checkpoint (:mod:`pipeline.engine.resume`, every ``resume_every`` steps) skips to its batch
 without loading the ones before and ends with the weights of an uninterrupted run. On resume the steps
 already trained are replayed to the hooks' ``after_step`` with their recorded values.

@@ -17,14 +17,16 @@ Each method owns its params section ``propagation.<name>`` (:attr:`PropagationMe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
-import torch
 from pydantic import Field
-from torch import nn
 
 from pipeline.settings import ResumableParams, Section, TrainingParams
+
+if TYPE_CHECKING:  # the label step and params validation run without torch
+    import torch
+    from torch import nn
 
 
 class PropagationTraining(TrainingParams, ResumableParams):
@@ -66,6 +68,17 @@ class PropagationMethod:
     Params: ClassVar[type[PropagationParams]] = PropagationParams
     #: Top-level params sections, besides ``propagation.<name>``, that the label step reads (IRN: ``crf``).
     label_reads: ClassVar[tuple[str, ...]] = ()
+    #: The modules :meth:`build_network` and :meth:`walk` import when they run (torch): not at the method's
+    #: import, so that the label step and params validation run without torch.
+    torch_modules: ClassVar[tuple[str, ...]] = ()
+
+    def import_torch_steps(self) -> None:
+        """Import :attr:`torch_modules` now: a stage that walks in forked worker processes calls it first,
+        so that its workers inherit them instead of each importing them again."""
+        import importlib
+
+        for module in self.torch_modules:
+            importlib.import_module(module)
 
     def label_settings(self, cfg: PropagationParams, context: StageContext) -> tuple[dict, bool]:
         """(keyword arguments of :meth:`relation_labels`, whether they depend on eval_cam's threshold)."""

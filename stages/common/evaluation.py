@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.errors import DataError
 from stages.common.pools import parallel_map
@@ -38,7 +37,7 @@ def evaluate_mask_dir(dataset, mask_dir: Path, num_classes: int, workers: int,
     torchrun each rank reads its shard and every rank gets the totals."""
     from pipeline.engine import distributed
 
-    distributed.setup(torch.device("cpu"))
+    distributed.setup("cpu")
     ids = distributed.shard(dataset.ids)
     chunks = [ids[i::workers * 4] for i in range(workers * 4)]
     jobs = [(str(dataset.root), dataset.split, ids, str(mask_dir), num_classes) for ids in chunks if ids]

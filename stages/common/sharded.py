@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import torch
-
 from pipeline.errors import WsssError
 
 
@@ -20,7 +18,7 @@ def resumable_output(path: Path, key: str) -> Iterator[Path]:
     from pipeline.engine import distributed
     from pipeline.engine.atomic import atomic_dir, partial_dir
 
-    distributed.setup(torch.device("cpu"))  # under torchrun: join the group (gloo) if no stage did yet
+    distributed.setup("cpu")  # under torchrun: join the group (gloo) if no stage did yet
     if distributed.is_main():
         with atomic_dir(path, key=key) as work:
             distributed.barrier()  # the work directory exists
@@ -39,7 +37,7 @@ def shared_output(path: Path) -> Iterator[Path]:
     from pipeline.engine import distributed
     from pipeline.engine.atomic import atomic_dir
 
-    distributed.setup(torch.device("cpu"))
+    distributed.setup("cpu")
     if distributed.is_main():
         with atomic_dir(path) as work:
             distributed.broadcast_object(str(work))

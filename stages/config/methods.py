@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import typing
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -15,16 +14,14 @@ def validate_method_options(name: str, options: dict[str, Any]) -> dict[str, Any
     """Check ``methods.<name>`` against the method's constructor: known keys, values of the annotated
     types (``3e-1``, which YAML reads as a string, is a float here as everywhere else in params.yaml)."""
     from pipeline.cam.methods import METHODS
+    from pipeline.models.lazy_registry import init_signature
 
     if name not in METHODS:
         raise ConfigError(f"methods.{name}: unknown method {name!r}; choose one of {', '.join(METHODS)}")
-    init = METHODS[name].__init__
-    signature = inspect.signature(init)
-    accepted = {k: p for k, p in signature.parameters.items() if k not in ("self", "backbone", "num_classes")}
-    try:
-        hints = typing.get_type_hints(init)
-    except Exception:  # an annotation pydantic cannot see; fall back to the defaults' types
-        hints = {}
+    built = ("self", "backbone", "num_classes")  # what the stages pass, not options
+    # read from the method's source: no torch (without annotations pydantic can see: the defaults' types)
+    signature, hints = init_signature(METHODS.target(name), unread=built)
+    accepted = {k: p for k, p in signature.parameters.items() if k not in built}
     checked: dict[str, Any] = {}
     for key, value in options.items():
         if key not in accepted:

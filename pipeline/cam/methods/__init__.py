@@ -1,24 +1,27 @@
-"""Weakly supervised CAM methods behind one interface (:class:`CamMethod`), built by name."""
+"""Weakly supervised CAM methods behind one interface (:class:`~pipeline.cam.methods.base.CamMethod`), built
+by name. :data:`METHODS` names each method's class; its module (and torch) is imported on first use, so that
+params validation and the stages that train no network list the methods without importing torch."""
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.cam.methods.base import CamMethod
-from pipeline.cam.methods.cam import PlainCAM
-from pipeline.cam.methods.cpn import CPN
-from pipeline.cam.methods.ppl import PPL
-from pipeline.cam.methods.seam import SEAM
 from pipeline.errors import ConfigError
-from pipeline.models.backbones.base import Backbone
+from pipeline.models.lazy_registry import LazyRegistry
 
-METHODS: dict[str, type[CamMethod]] = {"cam": PlainCAM, "seam": SEAM, "ppl": PPL, "cpn": CPN}
+METHODS = LazyRegistry({
+    "cam": "pipeline.cam.methods.cam:PlainCAM",
+    "seam": "pipeline.cam.methods.seam:SEAM",
+    "ppl": "pipeline.cam.methods.ppl:PPL",
+    "cpn": "pipeline.cam.methods.cpn:CPN",
+})
 
 
-def build_method(name: str, backbone: Backbone, num_classes: int, **options: Any) -> CamMethod:
-    """Build method ``name``; ``options`` are the method's own keyword arguments (its params section)."""
+def build_method(name: str, backbone, num_classes: int, **options: Any):
+    """Build method ``name`` (a :class:`~pipeline.cam.methods.base.CamMethod`) on ``backbone``; ``options``
+    are the method's own keyword arguments (its params section)."""
     if name not in METHODS:
         raise ConfigError(f"method: unknown method {name!r}; choose one of {', '.join(METHODS)}")
     return METHODS[name](backbone, num_classes, **options)
 
 
-__all__ = ["CamMethod", "METHODS", "build_method"]
+__all__ = ["METHODS", "build_method"]

@@ -28,13 +28,15 @@ class Backbone(nn.Module):
     stage_channels: tuple[int, ...]
     stage_strides: tuple[int, ...]
     output_stride: int
-    output_strides: tuple[int, ...] = ()  # the output strides the architecture supports
 
     @classmethod
     def check_output_stride(cls, name: str, output_stride: int) -> None:
-        """ConfigError naming ``backbone.output_stride`` unless ``output_stride`` is one of ``output_strides``."""
-        if output_stride not in cls.output_strides:
-            allowed = ", ".join(str(s) for s in cls.output_strides)
+        """ConfigError naming ``backbone.output_stride`` unless backbone ``name`` supports ``output_stride``
+        (:data:`pipeline.models.backbones.OUTPUT_STRIDES`)."""
+        from pipeline.models.backbones import OUTPUT_STRIDES
+
+        if output_stride not in OUTPUT_STRIDES[name]:
+            allowed = ", ".join(str(s) for s in OUTPUT_STRIDES[name])
             raise ConfigError(f"backbone.output_stride: {name} supports {allowed}, got {output_stride!r}")
 
     @property

@@ -236,8 +236,6 @@ class EfficientNetLiteBackbone(Backbone):
     the 1280-channel ``conv_head`` output at ``output_stride``. The ImageNet ``_fc`` is dropped after loading
     unless ``keep_classifier``, in which case ``classify`` gives the ImageNet logits."""
 
-    output_strides = (8, 16, 32)
-
     def __init__(self, variant: str = "efficientnet_lite0", output_stride: int = 16,
                  pretrained: str | Path | None = None, drop_connect_rate: float = 0.2, keep_classifier: bool = False):
         super().__init__()

@@ -77,8 +77,6 @@ class ResNetBackbone(Backbone):
     path to a torchvision-layout state dict (``fc.*`` keys, if present, are ignored; the rest is strict).
     """
 
-    output_strides = tuple(sorted(_DILATION))
-
     def __init__(self, name: str = "resnet50", output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()
         if name not in _ARCHS:

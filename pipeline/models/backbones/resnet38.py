@@ -84,8 +84,6 @@ class ResNet38Backbone(Backbone):
 
     ``pretrained``: None / "none" or a path to converted ResNet-38 weights (strict load)."""
 
-    output_strides = (8, 16)
-
     def __init__(self, output_stride: int = 8, pretrained: str | Path | None = None):
         super().__init__()
         self.check_output_stride("resnet38", output_stride)

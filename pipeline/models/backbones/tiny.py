@@ -18,8 +18,6 @@ def _conv_bn_relu(in_ch: int, out_ch: int, stride: int, dilation: int = 1) -> nn
 class TinyBackbone(Backbone):
     """Four stages of two 3x3 conv-BN-ReLU blocks, strides 2/4/8/16 (or 8 with the last stage dilated)."""
 
-    output_strides = (8, 16)
-
     def __init__(self, output_stride: int = 16, width: int = 16):
         super().__init__()
         self.check_output_stride("tiny", output_stride)

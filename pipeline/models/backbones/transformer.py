@@ -55,8 +55,6 @@ class _ImageNetNormalized(Backbone):
 class SwinTBackbone(_ImageNetNormalized):
     """torchvision Swin-T without its classifier: stage maps (NCHW) at strides 4, 8, 16, output_stride."""
 
-    output_strides = (16, 32)
-
     def __init__(self, output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()
         self.check_output_stride("swin_t", output_stride)
@@ -84,7 +82,6 @@ class ViTB16Backbone(_ImageNetNormalized):
     """torchvision ViT-B/16 without its classifier: token maps after blocks 3, 6, 9, 12 at stride 16."""
 
     taps = (2, 5, 8, 11)
-    output_strides = (16,)
 
     def __init__(self, output_stride: int = 16, pretrained: str | Path | None = None):
         super().__init__()

@@ -1,27 +1,31 @@
 """AffinityNet (PSA; Ahn & Kwak, CVPR 2018) as a propagation method: confident labels from two CRFs
-(:mod:`.labels`), AffinityNet and its affinity loss (:mod:`.network`), the random walk (:mod:`.walk`)."""
+(:mod:`.labels`), AffinityNet and its affinity loss (:mod:`.network`), the random walk (:mod:`.walk`).
+
+The network and the walk (torch) are imported by the steps that run them: the label step, params
+validation and the registry's list of methods import no torch."""
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from pipeline.data.transforms import to_image_tensor
 from pipeline.models.backbones import build_backbone
 from pipeline.propagation.affinitynet.labels import confident_labels
-from pipeline.propagation.affinitynet.network import AffinityNet
 from pipeline.propagation.affinitynet.params import AffinityNetParams
-from pipeline.propagation.affinitynet.walk import alpha_for_threshold, propagate_cam
 from pipeline.propagation.base import PropagationMethod, StageContext
 from pipeline.propagation.registry import register_propagation
-from pipeline.propagation.sparse_walk import input_fill, pad_to_stride
+
+if TYPE_CHECKING:
+    from pipeline.propagation.affinitynet.network import AffinityNet
 
 
 @register_propagation("affinitynet")
 class AffinityNetPropagation(PropagationMethod):
     title = "AffinityNet walk"
     Params = AffinityNetParams
+    torch_modules = ("pipeline.data.transforms", "pipeline.propagation.affinitynet.network",
+                     "pipeline.propagation.affinitynet.walk", "pipeline.propagation.sparse_walk")
 
     def label_settings(self, cfg: AffinityNetParams, context: StageContext) -> tuple[dict, bool]:
         return {"fg_alpha": cfg.labels.fg_alpha, "bg_alpha": cfg.labels.bg_alpha, "crf": cfg.labels.crf_kwargs(),
@@ -38,6 +42,8 @@ class AffinityNetPropagation(PropagationMethod):
                 "pair_set": cfg.train.pair_set}
 
     def build_network(self, spec: dict, pretrained) -> AffinityNet:
+        from pipeline.propagation.affinitynet.network import AffinityNet
+
         backbone = build_backbone(spec["backbone"], spec["output_stride"], pretrained=pretrained)
         # checkpoints written before the pair_set setting existed were trained (and are walked) on every pair
         return AffinityNet(backbone, embed_dim=spec["embed_dim"], grid_stride=spec["grid_stride"],
@@ -46,6 +52,8 @@ class AffinityNetPropagation(PropagationMethod):
     def walk_settings(self, cfg: AffinityNetParams, context: StageContext) -> tuple[dict, bool]:
         """``propagate_cam``'s arguments, with ``auto`` resolved from eval_cam's best threshold t: psa's power
         crosses the CAM at t (:func:`~.walk.alpha_for_threshold`), irn's constant is t."""
+        from pipeline.propagation.affinitynet.walk import alpha_for_threshold
+
         walk = cfg.walk
         calibrated = "auto" in (walk.bg_alpha, walk.bg_threshold)
         needed = walk.bg_alpha if walk.bg_mode == "psa" else walk.bg_threshold
@@ -57,6 +65,12 @@ class AffinityNetPropagation(PropagationMethod):
         return {"beta": walk.beta, "logt": walk.logt, **bg}, calibrated
 
     def walk(self, network: AffinityNet, image, cams, keys, device, **settings):
+        import torch
+
+        from pipeline.data.transforms import to_image_tensor
+        from pipeline.propagation.affinitynet.walk import propagate_cam
+        from pipeline.propagation.sparse_walk import input_fill, pad_to_stride
+
         stride = network.grid_stride
         with torch.no_grad():
             padded = pad_to_stride(to_image_tensor(image), stride, input_fill(network.backbone.normalize, device))

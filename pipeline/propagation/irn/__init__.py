@@ -1,20 +1,24 @@
 """IRN (Ahn, Cho & Kwak, CVPR 2019) as a propagation method: relation labels from two constant
 backgrounds (:mod:`.labels`), the class-boundary branch and its loss (:mod:`.network`), the boundary walk
-(:mod:`.walk`)."""
+(:mod:`.walk`).
+
+The network and the walk (torch) are imported by the steps that run them: the label step, params
+validation and the registry's list of methods import no torch."""
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.data.transforms import to_image_tensor
 from pipeline.models.backbones import build_backbone
 from pipeline.propagation.base import PropagationMethod, StageContext
 from pipeline.propagation.irn.labels import calibrated_thresholds, relation_labels
-from pipeline.propagation.irn.network import BoundaryNet
 from pipeline.propagation.irn.params import IrnParams
-from pipeline.propagation.irn.walk import propagate_boundary
 from pipeline.propagation.registry import register_propagation
+
+if TYPE_CHECKING:
+    from pipeline.propagation.irn.network import BoundaryNet
 
 
 @register_propagation("irn")
@@ -22,6 +26,7 @@ class IrnPropagation(PropagationMethod):
     title = "IRN walk"
     Params = IrnParams
     label_reads = ("crf",)  # the label CRF's kernels are the pseudo-mask CRF's (IRN uses one CRF setting)
+    torch_modules = ("pipeline.data.transforms", "pipeline.propagation.irn.network", "pipeline.propagation.irn.walk")
 
     def label_settings(self, cfg: IrnParams, context: StageContext) -> tuple[dict, bool]:
         """Thresholds ``auto`` place IRN's 0.30 / 0.05 relative to eval_cam's best threshold
@@ -43,6 +48,8 @@ class IrnPropagation(PropagationMethod):
                 "pair_set": cfg.train.pair_set}
 
     def build_network(self, spec: dict, pretrained) -> BoundaryNet:
+        from pipeline.propagation.irn.network import BoundaryNet
+
         backbone = build_backbone(spec["backbone"], spec["output_stride"], pretrained=pretrained)
         # checkpoints written before the pair_set setting existed were trained on every pair
         return BoundaryNet(backbone, branch_channels=spec["branch_channels"], radius=spec["radius"],
@@ -55,6 +62,9 @@ class IrnPropagation(PropagationMethod):
                 "bg_threshold": context.cam_threshold() if auto else walk.bg_threshold}, auto
 
     def walk(self, network: BoundaryNet, image, cams, keys, device, flip: bool = True, **settings):
+        from pipeline.data.transforms import to_image_tensor
+        from pipeline.propagation.irn.walk import propagate_boundary
+
         boundary = network.boundary(to_image_tensor(image).to(device), flip=flip)
         return propagate_boundary(cams, keys, boundary, image_size=image.shape[:2], **settings)
 
