@@ -14,30 +14,12 @@ only ``metrics.json`` saying so (the DVC output that ``cam`` depends on). Resuma
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from pipeline.cam.recam import ReCAM, classifier_of, fold_predictor
-from pipeline.data.loaders import ClassificationSamples
-from pipeline.data.transforms import train_transform
 from pipeline.engine import distributed
 from pipeline.engine.atomic import atomic_dir, write_json
-from pipeline.engine.epochs import train_method
-from pipeline.engine.runtime import resolve_device, seed_everything
-from pipeline.errors import DataError
-from stages.checkpoints import load_method, save_checkpoint
-from stages.common import (
-    clear_resume,
-    index_path,
-    open_split,
-    progress_bar,
-    resume_path,
-    run_key,
-    stage_dir,
-    training_loader,
-)
+from stages.common import stage_dir
 from stages.config import Params
-from stages.records import write_history, write_metrics
 
 
 def classifier_checkpoint(params: Params) -> Path:
@@ -47,54 +29,10 @@ def classifier_checkpoint(params: Params) -> Path:
 
 
 def run(params: Params) -> dict:
-    cfg = params.recam
-    if not cfg.enabled:
+    if not params.recam.enabled:  # no torch imported: the demo's default
         if distributed.is_main():
             with atomic_dir(stage_dir(params, "recam", params.method)) as out:
                 write_json(out / "metrics.json", {"enabled": False})
         return {"enabled": False}
-    device = resolve_device(params.device)
-    generator = seed_everything(params.seed)
-    source = stage_dir(params, "train_cls", params.method) / "model.pt"
-    method, checkpoint = load_method(source, device)
-    dataset, index = open_split(params, params.data.train_split)
-    if checkpoint["class_names"] != index["classes"]:
-        raise DataError(f"{source}: trained on other classes than {index_path(params)}; rerun `wsss-pipe train-cls`")
-    objective = ReCAM(method, cfg.loss_weight)
-    cls = params.train_cls
-    samples = ClassificationSamples(
-        dataset, dataset.ids, index["splits"][params.data.train_split]["labels"], len(index["classes"]) - 1,
-        train_transform(cls.crop_size, cls.scale_min, cls.scale_max, cls.color_jitter),
-    )
-    loader = training_loader(samples, cls, generator, device)
-    key = run_key(params, ["seed", "method", "recam", "train_cls", "data"], [source, index_path(params)])
-    resume = resume_path(params, "recam", params.method, key)
-    clear_resume(resume, keep=True)
-    start = time.perf_counter()
-    with progress_bar(f"recam [{params.method}]") as bar:
-        task = bar.add_task("train", total=cfg.epochs * len(loader))
-        history = train_method(
-            objective, loader, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-            head_lr_mult=cfg.head_lr_mult, device=device, amp=cls.amp,
-            on_step=lambda step, total: bar.update(task, completed=step),
-            freeze_bn=cls.freezes_bn(params.backbone.pretrained),
-            resume_path=resume, resume_every=cfg.resume_every, resume_key=key, name="recam", lr_param="recam.lr",
-        )
-    metrics = {k: v for k, v in history[-1].items() if k != "epoch"}
-    metrics |= {"enabled": True, "seconds": round(time.perf_counter() - start, 2)}
-    if not distributed.is_main():
-        distributed.barrier()
-        return metrics
-    method = method.cpu()
-    predictor = objective.predictor.cpu()
-    fine_tuned = classifier_of(method).weight.detach().clone()
-    with atomic_dir(stage_dir(params, "recam", params.method)) as out:
-        save_checkpoint(out / "model.pt", fold_predictor(method, predictor), checkpoint["options"],
-                        checkpoint["backbone"], checkpoint["class_names"],
-                        extra={"recam": {"classifier": fine_tuned, "predictor": predictor.weight.detach().clone()}})
-        write_history(out, history)
-        write_metrics(out, metrics)
-    clear_resume(resume)
-    distributed.barrier()
-    return metrics
-
+    from stages.recam_training import fine_tune
+    return fine_tune(params)

@@ -179,7 +179,8 @@ STAGES_LIST = (
              arguments=METHOD_OPTIONS, renamed=(("num_epochs", "train_cls.epochs"),)),
     Stage("recam", "ReCAM: fine-tune the classifier with a softmax CE on class-masked features (recam.enabled).",
           _dir("recam"), ("seed", "method", "backbone.pretrained", "recam", "train_cls", "data.train_split"),
-          ("pipeline/cam/recam.py", "pipeline/cam/methods", "pipeline/cam/maps.py", *TRAINING, "stages/recam.py"),
+          ("pipeline/cam/recam.py", "pipeline/cam/methods", "pipeline/cam/maps.py", *TRAINING, "stages/recam.py",
+           "stages/recam_training.py"),
           (f"{_dir('train_cls')}/model.pt", _dir("data", None)), outs=(_dir("recam"),),
           record=f"{_dir('recam')}/details.json", arguments=METHOD_OPTIONS),
     _per_image("cam", "Multi-scale + flip CAMs of every train image, one .npz per image.",
@@ -247,7 +248,8 @@ STAGES = {stage.name: stage for stage in STAGES_LIST}
 # included, never imports torch, which takes seconds in each of the ~23 processes of a `dvc repro` (issue 19;
 # tests/test_imports.py checks it)
 TORCH_FREE = ("synthetic", "data", "eval_cam", "prop_labels", "eval_walk", "crf", "eval_pseudo", "scribbles",
-              "inspect", "summary", "compare")
+              "inspect", "summary", "compare", "recam")  # recam: while recam.enabled is false (its training is
+                                                          # stages/recam_training.py)
 
 _VARIABLE = re.compile(r"\$\{([a-z_.]+)\}")
 

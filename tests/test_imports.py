@@ -147,3 +147,18 @@ def test_a_propagation_methods_torch_modules_are_all_its_network_and_walk_import
     """)
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_disabled_recam_stage_runs_without_torch(tmp_path):
+    """With ``recam.enabled: false`` (the default) the stage only records that; its training module stays out."""
+    probe = textwrap.dedent(f"""
+        import sys
+        from stages import recam
+        from stages.config import load_params
+
+        assert recam.run(load_params("params.yaml", ["paths.outputs={tmp_path}"])) == {{"enabled": False}}
+        assert "torch" not in sys.modules and "stages.recam_training" not in sys.modules
+    """)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "recam" / "cam" / "metrics.json").read_text().strip().startswith("{")
