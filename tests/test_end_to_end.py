@@ -50,11 +50,11 @@ def test_the_cam_and_the_crf_climb_the_ladder(first_repro):
     assert miou["eval_pseudo"] >= miou["eval_cam"] + 0.02, miou  # crf.source: cam
 
 
-def test_deeplab_learns_its_pseudo_masks(first_repro):
-    """DeepLab (val) reaches most of its pseudo masks' mIoU (train): 0.99 of it at the default seed, 0.79 at the
-    worst seed measured (benchmarks/README.md, issue 19 part 6); the demo that prompted this test gave 0.5."""
+def test_deeplab_climbs_the_ladder(first_repro):
+    """DeepLab (val) above the CAM (train) and near its pseudo masks (train): 0.92-1.04 of them over three
+    seeds (benchmarks/README.md, issue 19 part 6); the demo that prompted this test gave 0.5, below the CAM."""
     miou = first_repro[2]
-    assert miou["eval_seg"] >= 0.7 * miou["eval_pseudo"] and miou["eval_seg"] >= miou["all_background"] + 0.15, miou
+    assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.8 * miou["eval_pseudo"], miou
 
 
 def test_the_walks_keep_the_cam(first_repro):
