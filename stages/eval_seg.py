@@ -33,7 +33,7 @@ from pipeline.segmentation.inference import image_to_tensor, predict
 from stages.common import iou_report, open_split, shared_output, stage_dir, track, write_eval
 from stages.config import Params
 from stages.protocol import scales_text
-from stages.train_seg import load_model, seg_tag
+from stages.segmentation_models import load_model, seg_tag
 
 def confusion_rows(conf: np.ndarray, class_names: list[str]) -> list[dict]:
     """One row per (actual, predicted) class pair, in class order, zeros included (so that the plot shows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from stages.config import Params
 from stages.eval_seg import evaluate_trained
-from stages.train_single import load_single_model, single_tag
+from stages.segmentation_models import load_single_model, single_tag
 
 
 def run(params: Params) -> dict:

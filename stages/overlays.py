@@ -19,8 +19,7 @@ from stages.common import open_split, require
 from stages.config import Params
 from stages.propagation import prop_dir
 from stages.table import output_dir
-from stages.train_seg import load_model
-from stages.train_single import load_single_model
+from stages.segmentation_models import load_model, load_single_model
 
 
 def run(params: Params) -> int:

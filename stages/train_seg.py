@@ -41,11 +41,8 @@ from stages.common import (
 )
 from stages.config import Params, SegTrainingParams
 from stages.records import write_metrics
+from stages.segmentation_models import seg_tag
 from stages.training_log import TrainingLog
-
-
-def seg_tag(params: Params) -> str:
-    return f"{params.method}_{params.train_seg.labels}"
 
 
 def train_split(params: Params) -> str:
@@ -81,17 +78,6 @@ def save_model(path: Path, model, params: Params, class_names: list[str]) -> Non
     save_torch({"head": params.train_seg.head, "class_names": class_names, "train_split": train_split(params),
                 "backbone": {"name": params.backbone.name, "output_stride": params.backbone.output_stride},
                 "state_dict": model.state_dict()}, path)
-
-
-def load_model(path: Path, device: torch.device):
-    from stages.checkpoints import load_checkpoint, rebuilding
-    checkpoint = load_checkpoint(path, "run `wsss-pipe train-seg` first")
-    with rebuilding(path):
-        spec = checkpoint["backbone"]
-        backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
-        model = build_deeplab(backbone, len(checkpoint["class_names"]), head=checkpoint["head"])
-        model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
 
 
 def run(params: Params) -> dict:

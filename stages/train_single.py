@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.data.voc import image_size
 from pipeline.engine import distributed
@@ -42,16 +40,13 @@ from stages.common import (
 )
 from stages.config import Params
 from stages.records import write_metrics
+from stages.segmentation_models import single_tag
 from stages.training_log import TrainingLog
 from stages.train_seg import augmentation, val_miou
 
 LOSS_FIELDS = ("supervision", "loss", "crf_weight", "crf_scale", "sigma_rgb", "sigma_xy", "warmup_steps",
                "sigma_deep", "fc_weight", "fc_pixels", "fc_confidence", "deep_warmup_steps", "cls_weight",
                "seed_fg", "seed_bg")
-
-
-def single_tag(params: Params) -> str:
-    return f"{params.single.supervision}_{params.single.loss}"
 
 
 def build_model(params: Params, num_classes: int, pretrained) -> SingleStageModel:
@@ -63,20 +58,6 @@ def build_model(params: Params, num_classes: int, pretrained) -> SingleStageMode
                             embed_dim=cfg.embed_dim if cfg.loss == "dfr" else None,
                             with_cam=cfg.supervision == "image",
                             freeze_backbone_bn=cfg.freezes_backbone_bn(pretrained, params.uses_generated_data()))
-
-
-def load_single_model(path: Path, device: torch.device):
-    from stages.checkpoints import load_checkpoint, rebuilding
-
-    checkpoint = load_checkpoint(path, "run `wsss-pipe train-single` first",
-                                 ("head", "class_names", "embed_dim", "with_cam", "backbone", "state_dict"))
-    with rebuilding(path):
-        spec = checkpoint["backbone"]
-        backbone = build_backbone(spec["name"], spec["output_stride"], pretrained=None)
-        model = SingleStageModel(backbone, len(checkpoint["class_names"]), head=checkpoint["head"],
-                                 embed_dim=checkpoint["embed_dim"], with_cam=checkpoint["with_cam"])
-        model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), checkpoint
 
 
 def label_source(params: Params, train, index: dict):

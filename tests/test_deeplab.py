@@ -1,10 +1,11 @@
 """DeepLab v2 / v3 heads over the tiny backbone."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pipeline.errors import ConfigError
 from pipeline.models.backbones.tiny import TinyBackbone
-from pipeline.segmentation.deeplab import ASPPv2, ASPPv3, aspp_rates, build_deeplab
+from pipeline.segmentation.deeplab import ASPPv2, ASPPv3, AtrousConv2d, aspp_rates, build_deeplab
 
 
 @pytest.mark.parametrize("head", ["v2", "v3"])
@@ -33,6 +34,24 @@ def test_rates_follow_the_papers():
     assert len(v3.branches) == 5  # 1x1 + three atrous + image pooling
     v2 = build_deeplab(TinyBackbone(output_stride=8), 3, "v2").head
     assert isinstance(v2, ASPPv2) and [c.dilation[0] for c in v2.branches] == [6, 12, 18, 24]
+
+
+@pytest.mark.parametrize("size", [(12, 12), (12, 40), (40, 12), (40, 40), (5, 7)])
+@pytest.mark.parametrize("rate", [6, 12, 36])
+def test_atrous_conv_skipping_dead_taps_equals_the_full_convolution(size, rate):
+    """Rates at or past the map's height / width leave out the taps that read only padding: same output and
+    the same gradients (zero for those taps) as the full 3x3 atrous convolution."""
+    torch.manual_seed(0)
+    conv = AtrousConv2d(4, 3, rate)
+    x = torch.randn(2, 4, *size, requires_grad=True)
+    full = F.conv2d(x, conv.weight, conv.bias, padding=rate, dilation=rate)
+    out = conv(x)
+    torch.testing.assert_close(out, full)
+    grad = torch.randn_like(out)
+    for ours, reference in zip(torch.autograd.grad(out, (x, conv.weight, conv.bias), grad),
+                               torch.autograd.grad(full, (x, conv.weight, conv.bias), grad)):
+        torch.testing.assert_close(ours, reference)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.weight.shape == (3, 4, 3, 3)  # checkpoints unchanged
 
 
 def test_v2_sums_branch_scores():

@@ -45,6 +45,16 @@ def test_a_torch_free_stage_imports_no_torch(module):
     assert result.returncode == 0, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("module", ["cam", "walk", "eval_seg", "eval_single", "overlays"])
+def test_a_stage_that_trains_nothing_imports_no_torchvision_or_dvclive(module):
+    """torchvision (it loads torch._dynamo) and dvclive cost about two seconds per process; only the
+    training stages build augmentations or write training curves."""
+    probe = f"import sys, stages.{module}; heavy = [m for m in ('torchvision', 'dvclive') if m in sys.modules]; " \
+            "assert not heavy, heavy"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_pool_workers_of_a_torch_free_stage_import_no_torch():
     """A per-image stage's workers (:func:`pipeline.engine.processes.process_map`) set torch's thread count
     only where torch is already loaded."""

@@ -248,7 +248,7 @@ def test_scribbles_and_single_stage_prediction_panels(built, tmp_path):
     from pipeline.data.image_files import load_mask
     from pipeline.report.assets import encode
     from stages import scribbles
-    from stages.train_single import single_tag
+    from stages.segmentation_models import single_tag
 
     params, dataset, bad, *_, report, out = built
     notes = " ".join(report["notes"])

@@ -50,7 +50,7 @@ def report(tmp_path):
     from pipeline.data.image_files import save_mask
     from stages import data, eval_cam, eval_pseudo, inspect, scribbles, synthetic
     from stages.common import open_split
-    from stages.train_single import single_tag
+    from stages.segmentation_models import single_tag
 
     params = _params(tmp_path)
     synthetic.run(params)

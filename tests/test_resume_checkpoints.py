@@ -12,7 +12,7 @@ from stages.walk import load_network
 
 load_affinity_net = partial(load_network, "affinitynet")
 load_boundary_net = partial(load_network, "irn")
-from stages.train_seg import load_model
+from stages.segmentation_models import load_model
 
 
 def _write_truncated(path: Path) -> Path:

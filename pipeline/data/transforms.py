@@ -6,16 +6,21 @@ random crop padded to ``crop_size`` (image padding 0, mask padding 255 = ignore)
 The rescale is PSA's/SEAM's/CPN's ``RandomResizeLong`` expressed relative to the crop: the image's long
 side becomes ``crop_size * s`` with ``s`` uniform in ``[scale_min, scale_max]`` (torchvision's
 ScaleJitter on a square target), aspect ratio kept. Their 448..768 for crop 448 is ``(1.0, 1.71)``.
+
+torchvision is imported where a transform is built, not with this module: importing it costs about two
+seconds per process (it loads ``torch._dynamo``), which the stages that only read images do not need.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 
 
-def train_transform(crop_size: int, scale_min: float, scale_max: float, color_jitter: float = 0.3) -> v2.Compose:
+def train_transform(crop_size: int, scale_min: float, scale_max: float, color_jitter: float = 0.3):
+    """The classification / propagation training augmentation, a ``torchvision.transforms.v2.Compose``."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
     steps = [
         v2.ScaleJitter(target_size=(crop_size, crop_size), scale_range=(scale_min, scale_max), antialias=True),
         v2.RandomHorizontalFlip(),
@@ -36,6 +41,8 @@ def to_image_tensor(image: np.ndarray) -> torch.Tensor:
 
 def as_tv(image: np.ndarray, mask: np.ndarray | None = None):
     """Wrap arrays as tv_tensors so v2 transforms treat image and mask correctly."""
+    from torchvision import tv_tensors
+
     img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
     if mask is None:
         return img

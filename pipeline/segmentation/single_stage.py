@@ -54,7 +54,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook
@@ -211,6 +210,8 @@ class PartialLabelSamples(Dataset):
         if labels.shape != image.shape[:2]:
             raise DataError(f"labels of {image_id}: size {labels.shape} differs from its image {image.shape[:2]}")
         roi = np.ones(image.shape[:2], dtype=np.uint8)
+        from torchvision import tv_tensors  # imported on use: pipeline.data.transforms says why
+
         tv_image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         tv_image, tv_labels, tv_roi = self.transform(tv_image, tv_tensors.Mask(torch.from_numpy(labels)),
                                                      tv_tensors.Mask(torch.from_numpy(roi)))

@@ -30,9 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchvision import tv_tensors
-from torchvision.transforms import v2
-
 from pipeline.data.transforms import train_transform
 from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook, train
@@ -51,7 +48,10 @@ class RandomScale:
                               f"{scale_min}, {scale_max}")
         self.scale_min, self.scale_max = scale_min, scale_max
 
-    def __call__(self, image: tv_tensors.Image, *masks: tv_tensors.Mask):
+    def __call__(self, image, *masks):
+        """``image`` a ``tv_tensors.Image``, ``masks`` ``tv_tensors.Mask``s."""
+        from torchvision.transforms import v2  # imported on use: pipeline.data.transforms says why
+
         scale = self.scale_min + (self.scale_max - self.scale_min) * float(torch.rand(()))
         height, width = image.shape[-2:]
         size = [max(1, round(height * scale)), max(1, round(width * scale))]
@@ -60,10 +60,14 @@ class RandomScale:
 
 
 def segmentation_train_transform(crop_size: int, scale_min: float, scale_max: float, color_jitter: float = 0.0,
-                                 scale_reference: str = "image") -> v2.Compose:
+                                 scale_reference: str = "image"):
     """Random scale, horizontal flip, optional colour jitter, random ``crop_size`` crop (image padded with 0,
     mask with 255), image to float in [0, 1]. ``scale_reference``: "image" scales each image by a factor of
-    its own size (DeepLab); "crop" fits it into ``crop_size * factor`` (the classification stages' jitter)."""
+    its own size (DeepLab); "crop" fits it into ``crop_size * factor`` (the classification stages' jitter).
+    Returns a ``torchvision.transforms.v2.Compose``."""
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+
     if scale_reference == "crop":
         return train_transform(crop_size, scale_min, scale_max, color_jitter)
     if scale_reference != "image":
