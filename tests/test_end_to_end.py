@@ -1,6 +1,6 @@
 """The demo's `dvc repro` of the whole DAG (params.yaml as it is, a shorter single stage): every stage runs
 and writes its metrics, the stages climb the ladder (the CAM well above an all-background guess, the CRF
-pseudo masks above the CAM, DeepLab near its pseudo masks, the walks at the CAM's level), a second repro
+pseudo masks above the CAM, DeepLab near its pseudo masks, IRN's walk above the CAM), a second repro
 does nothing, and after a CAM parameter change DVC would rerun from `cam` on (checked dry)."""
 import json
 
@@ -57,12 +57,12 @@ def test_deeplab_climbs_the_ladder(first_repro):
     assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.8 * miou["eval_pseudo"], miou
 
 
-def test_the_walks_keep_the_cam(first_repro):
-    """On the demo data the walks land within 2 points of the CAM, above or below it by seed (benchmarks/README.md,
-    issue 19 part 6): a walk that breaks the maps falls far below."""
+def test_the_walks_climb_or_keep_the_cam(first_repro):
+    """On the demo data IRN's walk lands above the CAM at every seed measured (+0.7 to +6.0), AffinityNet's within
+    2 points below it (benchmarks/README.md, issue 19 parts 6 and 7): a walk that breaks the maps falls far below."""
     miou = first_repro[2]
+    assert miou["eval_walk/irn"] > miou["eval_cam"], miou
     assert miou["eval_walk/affinitynet"] >= miou["eval_cam"] - 0.03, miou
-    assert miou["eval_walk/irn"] >= miou["eval_cam"] - 0.03, miou
 
 
 def test_dvc_repro_whole_pipeline(first_repro):
