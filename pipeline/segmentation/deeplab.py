@@ -20,7 +20,7 @@ reliable batch statistics; the head's batch norms (trained from scratch) always 
 Atrous convolutions whose rate reaches past the feature map (rate 36 on a 12 x 12 map, as at 96-pixel crops
 and output stride 8) read only zero padding with their outer taps; :class:`AtrousConv2d` skips those taps,
 which gives the same output and gradients as the full convolution for a fraction of the work
-(benchmarks/README.md, "The demo's time").
+(benchmarks/README.md, "issue 19, part 7").
 """
 from __future__ import annotations
 
