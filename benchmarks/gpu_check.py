@@ -35,9 +35,13 @@ REAL = {
     "train_cls.crop_size": 448, "train_cls.epochs": 3, "train_cls.batch_size": 16,
     "train_cls.scale_min": 1.0, "train_cls.scale_max": 1.714, "train_cls.loader_workers": 4,
     "cam.loader_workers": 4, "cam.writers": 4,
+    # AffinityNet at PSA's grid (params.yaml's demo values differ), the walk and IRN's batch as measured before
     "propagation.affinitynet.train.crop_size": 448, "propagation.affinitynet.train.epochs": 1,
-    "propagation.affinitynet.train.loader_workers": 4,
+    "propagation.affinitynet.train.loader_workers": 4, "propagation.affinitynet.train.grid_stride": 8,
+    "propagation.affinitynet.train.pair_set": "psa", "propagation.affinitynet.train.embed_dim": 448,
+    "propagation.affinitynet.walk.beta": 16.0, "propagation.affinitynet.walk.logt": 3,
     "propagation.irn.train.crop_size": 448, "propagation.irn.train.epochs": 1, "propagation.irn.train.loader_workers": 4,
+    "propagation.irn.train.batch_size": 16,
     "train_seg.crop_size": 321, "train_seg.steps": 300, "train_seg.batch_size": 10, "train_seg.val_every": 300,
     "train_seg.loader_workers": 4,
     "workers": 0, "resume_every_all": 0,
@@ -47,7 +51,7 @@ DRY = {
     "train_cls.crop_size": 64, "train_cls.epochs": 1, "train_cls.batch_size": 4,
     "cam.scales": [1.0, 0.5], "cam.loader_workers": 0, "cam.writers": 0,
     "propagation.affinitynet.train.crop_size": 96, "propagation.affinitynet.train.epochs": 1,
-    "propagation.irn.train.crop_size": 96, "propagation.irn.train.epochs": 1,
+    "propagation.irn.train.crop_size": 96, "propagation.irn.train.epochs": 1, "propagation.irn.train.batch_size": 16,
     "train_seg.crop_size": 64, "train_seg.steps": 2, "train_seg.batch_size": 2, "train_seg.val_every": 2,
     "eval_seg.scales": [1.0, 0.5], "workers": 1, "resume_every_all": 0,
 }

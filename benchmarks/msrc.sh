@@ -53,6 +53,8 @@ COMMON=(--set "data.root=$DATA" --set backbone.name=efficientnet_lite0 --set bac
         --set train_cls.crop_size=224 --set train_cls.epochs=12 --set train_cls.batch_size=16
         --set propagation.affinitynet.train.crop_size=224 --set propagation.affinitynet.train.epochs=3
         --set propagation.affinitynet.walk.beta=16 --set propagation.affinitynet.walk.logt=5
+        --set propagation.affinitynet.train.grid_stride=8 --set propagation.affinitynet.train.pair_set=psa
+        --set propagation.affinitynet.train.embed_dim=448 --set propagation.affinitynet.train.lr=0.01
         --set train_seg.crop_size=160 --set train_seg.steps=300 --set train_seg.val_every=300
         --set propagation.irn.train.epochs=3 --set propagation.irn.train.batch_size=16
         --set propagation.irn.walk.exp_times=8)  # IRN's 2^8-step walk, as every MSRC row so far (params.yaml: 2^3)

@@ -16,7 +16,9 @@ walk's, through the checkpoint):
   the first or last radius - 1 columns or in the last radius - 1 rows. Border cells keep only the links
   that start inside (some, near the top corners, none at all), and a grid narrower than 2 radius - 1 or
   lower than radius has no pair.
-* ``full`` (departure, not measured): every in-bounds pair, so the border band links in every direction.
+* ``full`` (departure): every in-bounds pair, so the border band links in every direction. The demo's
+  params.yaml sets it for AffinityNet: on its 24 x 24 grids no PSA pair starts in 44% of the cells (78% at
+  stride 8, 12 x 12), which lowers the walk's ceiling (benchmarks/README.md, issue 19 part 7).
 
 The loss's denominators add 1e-5 to the pair counts, as PSA's ``train_aff.py``.
 """
