@@ -1,6 +1,6 @@
 """The demo's `dvc repro` of the whole DAG (params.yaml as it is, a shorter single stage): every stage runs
 and writes its metrics, the stages climb the ladder (the CAM well above an all-background guess, the CRF
-pseudo masks above the CAM, DeepLab near its pseudo masks, IRN's walk above the CAM), a second repro
+pseudo masks above the CAM, DeepLab near its pseudo masks, both walks above the CAM), a second repro
 does nothing, and after a CAM parameter change DVC would rerun from `cam` on (checked dry)."""
 import json
 
@@ -57,12 +57,13 @@ def test_deeplab_climbs_the_ladder(first_repro):
     assert miou["eval_seg"] > miou["eval_cam"] and miou["eval_seg"] >= 0.8 * miou["eval_pseudo"], miou
 
 
-def test_the_walks_climb_or_keep_the_cam(first_repro):
-    """On the demo data IRN's walk lands above the CAM at every seed measured (+0.7 to +6.0), AffinityNet's within
-    2 points below it (benchmarks/README.md, issue 19 parts 6 and 7): a walk that breaks the maps falls far below."""
+def test_the_walks_climb_the_ladder(first_repro):
+    """On the demo data both walks land above the CAM at every seed measured (IRN +0.7 to +6.0, AffinityNet
+    +3.7 to +5.6: benchmarks/README.md, issue 19 part 7); before, IRN's 15 training steps and AffinityNet's
+    stride-8 grid left them at or below it."""
     miou = first_repro[2]
     assert miou["eval_walk/irn"] > miou["eval_cam"], miou
-    assert miou["eval_walk/affinitynet"] >= miou["eval_cam"] - 0.03, miou
+    assert miou["eval_walk/affinitynet"] > miou["eval_cam"] + 0.01, miou
 
 
 def test_dvc_repro_whole_pipeline(first_repro):
