@@ -39,11 +39,12 @@ def to_image_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
-def as_tv(image: np.ndarray, mask: np.ndarray | None = None):
-    """Wrap arrays as tv_tensors so v2 transforms treat image and mask correctly."""
+def as_tv(image: np.ndarray, *masks: np.ndarray):
+    """Wrap arrays as tv_tensors so v2 transforms treat images and masks correctly: the image alone, or
+    (image, *masks) when masks are given."""
     from torchvision import tv_tensors
 
     img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
-    if mask is None:
+    if not masks:
         return img
-    return img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask)))
+    return img, *(tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))) for mask in masks)

@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from pipeline.data.transforms import as_tv
 from pipeline.engine import distributed
 from pipeline.engine.trainer import Hook
 from pipeline.errors import ConfigError, DataError
@@ -210,11 +211,7 @@ class PartialLabelSamples(Dataset):
         if labels.shape != image.shape[:2]:
             raise DataError(f"labels of {image_id}: size {labels.shape} differs from its image {image.shape[:2]}")
         roi = np.ones(image.shape[:2], dtype=np.uint8)
-        from torchvision import tv_tensors  # imported on use: pipeline.data.transforms says why
-
-        tv_image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
-        tv_image, tv_labels, tv_roi = self.transform(tv_image, tv_tensors.Mask(torch.from_numpy(labels)),
-                                                     tv_tensors.Mask(torch.from_numpy(roi)))
+        tv_image, tv_labels, tv_roi = self.transform(*as_tv(image, labels, roi))
         return tv_image, tv_labels.long(), (tv_roi == 1).float(), torch.from_numpy(self.targets[index])
 
 

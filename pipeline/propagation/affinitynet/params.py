@@ -1,7 +1,14 @@
 """``propagation.affinitynet``: PSA's confident labels, AffinityNet training and its random walk.
 
 Renamed from the sections ``aff_labels``, ``train_aff`` and ``rw`` (README.md, "Renamed parameters and stages");
-every default is unchanged."""
+every default is unchanged. The class defaults are PSA's grid (stride 8), pair set (``psa``) and embedding (448).
+
+Departures set by the demo's params.yaml, measured on its 96-px images (benchmarks/README.md, issue 19 part 7):
+``train.grid_stride: 4`` and ``train.pair_set: full`` (at stride 8 no PSA pair starts in 78% of a 12 x 12 grid's
+cells and even perfect affinities lift the CAM by only 2.3 points; at stride 4 with every pair, up to 11),
+``train.embed_dim: 64`` (a third of the training time, the same walk), ``train.lr: 0.03`` and
+``walk.logt: 4`` (walk 37.7 -> 43.2 over the stride-8 demo, the CAM 39.0). MSRC (benchmarks/msrc.sh) and the
+VOC recipes keep PSA's values."""
 from __future__ import annotations
 
 from typing import Literal
